@@ -1,0 +1,1 @@
+"""The evaluation harness: Hydra entry point, LIBERO wrapper, rollout loop, result store, reports."""

@@ -1,0 +1,55 @@
+"""The Policy interface every controller plugs into, and the policy registry.
+
+A policy sees raw LIBERO observations (the env's dict) and returns a chunk of env-ready actions
+(OpenVLA: one action per query; OpenVLA-OFT: eight, executed open loop). What a query cost or chose
+(timings, kept tokens, ...) goes into `PolicyOutput.info` and lands in the episode record.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+
+@dataclass
+class EpisodeContext:
+    """What a policy may know about the episode it is about to run."""
+
+    suite: str
+    task_id: int
+    instruction: str
+    init_index: int
+    seed: int
+    env: Any = None  # the live LIBERO env; only privileged policies (scripted expert) may read it
+
+
+@dataclass
+class PolicyOutput:
+    actions: np.ndarray  # [n, 7] float, env convention (gripper -1 open / +1 close)
+    info: dict = field(default_factory=dict)  # per-query stats, JSON-serialisable
+
+
+class Policy(Protocol):
+    name: str
+
+    def reset(self, ctx: EpisodeContext) -> None:
+        """Start a new episode (clears per-episode state such as a pruner's history)."""
+
+    def act(self, obs: dict) -> PolicyOutput:
+        """One policy query on one observation."""
+
+    def describe(self) -> dict:
+        """Static facts about the policy saved with the run (model name, checkpoint, warnings)."""
+
+
+PolicyFactory = Callable[..., Policy]
+POLICIES: dict[str, PolicyFactory] = {}
+
+
+def register_policy(name: str) -> Callable[[PolicyFactory], PolicyFactory]:
+    def deco(factory: PolicyFactory) -> PolicyFactory:
+        POLICIES[name] = factory
+        return factory
+
+    return deco
