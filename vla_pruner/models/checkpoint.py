@@ -1,0 +1,135 @@
+"""Finding and reading OpenVLA checkpoints in the official Hugging Face layout.
+
+A checkpoint is a directory with config.json, model.safetensors (or a sharded model.safetensors.index.json),
+the tokenizer files, preprocessor_config.json and optionally dataset_statistics.json. Loading is strict:
+every stored tensor must map onto a parameter and every parameter must be stored, except the vision
+weights that never run (see `vision.unused_parameter_prefixes`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors import safe_open
+
+from .config import OpenVLAConfig
+
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+EXAMPLE_OVERRIDE = "model.checkpoint=/path/to/openvla-7b-finetuned-libero-spatial"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be found or does not fit the model; the message says what to do."""
+
+
+def resolve_checkpoint(path_or_id: str | Path) -> Path:
+    """A local checkpoint directory, or a hub id fetched through the Hugging Face cache where a hub is reachable."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    text = str(path_or_id)
+    if not _HUB_ID.match(text):
+        raise CheckpointError(f"checkpoint directory not found: {path}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text))
+    except Exception as e:  # offline, unknown repo, no permission: all end the same way
+        raise CheckpointError(
+            f"{text!r} is neither a local directory nor reachable on the Hugging Face hub "
+            f"({type(e).__name__}); download it elsewhere and point at the local directory, e.g. {EXAMPLE_OVERRIDE}"
+        ) from None
+
+
+def read_config(directory: Path) -> tuple[OpenVLAConfig, dict[str, Any]]:
+    """Typed config plus the raw dict; `dataset_statistics.json` (if present) replaces config.norm_stats."""
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"no config.json in checkpoint directory {directory}")
+    raw = json.loads(config_file.read_text())
+    stats_file = directory / "dataset_statistics.json"
+    if stats_file.is_file():
+        raw["norm_stats"] = json.loads(stats_file.read_text())
+    return OpenVLAConfig.from_dict(raw), raw
+
+
+def weight_files(directory: Path) -> list[Path]:
+    index = directory / WEIGHTS_INDEX_FILE
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [directory / s for s in shards]
+    single = directory / WEIGHTS_FILE
+    if single.is_file():
+        return [single]
+    raise CheckpointError(f"no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in checkpoint directory {directory}")
+
+
+def to_module_key(stored: str) -> str:
+    """The official code renames timm's LayerScale `gamma` to `scale_factor` (HF mangles `gamma`); undo it."""
+    return re.sub(r"\.(ls[12])\.scale_factor$", r".\1.gamma", stored)
+
+
+def to_stored_key(module_key: str) -> str:
+    return re.sub(r"\.(ls[12])\.gamma$", r".\1.scale_factor", module_key)
+
+
+def iter_tensors(directory: Path) -> Iterator[tuple[str, Any]]:
+    """(module key, lazy tensor slice) for every stored tensor, shard by shard."""
+    for file in weight_files(directory):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                yield to_module_key(key), f.get_tensor(key)
+
+
+def load_weights(
+    model: torch.nn.Module, directory: Path, optional_prefixes: list[str], device: torch.device, dtype: torch.dtype
+) -> None:
+    """Assign stored tensors to `model` (built on the meta device); fail listing every mismatch."""
+    expected = model.state_dict()
+    seen: set[str] = set()
+    unexpected, wrong_shape = [], []
+    loaded: dict[str, torch.Tensor] = {}
+    for key, tensor in iter_tensors(directory):
+        if key not in expected:
+            unexpected.append(to_stored_key(key))
+            continue
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            wrong_shape.append(f"{to_stored_key(key)} {tuple(tensor.shape)} != {tuple(expected[key].shape)}")
+            continue
+        seen.add(key)
+        loaded[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+    missing = [k for k in expected if k not in seen and not k.startswith(tuple(optional_prefixes))]
+    if unexpected or missing or wrong_shape:
+        raise CheckpointError(f"mismatched weights in {directory}: " + _describe(missing, unexpected, wrong_shape))
+    for key in expected:  # never-run weights the checkpoint left out: allocate, never read
+        if key not in loaded:
+            loaded[key] = torch.zeros(expected[key].shape, device=device, dtype=dtype)
+    model.load_state_dict(loaded, strict=True, assign=True)
+
+
+def _describe(missing: list[str], unexpected: list[str], wrong_shape: list[str], limit: int = 8) -> str:
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if keys:
+            shown = ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+            parts.append(f"{label}: {shown}")
+    return "; ".join(parts)
+
+
+def resolve_device_dtype(device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"):
+    """"auto" -> CUDA if available, else CPU; bf16 on CUDA, fp32 on CPU."""
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+    if dtype == "auto":
+        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+        if dtype not in names:
+            raise ValueError(f"unknown dtype {dtype!r}; use auto or one of {sorted(names)}")
+        dtype = names[dtype]
+    return dev, dtype

@@ -1,0 +1,103 @@
+"""The Llama-2 language model of OpenVLA, as a plain loop over transformers' decoder layers.
+
+The loop is ours (not `LlamaForCausalLM.forward`) so that the pruning engine can run layers 0..K-1 on all
+tokens, gather the kept tokens, and run K..L-1 on them with their original position ids: `run_layers`
+takes a layer range, explicit position ids and a cache whose layers may hold different token counts.
+Parameter names follow transformers' `LlamaForCausalLM` (`model.layers.N...`, `lm_head`) so official
+checkpoints load as they are.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+
+
+class KVCache:
+    """Keys and values per layer, grown by concatenation along the sequence axis.
+
+    Each layer is independent, so layers after a pruning point can hold fewer tokens than earlier ones.
+    `update` is the method transformers' attention calls: it appends and returns the full keys/values.
+    """
+
+    def __init__(self, num_layers: int):
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if self.keys[layer_idx] is not None:
+            key = torch.cat([self.keys[layer_idx], key], dim=-2)
+            value = torch.cat([self.values[layer_idx], value], dim=-2)
+        self.keys[layer_idx], self.values[layer_idx] = key, value
+        return key, value
+
+    def length(self, layer_idx: int) -> int:
+        k = self.keys[layer_idx]
+        return 0 if k is None else k.shape[-2]
+
+
+class _LlamaBody(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+
+class LlamaLM(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.config = config
+        self.model = _LlamaBody(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.rotary_emb = LlamaRotaryEmbedding(config)  # buffers only, no stored weights
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.layers
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_tokens(input_ids)
+
+    def run_layers(
+        self,
+        hidden: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> torch.Tensor:
+        """Run decoder layers `start..stop-1` on `hidden` [B, T, H] at `position_ids` [B, T] (SDPA attention).
+
+        `attention_mask` None means causal over what the cache holds plus these tokens (valid for a prefill
+        into an empty cache and for single-token decode steps); otherwise a boolean [B, 1, T, keys] mask,
+        True = attend.
+        """
+        position_embeddings = self.rotary_emb(hidden, position_ids)
+        for layer in self.layers[start:stop]:
+            hidden = layer(
+                hidden,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                position_embeddings=position_embeddings,
+            )
+        return hidden
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.model.norm(hidden))
+
+
+def causal_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, S] 0/1 padding mask -> [B, 1, S, S] boolean causal mask that also hides padded keys.
+
+    Rows that would see no key at all (queries at left padding) see themselves, so SDPA stays finite;
+    their outputs are padding and are never read.
+    """
+    S = attention_mask.shape[-1]
+    causal = torch.ones(S, S, dtype=torch.bool, device=attention_mask.device).tril()
+    mask = causal[None, None] & attention_mask.bool()[:, None, None, :]
+    eye = torch.eye(S, dtype=torch.bool, device=attention_mask.device)[None, None]
+    return mask | (eye & ~mask.any(-1, keepdim=True))

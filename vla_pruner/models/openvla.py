@@ -1,0 +1,159 @@
+"""OpenVLA-7B: fused ViTs -> projector -> Llama-2, decoding 7 action tokens greedily with a KV cache.
+
+Reproduces the official Hugging Face implementation (`OpenVLAForActionPrediction`) on current transformers
+and timm. A policy query is split into stages the harness times and the pruning engine replaces:
+`encode_image` (vision + projector), `multimodal_embeds`, `prefill` (all prompt tokens, fills the cache,
+gives the first action token) and `decode` (the 6 remaining tokens, one cached step each).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .action_tokenizer import ActionTokenizer, select_action_stats, unnormalize
+from .checkpoint import load_weights, read_config, resolve_checkpoint, resolve_device_dtype
+from .config import OpenVLAConfig
+from .llama import KVCache, LlamaLM, causal_padding_mask
+from .vision import FusedProjector, FusedViTBackbone, unused_parameter_prefixes
+
+EMPTY_TOKEN_ID = 29871  # Llama-2's "▁": appended after "Out:" as in training
+ACTION_DIM = 7
+
+
+@dataclass
+class OpenVLAOutput:
+    logits: torch.Tensor  # [B, 1 + N_visual + T - 1, vocab]
+
+
+@dataclass
+class PrefillState:
+    """What decoding needs after the prefill: the cache, the first greedy token and the next position."""
+
+    cache: KVCache
+    next_token: torch.Tensor  # [B, 1]
+    next_position: int
+
+
+class OpenVLA(nn.Module):
+    def __init__(self, config: OpenVLAConfig):
+        super().__init__()
+        self.config = config
+        self.vision_backbone = FusedViTBackbone(config)
+        llama_config = config.llama_config()
+        self.projector = FusedProjector(self.vision_backbone.embed_dim, llama_config.hidden_size)
+        self.language_model = LlamaLM(llama_config)
+        self.action_tokenizer = ActionTokenizer(config.text_vocab_size, config.n_action_bins)
+        self.norm_stats = config.norm_stats
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_id: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+    ) -> "OpenVLA":
+        """Load a checkpoint directory (or hub id, where a hub is reachable) strictly, in eval mode."""
+        directory = resolve_checkpoint(path_or_id)
+        config, _ = read_config(directory)
+        device, dtype = resolve_device_dtype(device, dtype)
+        with torch.device("meta"):
+            model = cls(config)
+        optional = [
+            f"vision_backbone.{name}.{p}"
+            for name in ("featurizer", "fused_featurizer")
+            for p in unused_parameter_prefixes(getattr(model.vision_backbone, name))
+        ]
+        load_weights(model, directory, optional, device, dtype)
+        # non-persistent buffers (RoPE frequencies) are computed, not stored: rebuild them off the meta device
+        model.language_model.rotary_emb = type(model.language_model.rotary_emb)(model.language_model.config).to(device)
+        model.checkpoint_dir = directory
+        return model.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.projector.fc1.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.projector.fc1.weight.dtype
+
+    # --- stages of one query -------------------------------------------------------------------------
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, 6, 224, 224] -> visual token embeddings [B, 256, hidden] (the LLM inputs)."""
+        return self.projector(self.vision_backbone(pixel_values.to(self.device, self.dtype)))
+
+    def multimodal_embeds(self, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """[BOS, visual tokens, rest of the prompt]: Prismatic inserts the image right after BOS."""
+        text = self.language_model.embed(input_ids.to(self.device))
+        return torch.cat([text[:, :1], visual, text[:, 1:]], dim=1)
+
+    def prefill(self, inputs_embeds: torch.Tensor) -> PrefillState:
+        B, S, _ = inputs_embeds.shape
+        lm = self.language_model
+        cache = KVCache(len(lm.layers))
+        positions = torch.arange(S, device=inputs_embeds.device).expand(B, S)
+        hidden = lm.run_layers(inputs_embeds, positions, cache)
+        next_token = lm.logits(hidden[:, -1:]).argmax(-1)
+        return PrefillState(cache, next_token, S)
+
+    def decode(self, state: PrefillState, n_tokens: int = ACTION_DIM) -> torch.Tensor:
+        """Greedy tokens [B, n_tokens]: the prefill's token, then n_tokens-1 single-token cached steps."""
+        lm = self.language_model
+        tokens = [state.next_token]
+        for step in range(n_tokens - 1):
+            position = torch.full_like(tokens[-1], state.next_position + step)
+            hidden = lm.run_layers(lm.embed(tokens[-1]), position, state.cache)
+            tokens.append(lm.logits(hidden).argmax(-1))
+        return torch.cat(tokens, dim=1)
+
+    # --- public API ---------------------------------------------------------------------------------
+    def forward(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> OpenVLAOutput:
+        """Logits at every position of [BOS, visual, prompt], like the official forward (no cache)."""
+        embeds = self.multimodal_embeds(input_ids, self.encode_image(pixel_values))
+        B, S, _ = embeds.shape
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            n_visual = S - input_ids.shape[1]
+            visual_mask = attention_mask.new_ones(B, n_visual)
+            full = torch.cat([attention_mask[:, :1], visual_mask, attention_mask[:, 1:]], dim=1)
+            mask = causal_padding_mask(full.to(self.device))
+        positions = torch.arange(S, device=embeds.device).expand(B, S)
+        hidden = self.language_model.run_layers(embeds, positions, attention_mask=mask)
+        return OpenVLAOutput(logits=self.language_model.logits(hidden))
+
+    @torch.inference_mode()
+    def predict_action_tokens(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The 7 greedy action tokens [B, 7] for a tokenised prompt (29871 is appended if absent)."""
+        input_ids = with_empty_token(input_ids)
+        embeds = self.multimodal_embeds(input_ids, self.encode_image(pixel_values))
+        return self.decode(self.prefill(embeds))
+
+    def tokens_to_action(self, tokens: torch.Tensor | np.ndarray, unnorm_key: str | None = None) -> np.ndarray:
+        normalized = self.action_tokenizer.normalized(torch.as_tensor(tokens).cpu().numpy())
+        return unnormalize(normalized, select_action_stats(self.norm_stats, unnorm_key))
+
+    def predict_action(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        unnorm_key: str | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> np.ndarray:
+        """Un-normalised 7-dim action (model gripper convention) for one prompt + image (batch size 1).
+
+        `attention_mask` is accepted for drop-in use with the processor's output; a single unpadded prompt
+        needs none.
+        """
+        if input_ids.shape[0] != 1 or (attention_mask is not None and not bool(attention_mask.all())):
+            raise ValueError("predict_action takes one unpadded prompt")
+        return self.tokens_to_action(self.predict_action_tokens(input_ids, pixel_values)[0], unnorm_key)
+
+
+def with_empty_token(input_ids: torch.Tensor) -> torch.Tensor:
+    if bool((input_ids[:, -1] == EMPTY_TOKEN_ID).all()):
+        return input_ids
+    empty = torch.full_like(input_ids[:, :1], EMPTY_TOKEN_ID)
+    return torch.cat([input_ids, empty], dim=1)

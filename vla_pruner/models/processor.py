@@ -1,0 +1,69 @@
+"""Prompt + image -> model inputs, like the official PrismaticProcessor.
+
+`OpenVLAProcessor(prompt, image)` returns `input_ids`, `attention_mask` (the tokenizer's, with BOS) and
+`pixel_values` [1, 6, H, W]: the image resized per backbone (bicubic; a no-op on 224x224 input), scaled to
+[0, 1] and normalised with each backbone's mean/std from preprocessor_config.json, channels stacked.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoTokenizer
+
+from .checkpoint import CheckpointError, resolve_checkpoint
+
+_PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+def prompt_for(instruction: str) -> str:
+    """The OpenVLA prompt for a task instruction (the model expects it lower-cased)."""
+    return f"In: What action should the robot take to {instruction.lower()}?\nOut:"
+
+
+class ImageProcessor:
+    def __init__(self, sizes: list[tuple[int, int]], means: list[list[float]], stds: list[list[float]],
+                 interpolations: list[str]):
+        self.sizes, self.interpolations = sizes, interpolations
+        self.means = [np.asarray(m, dtype=np.float32) for m in means]
+        self.stds = [np.asarray(s, dtype=np.float32) for s in stds]
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ImageProcessor":
+        sizes = [tuple(s[1:]) for s in config["input_sizes"]]
+        return cls(sizes, config["means"], config["stds"], config["interpolations"])
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB")
+        planes = []
+        for (h, w), mean, std, interp in zip(self.sizes, self.means, self.stds, self.interpolations):
+            resized = image if image.size == (w, h) else image.resize((w, h), _PIL_FILTERS[interp])
+            x = np.asarray(resized, dtype=np.float32) / 255.0
+            planes.append(((x - mean) / std).transpose(2, 0, 1))
+        return torch.from_numpy(np.concatenate(planes, axis=0))[None]
+
+
+class OpenVLAProcessor:
+    def __init__(self, tokenizer, image_processor: ImageProcessor):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | Path) -> "OpenVLAProcessor":
+        directory = resolve_checkpoint(path_or_id)
+        config_file = directory / "preprocessor_config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"no preprocessor_config.json in checkpoint directory {directory}")
+        image_processor = ImageProcessor.from_config(json.loads(config_file.read_text()))
+        return cls(AutoTokenizer.from_pretrained(str(directory)), image_processor)
+
+    def __call__(self, text: str, images: Image.Image) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(text, return_tensors="pt")
+        return {
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+            "pixel_values": self.image_processor(images),
+        }
