@@ -43,6 +43,10 @@ class Policy(Protocol):
         """Static facts about the policy saved with the run (model name, checkpoint, warnings)."""
 
 
+class TaskNotSupported(Exception):
+    """Raised by `Policy.reset` for a task the policy cannot attempt; the episode is recorded as skipped."""
+
+
 PolicyFactory = Callable[..., Policy]
 POLICIES: dict[str, PolicyFactory] = {}
 
@@ -53,3 +57,10 @@ def register_policy(name: str) -> Callable[[PolicyFactory], PolicyFactory]:
         return factory
 
     return deco
+
+
+def build_policy(cfg) -> Policy:
+    """Instantiate `cfg.policy.name` from the registry (policy modules register themselves on import)."""
+    import evaluate.policies  # noqa: F401  (registers the built-in policies)
+
+    return POLICIES[cfg.policy.name](cfg)

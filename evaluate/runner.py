@@ -1,0 +1,78 @@
+"""A whole evaluation run: the episodes a config asks for, minus those already on disk."""
+from __future__ import annotations
+
+import logging
+from itertools import groupby
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from evaluate.config import run_identity, select_tasks
+from evaluate.libero_env import TaskEnv, load_suite, simulator_versions
+from evaluate.policy import EpisodeContext, build_policy
+from evaluate.rollout import run_episode
+from evaluate.store import ResultStore
+from evaluate.summary import write_summary
+
+log = logging.getLogger(__name__)
+
+
+def _progress_postfix(records) -> dict:
+    attempted = [r for r in records if r.status != "skipped"]
+    rate = sum(r.success for r in attempted) / len(attempted) if attempted else 0.0
+    return {"success": f"{rate:.1%}", "errors": sum(r.status == "env_error" for r in records)}
+
+
+def run(cfg: DictConfig) -> dict:
+    run_dir = Path(cfg.output_dir)
+    store = ResultStore(run_dir)
+    store.check_identity(run_identity(cfg))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    tasks = load_suite(cfg.suite.name)
+    wanted = [(t, i) for t in select_tasks(cfg, len(tasks)) for i in range(cfg.episodes_per_task)]
+    done = store.done_keys()
+    todo = [(tasks[t], i) for t, i in wanted if (t, i) not in done]
+    records = [r for r in store.records() if r.key in set(wanted)]
+    log.info("%s: %d episodes wanted, %d already done, %d to run", run_dir, len(wanted), len(records), len(todo))
+
+    policy = build_policy(cfg)
+    meta = {"run_dir": str(run_dir), "policy": policy.describe(), "simulator": simulator_versions(),
+            "suite": cfg.suite.name, "keep": cfg.keep, "seed": cfg.seed}
+    demos = _demo_recorder(cfg, run_dir)
+    video_dir = run_dir / "videos" if cfg.video else None
+    complete = False
+    bar = tqdm(total=len(wanted), initial=len(records), unit="ep", desc=cfg.suite.name, dynamic_ncols=True)
+    bar.set_postfix(_progress_postfix(records))
+    try:
+        for task, group in groupby(todo, key=lambda item: item[0]):
+            env = TaskEnv(task)  # created and closed per task, as the official evaluation does
+            try:
+                for _, init_index in group:
+                    ctx = EpisodeContext(cfg.suite.name, task.task_id, task.instruction, init_index, cfg.seed)
+                    record = run_episode(env, policy, ctx, cfg.suite.max_steps, video_dir, demos)
+                    store.append(record)
+                    records.append(record)
+                    bar.update(1)
+                    bar.set_postfix(_progress_postfix(records))
+                    if record.status == "env_error":  # a failed simulator may be left in a bad state
+                        env.close()
+                        env = TaskEnv(task)
+            finally:
+                env.close()
+        complete = True
+    finally:
+        bar.close()
+        if demos is not None:
+            demos.close()
+        summary = write_summary(run_dir, records, meta, complete)
+    return summary
+
+
+def _demo_recorder(cfg: DictConfig, run_dir: Path):
+    if not cfg.record_demos:
+        return None
+    from evaluate.demos import DemoRecorder
+
+    return DemoRecorder(run_dir / "demos")

@@ -1,0 +1,53 @@
+"""End-of-run summary: per-task table (CSV + Markdown) and `summary.json` from `episodes.jsonl`."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from evaluate.stats import wilson_interval
+from evaluate.store import EpisodeRecord
+
+
+def per_task_table(records: list[EpisodeRecord]) -> pd.DataFrame:
+    """One row per task; skipped episodes are counted but not in the success rate."""
+    columns = ["suite", "task_id", "task", "episodes", "successes", "success_rate", "ci95_low", "ci95_high",
+               "mean_steps", "env_errors", "skipped"]
+    if not records:
+        return pd.DataFrame(columns=columns)
+    df = pd.DataFrame([asdict(r) for r in records])
+    rows = []
+    for (suite, task_id, task), g in df.groupby(["suite", "task_id", "task"], sort=True):
+        attempted = g[g.status != "skipped"]
+        n, k = len(attempted), int(attempted.success.sum())
+        lo, hi = wilson_interval(k, n)
+        rows.append({
+            "suite": suite, "task_id": int(task_id), "task": task, "episodes": n, "successes": k,
+            "success_rate": k / n if n else float("nan"), "ci95_low": lo, "ci95_high": hi,
+            "mean_steps": float(attempted.steps.mean()) if n else float("nan"),
+            "env_errors": int((g.status == "env_error").sum()), "skipped": int((g.status == "skipped").sum()),
+        })
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_summary(run_dir: Path, records: list[EpisodeRecord], meta: dict, complete: bool) -> dict:
+    table = per_task_table(records)
+    table.to_csv(run_dir / "per_task.csv", index=False)
+    (run_dir / "per_task.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    n, k = int(table.episodes.sum()), int(table.successes.sum())
+    lo, hi = wilson_interval(k, n)
+    summary = {
+        **meta,
+        "complete": complete,
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else None,
+        "ci95": [lo, hi],
+        "env_errors": int(table.env_errors.sum()),
+        "skipped": int(table.skipped.sum()),
+        "wall_time_s": round(sum(r.wall_time_s for r in records), 1),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

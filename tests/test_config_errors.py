@@ -1,0 +1,31 @@
+"""Bad config values fail early, in one line, naming the value and the valid choices."""
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("suite=libero_nope", "error: unknown suite 'libero_nope'; valid choices: libero_10, libero_90, libero_goal, "
+                              "libero_long, libero_object, libero_spatial"),
+        ("policy=magic", "error: unknown policy 'magic'; valid choices: "),
+        ("keep=0", "error: keep=0.0 is outside (0, 1]"),
+        ("keep=1.5", "error: keep=1.5 is outside (0, 1]"),
+        ("episodes_per_task=51", "error: episodes_per_task=51 must be in 1..50"),
+        ("tasks=[3,12]", "error: tasks [12] do not exist in libero_spatial: valid task ids are 0..9"),
+        ("device=gpu", "error: device 'gpu' is not one of: auto, cpu, cuda, cuda:N, mps"),
+    ],
+)
+def test_bad_value_is_one_line_error(override, expected, tmp_path):
+    result = run_cli("policy=noop", override, f"output_root={tmp_path}")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(expected), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sweep_values_are_checked_each(tmp_path):
+    result = run_cli("-m", "policy=noop", "suite=libero_object,libero_typo", f"output_root={tmp_path}")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown suite 'libero_typo'")

@@ -1,0 +1,115 @@
+"""End-to-end harness runs on the real LIBERO simulator, through the real Hydra CLI."""
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from evaluate.libero_env import TaskEnv, load_suite
+from evaluate.policy import EpisodeContext, PolicyOutput
+from evaluate.rollout import run_episode
+from tests.conftest import REPO, cli_command, run_cli
+
+pytestmark = pytest.mark.sim
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
+
+
+def _run_dir(root: Path, suite: str) -> Path:
+    return root / "noop" / suite / "none-keep1.0" / "seed7"
+
+
+@pytest.mark.parametrize("suite, name", [("libero_spatial", "libero_spatial"), ("libero_object", "libero_object"),
+                                         ("libero_goal", "libero_goal"), ("libero_long", "libero_10"),
+                                         ("libero_90", "libero_90")])
+def test_one_short_episode_per_suite(suite, name, tmp_path):
+    result = run_cli("policy=noop", f"suite={suite}", "tasks=[1]", "episodes_per_task=1", "suite.max_steps=3",
+                     f"output_root={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _run_dir(tmp_path, name)
+    [record] = _records(run_dir)
+    instruction = load_suite(name)[1].instruction
+    assert record["suite"] == name and record["task_id"] == 1 and record["init_index"] == 0
+    assert record["task"] == instruction and record["status"] == "ok"
+    assert record["steps"] == 3 and record["success"] is False and len(record["queries"]) == 3
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["complete"] and summary["episodes"] == 1 and summary["success_rate"] == 0.0
+    assert summary["simulator"]["mujoco"] == "2.3.7" and summary["simulator"]["MUJOCO_GL"]
+    assert instruction in (run_dir / "per_task.md").read_text()
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+    overrides = ["policy=noop", "suite=libero_object", "tasks=[0]", "episodes_per_task=3", "suite.max_steps=5",
+                 f"output_root={tmp_path}"]
+    run_dir = _run_dir(tmp_path, "libero_object")
+    episodes = run_dir / "episodes.jsonl"
+    proc = subprocess.Popen(cli_command(*overrides), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (episodes.exists() and episodes.read_text().count("\n") >= 1):
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first episode"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the second episode
+    proc.communicate(timeout=120)
+    first = _records(run_dir)
+    assert 1 <= len(first) < 3, "the interrupt should land before the run finishes"
+    assert json.loads((run_dir / "summary.json").read_text())["complete"] is False
+
+    result = run_cli(*overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{len(first)} already done, {3 - len(first)} to run" in result.stderr
+    records = _records(run_dir)
+    assert records[: len(first)] == first
+    assert sorted(r["init_index"] for r in records) == [0, 1, 2]
+
+    again = run_cli(*overrides)  # nothing left: no episode runs twice
+    assert "3 already done, 0 to run" in again.stderr and len(_records(run_dir)) == 3
+
+
+def test_changed_settings_do_not_mix_into_a_run_dir(tmp_path):
+    common = ["policy=noop", "suite=libero_object", "tasks=[0]", "episodes_per_task=1", f"output_root={tmp_path}",
+              "output_dir=" + str(tmp_path / "one")]
+    assert run_cli(*common, "suite.max_steps=2").returncode == 0
+    result = run_cli(*common, "suite.max_steps=4")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "suite" in result.stderr
+
+
+def test_video_has_one_frame_per_step(tmp_path):
+    result = run_cli("policy=noop", "suite=libero_object", "tasks=[0]", "episodes_per_task=1", "suite.max_steps=6",
+                     "video=true", f"output_root={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _run_dir(tmp_path, "libero_object")
+    [record] = _records(run_dir)
+    frames = iio.imread(run_dir / "videos" / record["video"])
+    assert record["video"] == "task00_init00_failure.mp4"
+    assert frames.shape == (7, 256, 256, 3)  # the first observation + one per step
+
+
+class _WrongShapePolicy:
+    """Sends a 3-dim action: the simulator rejects it, which must end the episode as a recorded failure."""
+
+    name = "wrong_shape"
+
+    def reset(self, ctx):
+        pass
+
+    def act(self, obs):
+        return PolicyOutput(actions=np.zeros((1, 3)))
+
+    def describe(self):
+        return {}
+
+
+def test_simulator_error_is_a_recorded_failure():
+    task = load_suite("libero_object")[0]
+    with TaskEnv(task) as env:
+        ctx = EpisodeContext("libero_object", 0, task.instruction, 0, seed=7)
+        record = run_episode(env, _WrongShapePolicy(), ctx, max_steps=5)
+    assert record.status == "env_error" and not record.success and record.steps == 0
+    assert record.error
