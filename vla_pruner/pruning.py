@@ -1,0 +1,330 @@
+"""The Pruner interface between the pruning engine and the token-selection rules, and the pruner registry.
+
+A pruner never sees the model: at construction it learns the model's shape (`ModelLayout`) and states in a
+`PrunePlan` what the engine must compute for it (which layer's attention, from which query rows, which
+embeddings, which action-attention layers). Per policy query the engine runs the plan's stages, calling
+`select()` once per stage with a `StageInputs`, applies the returned `Selection`, and (if the plan asks for
+action layers) calls `observe()` after decoding. `reset()` starts an episode.
+
+Engine loop, in short::
+
+    pruner = build_pruner(cfg, keep=0.25, layout=ModelLayout(num_layers=32, image_tokens=(256,)))
+    pruner.reset(seed, episode)                      # per episode
+    for stage_index, stage in enumerate(pruner.plan.stages):   # per query; no stages -> dense model
+        run layers up to and including stage.layer, collecting what `stage` asks for
+        sel = pruner.select(StageInputs(stage=stage_index, attention=..., ...))
+        keep rows sel.kept[i] of image i (+ sel.merged[i]) for layers stage.layer+1 ..
+    decode; if pruner.plan.action_layers: pruner.observe(action attention per image)
+    info["pruning"] = [sel.to_record() for each stage]
+
+All indices are per image and 0-based within that image's visual tokens; at the first stage the rows are the
+original visual tokens, so `kept` are original visual indices (add the image's start offset for sequence
+positions).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Mapping, Sequence
+
+import torch
+
+Rows = Literal["prefill", "last", "text"]
+ROWS = ("prefill", "last", "text")
+
+
+# ----------------------------------------------------------------------------------------------- budgets
+
+
+def budget(keep: float, num_tokens: int) -> int:
+    """Visual tokens an image keeps: round(keep * M), half rounded up. Shared by every pruner so that all
+    methods compare at identical token counts."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep={keep!r} must be in (0, 1]")
+    k = min(num_tokens, math.floor(keep * num_tokens + 0.5))
+    if k < 1:
+        raise ValueError(f"keep={keep!r} keeps no token of an image with {num_tokens} visual tokens")
+    return k
+
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores, ties broken towards the lower index (torch.topk does not promise
+    an order among ties; runs must be reproducible)."""
+    return torch.sort(scores, descending=True, stable=True).indices[:k]
+
+
+# ------------------------------------------------------------------------------------ engine <-> pruner
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """The only facts about the model a pruner may use."""
+
+    num_layers: int  # decoder layers L of the LLM
+    image_tokens: tuple[int, ...]  # visual tokens per image, in sequence order: OpenVLA (256,), OFT (256, 256)
+
+    def __post_init__(self):
+        if self.num_layers < 2 or not self.image_tokens or min(self.image_tokens) < 1:
+            raise ValueError(f"implausible model layout {self}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pruning point. The engine runs layers 0..layer on the current tokens, scores with `layer`'s own
+    attention, and layers layer+1.. see only the tokens `select()` keeps (for a prune layer K: layer = K-1)."""
+
+    layer: int
+    # query rows whose head-averaged attention to the visual keys `select()` needs (None: no attention):
+    # "prefill" = all prefill query rows, "last" = the last prompt row (the one that emits action token 1),
+    # "text" = each prompt token after the visual block (and OFT's proprio token) up to and including 29871.
+    rows: Rows | None = None
+    visual_embeddings: bool = False  # LLM input embeddings (projector outputs) of the current visual rows
+    text_embeddings: bool = False  # LLM input embeddings of the "text" rows
+    hidden_states: bool = False  # `layer`'s output hidden states of the current visual rows (token merging)
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """Everything the engine must compute for a pruner, fixed when the pruner is built."""
+
+    stages: tuple[Stage, ...] = ()  # empty: the model runs dense, select() is never called
+    # layers whose action-query attention observe() needs, averaged over these layers; empty: no observe()
+    action_layers: tuple[int, ...] = ()
+
+
+@dataclass
+class StageInputs:
+    """What the engine hands `select()` at one stage; fields the stage did not ask for stay None.
+
+    Per-image lists follow `ModelLayout.image_tokens`; n_i = current visual rows of image i (M_i at stage 0).
+    """
+
+    stage: int  # index into plan.stages; stage 0 starts a new policy query
+    # [R, n_i] head-averaged attention probabilities from the stage's query rows to image i's visual keys,
+    # computed with the model's own mask (causal for OpenVLA, bidirectional for OFT). For rows "prefill"
+    # and "last" only the row mean is used, so the engine may pass it pre-averaged as [1, n_i];
+    # for "text" the rows must be separate, in sequence order (R = T).
+    attention: list[torch.Tensor] | None = None
+    visual_embeddings: list[torch.Tensor] | None = None  # [n_i, d]
+    text_embeddings: torch.Tensor | None = None  # [T, d], same rows as "text" attention
+    hidden_states: list[torch.Tensor] | None = None  # [n_i, d]
+
+
+@dataclass
+class MergedTokens:
+    """Tokens a pruner creates (SparseVLM recycling): inserted after the image's kept visual tokens."""
+
+    features: torch.Tensor  # [r, d] hidden states fed to layer stage.layer+1
+    origin: torch.Tensor  # [r] long: original visual index whose position id (RoPE) each token takes
+
+
+@dataclass
+class Selection:
+    """One stage's choice, and its per-query record."""
+
+    kept: list[torch.Tensor]  # per image: sorted long indices into the stage's rows
+    num_rows: list[int]  # per image: rows the stage saw (n_i)
+    stage: int = 0
+    warmup: bool = False  # a warm-up query (VLA-Pruner history still filling)
+    merged: list[MergedTokens] | None = None
+    select_ms: float = 0.0  # wall time of select(), set by Pruner.select
+
+    @property
+    def is_dense(self) -> bool:
+        """Nothing dropped or added: the engine may skip the gather."""
+        return self.merged is None and all(len(k) == n for k, n in zip(self.kept, self.num_rows))
+
+    def to_record(self) -> dict[str, Any]:
+        record = {
+            "stage": self.stage,
+            "kept": [len(k) for k in self.kept],
+            "kept_mask": [indices_to_hex(k, n) for k, n in zip(self.kept, self.num_rows)],
+            "warmup": self.warmup,
+            "select_ms": round(self.select_ms, 4),
+        }
+        if self.merged is not None:
+            record["merged"] = [len(m.origin) for m in self.merged]
+        return record
+
+
+def indices_to_hex(indices: torch.Tensor, n: int) -> str:
+    """Bitmask of kept rows as hex (bit j = row j), zero-padded to n bits: 64 characters for 256 tokens."""
+    value = 0
+    for j in indices.tolist():
+        value |= 1 << j
+    return format(value, f"0{(n + 3) // 4}x")
+
+
+def hex_to_indices(mask: str) -> list[int]:
+    """Inverse of indices_to_hex: sorted kept row indices."""
+    value = int(mask, 16)
+    return [j for j in range(value.bit_length()) if value >> j & 1]
+
+
+# ---------------------------------------------------------------------------------------------- configs
+
+
+def check_choice(option: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ValueError(f"{option}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
+
+
+def check_prune_layer(prune_layer: int, num_layers: int) -> None:
+    """Layer K must leave a scoring layer (K-1 >= 0) and at least one layer after pruning (K < L)."""
+    if not 1 <= prune_layer < num_layers:
+        raise ValueError(f"prune_layer={prune_layer} must be in 1..{num_layers - 1} for a {num_layers}-layer model")
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Base of the typed per-pruner options; subclasses validate in __post_init__."""
+
+
+# --------------------------------------------------------------------------------------------- pruners
+
+
+class Pruner:
+    """Base class: budgets, plan, timing. Subclasses define `Config`, `make_plan()` and `choose()`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PrunerConfig]] = PrunerConfig
+
+    def __init__(self, config: PrunerConfig, keep: float, layout: ModelLayout):
+        self.config = config
+        self.keep = keep
+        self.layout = layout
+        self.budgets = tuple(budget(keep, m) for m in layout.image_tokens)
+        prunes = any(b < m for b, m in zip(self.budgets, layout.image_tokens))
+        self.plan = self.make_plan() if prunes else PrunePlan()
+
+    def make_plan(self) -> PrunePlan:
+        """The plan when the budget drops tokens (keep=1.0 always gets the dense plan)."""
+        raise NotImplementedError
+
+    def reset(self, seed: int = 0, episode: int = 0) -> None:
+        """Start an episode. `seed` = run seed, `episode` = an id unique within the run (e.g. task*1000+init)."""
+
+    def select(self, inputs: StageInputs) -> Selection:
+        """Choose the tokens of one stage (timed; on CUDA the clock waits for the device)."""
+        if not 0 <= inputs.stage < len(self.plan.stages):
+            raise ValueError(f"stage {inputs.stage} not in this pruner's plan ({len(self.plan.stages)} stages)")
+        self.check_inputs(inputs)
+        start = time.perf_counter()
+        selection = self.choose(inputs)
+        if any(k.is_cuda for k in selection.kept):
+            torch.cuda.synchronize()
+        selection.select_ms = (time.perf_counter() - start) * 1e3
+        selection.stage = inputs.stage
+        return selection
+
+    def choose(self, inputs: StageInputs) -> Selection:
+        raise NotImplementedError
+
+    def check_inputs(self, inputs: StageInputs) -> None:
+        """Fail clearly when the engine left out something the stage asked for."""
+        stage = self.plan.stages[inputs.stage]
+        wanted = {"attention": stage.rows is not None, "visual_embeddings": stage.visual_embeddings,
+                  "text_embeddings": stage.text_embeddings, "hidden_states": stage.hidden_states}
+        missing = [name for name, needed in wanted.items() if needed and getattr(inputs, name) is None]
+        if missing:
+            raise ValueError(f"{self.name} stage {inputs.stage} needs {', '.join(missing)} (see its plan: {stage})")
+
+    def observe(self, action_attention: Sequence[torch.Tensor]) -> None:
+        """After decoding, when plan.action_layers is not empty: per image, the attention the action queries
+        paid to the visual tokens present in those layers (in `kept` order of the query's last selection, or
+        all M_i original tokens), averaged over heads, action queries and plan.action_layers."""
+
+    def describe(self) -> dict[str, Any]:
+        """Static facts saved with the run."""
+        return {"name": self.name, "keep": self.keep, "budgets": list(self.budgets),
+                **dataclasses.asdict(self.config)}
+
+    # helpers for subclasses
+    def dense(self, inputs: StageInputs, warmup: bool = False) -> Selection:
+        rows = self.rows_per_image(inputs)
+        return Selection(kept=[torch.arange(n, device=self.device(inputs)) for n in rows], num_rows=rows,
+                         warmup=warmup)
+
+    def rows_per_image(self, inputs: StageInputs) -> list[int]:
+        if inputs.attention is not None:
+            return [a.shape[-1] for a in inputs.attention]
+        for per_image in (inputs.visual_embeddings, inputs.hidden_states):
+            if per_image is not None:
+                return [t.shape[0] for t in per_image]
+        return list(self.layout.image_tokens)  # a stage that asked for nothing sees the original tokens
+
+    @staticmethod
+    def device(inputs: StageInputs) -> torch.device:
+        for per_image in (inputs.attention, inputs.visual_embeddings, inputs.hidden_states):
+            if per_image is not None:
+                return per_image[0].device
+        return torch.device("cpu")
+
+
+PRUNERS: dict[str, type[Pruner]] = {}
+
+
+def register_pruner(cls: type[Pruner]) -> type[Pruner]:
+    """Class decorator: make a pruner buildable by its `name`."""
+    if cls.name in PRUNERS:
+        raise ValueError(f"pruner {cls.name!r} registered twice")
+    PRUNERS[cls.name] = cls
+    return cls
+
+
+def pruner_class(name: str) -> type[Pruner]:
+    if name not in PRUNERS:
+        raise ValueError(f"unknown pruner {name!r}; registered: {', '.join(sorted(PRUNERS))} "
+                         "(baselines register on `import baselines`)")
+    return PRUNERS[name]
+
+
+def pruner_config(cfg: Mapping[str, Any] | PrunerConfig, name: str | None = None) -> PrunerConfig:
+    """Typed, validated options from a plain mapping (e.g. Hydra's `pruner` group) `{name: ..., **options}`."""
+    if isinstance(cfg, PrunerConfig):
+        return cfg
+    options = {k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v for k, v in cfg.items()}
+    name = options.pop("name", name)
+    cls = pruner_class(name)
+    valid = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"pruner {name!r} has no option(s) {', '.join(unknown)}; "
+                         f"its options: {', '.join(sorted(valid)) or 'none'}")
+    return cls.Config(**options)
+
+
+def build_pruner(cfg: Mapping[str, Any] | PrunerConfig, keep: float, layout: ModelLayout) -> Pruner:
+    """Build a registered pruner from `{name: ..., **options}` (or a typed config) and the run's shared
+    budget `keep`."""
+    if isinstance(cfg, PrunerConfig):
+        cls = next((c for c in PRUNERS.values() if type(cfg) is c.Config), None)
+        if cls is None:
+            raise ValueError(f"no registered pruner takes a {type(cfg).__name__}")
+    else:
+        cls = pruner_class(cfg.get("name"))
+    return cls(pruner_config(cfg, cls.name), keep, layout)
+
+
+# ------------------------------------------------------------------------------------------------- none
+
+
+@dataclass(frozen=True)
+class NoneConfig(PrunerConfig):
+    pass
+
+
+@register_pruner
+class NonePruner(Pruner):
+    """The dense model: an empty plan, so the engine never probes or prunes."""
+
+    name = "none"
+    Config = NoneConfig
+
+    def __init__(self, config: PrunerConfig, keep: float, layout: ModelLayout):
+        super().__init__(config, 1.0, layout)  # the shared keep does not apply to the dense model
+
+    def make_plan(self) -> PrunePlan:
+        return PrunePlan()
