@@ -1,0 +1,49 @@
+"""Random pruning: a uniformly random M_keep visual tokens per image and query; the generator is seeded by
+(run seed, episode, query index), so a run repeats exactly and no two queries share a draw by accident."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from vla_pruner.pruning import (
+    ModelLayout, PrunePlan, Pruner, PrunerConfig, Selection, Stage, StageInputs, check_prune_layer,
+    register_pruner,
+)
+
+
+def query_seed(seed: int, episode: int, step: int) -> int:
+    """A 63-bit seed that differs for every (seed, episode, step)."""
+    digest = hashlib.blake2b(f"{seed},{episode},{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclass(frozen=True)
+class RandomConfig(PrunerConfig):
+    prune_layer: int = 3
+
+
+@register_pruner
+class RandomKeep(Pruner):
+    name = "random"
+    Config = RandomConfig
+    config: RandomConfig
+
+    def __init__(self, config: RandomConfig, keep: float, layout: ModelLayout):
+        check_prune_layer(config.prune_layer, layout.num_layers)
+        super().__init__(config, keep, layout)
+        self.reset()
+
+    def make_plan(self) -> PrunePlan:
+        return PrunePlan(stages=(Stage(layer=self.config.prune_layer - 1),))  # needs no scores
+
+    def reset(self, seed: int = 0, episode: int = 0) -> None:
+        self.seed, self.episode, self.step = seed, episode, 0
+
+    def choose(self, inputs: StageInputs) -> Selection:
+        generator = torch.Generator().manual_seed(query_seed(self.seed, self.episode, self.step))
+        self.step += 1
+        kept = [torch.randperm(m, generator=generator)[:k].sort().values
+                for m, k in zip(self.layout.image_tokens, self.budgets)]
+        return Selection(kept=kept, num_rows=list(self.layout.image_tokens))

@@ -1,0 +1,177 @@
+"""SparseVLM (Zhang et al., ICML 2025): visual tokens are scored by the attention of "rater" text tokens, the
+prompt tokens most related to the image.
+
+- `single` (what the VLA-Pruner paper's table ran): one cut before layer K, top M_keep by rater attention.
+- `progressive` (SparseVLM v1.5): cuts after several layers (LLaVA's 2, 6, 15 of 32, scaled to the model's
+  depth), each scored by that layer's own attention, with per-stage counts whose layer average equals the
+  budget; deleted tokens are partly recycled: the best 30% (+1) are clustered (DPC-kNN) and each cluster is
+  merged into one token. Merged tokens count towards the budget, so FLOPs stay comparable.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from vla_pruner.pruning import (
+    MergedTokens, ModelLayout, PrunePlan, Pruner, PrunerConfig, Selection, Stage, StageInputs, check_choice,
+    check_prune_layer, register_pruner, top_k,
+)
+
+LLAVA_LAYERS = (2, 6, 15)  # SparseVLM's pruning layers in LLaVA-1.5-7B
+LLAVA_DEPTH = 32
+RECYCLE_FRACTION = 0.3
+
+
+@dataclass(frozen=True)
+class SparseVLMConfig(PrunerConfig):
+    mode: str = "single"
+    prune_layer: int = 3  # single mode only: tokens dropped before this layer
+
+    def __post_init__(self):
+        check_choice("mode", self.mode, ("single", "progressive"))
+
+
+def rater_rows(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Text rows whose relevance to the image is at least the mean; relevance(j) = mean over visual tokens i
+    of softmax_j(H_v H_t^T) on LLM input embeddings."""
+    relevance = torch.softmax(visual.float() @ text.float().T, dim=-1).mean(0)
+    return torch.nonzero(relevance >= relevance.mean()).flatten()
+
+
+def progressive_layers(num_layers: int) -> tuple[int, ...]:
+    """LLaVA's 2/6/15 scaled to `num_layers`, distinct, each leaving at least one later layer."""
+    scaled = (math.floor(p * num_layers / LLAVA_DEPTH + 0.5) for p in LLAVA_LAYERS)
+    return tuple(sorted({min(p, num_layers - 2) for p in scaled}))
+
+
+def stage_counts(num_tokens: int, keep_tokens: int, layers: tuple[int, ...], num_layers: int) -> list[int]:
+    """Visual tokens (kept + merged) after each stage, so that the count averaged over all layers equals
+    `keep_tokens` (to within half a token). Every stage keeps the same fraction rho of the previous one;
+    rho is solved by bisection. Layers 0..layers[0] see all `num_tokens`."""
+    spans = [b - a for a, b in zip(layers, layers[1:] + (num_layers - 1,))]
+    remaining = keep_tokens * num_layers - (layers[0] + 1) * num_tokens
+    if remaining < sum(spans):
+        raise ValueError(f"budget {keep_tokens}/{num_tokens} is below what progressive SparseVLM can reach: "
+                         f"layers 0..{layers[0]} already average {(layers[0] + 1) * num_tokens / num_layers:.1f} tokens")
+
+    def tokens(rho: float) -> float:
+        return sum(span * num_tokens * rho ** (j + 1) for j, span in enumerate(spans))
+
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if tokens(mid) < remaining else (low, mid)
+    counts = [max(1, math.floor(num_tokens * low ** (j + 1) + 0.5)) for j in range(len(spans) - 1)]
+    last = math.floor((remaining - sum(s * c for s, c in zip(spans, counts))) / spans[-1] + 0.5)
+    counts.append(min(max(1, last), counts[-1] if counts else num_tokens))
+    return counts
+
+
+def recycle_sizes(deleted: int) -> tuple[int, int]:
+    """(tokens recycled, clusters) for `deleted` dropped tokens: top 30% (+1), floor(n/10)+1 clusters."""
+    if deleted == 0:
+        return 0, 0
+    recycled = min(deleted, math.floor(RECYCLE_FRACTION * deleted) + 1)
+    return recycled, min(recycled, recycled // 10 + 1)
+
+
+def kept_for_total(rows: int, total: int) -> int:
+    """Most tokens a stage can keep so that kept + merged tokens fit in `total`."""
+    for kept in range(min(rows, total), 0, -1):
+        if kept + recycle_sizes(rows - kept)[1] <= total:
+            return kept
+    return 0
+
+
+def dpc_knn(x: torch.Tensor, clusters: int) -> torch.Tensor:
+    """Cluster rows of x [n, d] by density peaks with k-nearest-neighbour density (DPC-kNN, as SparseVLM
+    uses it: k = number of clusters, distances scaled by sqrt(d)). Returns each row's cluster id.
+    Deterministic: density ties go to the lower index instead of SparseVLM's random jitter."""
+    n = x.shape[0]
+    if clusters >= n:
+        return torch.arange(n, device=x.device)
+    dist = torch.cdist(x.float(), x.float()) / math.sqrt(x.shape[1])
+    nearest = dist.topk(clusters, dim=1, largest=False).values  # includes the row itself
+    density = torch.exp(-(nearest ** 2).mean(1))
+    index = torch.arange(n, device=x.device)
+    denser = (density[None, :] > density[:, None]) | (
+        (density[None, :] == density[:, None]) & (index[None, :] < index[:, None]))
+    parent_dist = torch.where(denser, dist, dist.max()).min(1).values
+    centres = top_k(parent_dist * density, clusters)
+    assign = dist[:, centres].argmin(1)
+    assign[centres] = torch.arange(clusters, device=x.device)
+    return assign
+
+
+def merge_clusters(features: torch.Tensor, scores: torch.Tensor, origin: torch.Tensor,
+                   assign: torch.Tensor) -> MergedTokens:
+    """Mean feature per cluster; each merged token takes the origin of its highest-scoring member."""
+    clusters = int(assign.max()) + 1
+    sums = torch.zeros(clusters, features.shape[1], dtype=torch.float32, device=features.device)
+    sums.index_add_(0, assign, features.float())
+    counts = torch.bincount(assign, minlength=clusters).unsqueeze(1)
+    order = top_k(scores, len(scores))  # members by descending score
+    best = torch.full((clusters,), len(order), device=assign.device).scatter_reduce_(
+        0, assign[order], torch.arange(len(order), device=assign.device), reduce="amin")
+    return MergedTokens(features=(sums / counts).to(features.dtype), origin=origin[order[best]])
+
+
+@register_pruner
+class SparseVLM(Pruner):
+    name = "sparsevlm"
+    Config = SparseVLMConfig
+    config: SparseVLMConfig
+
+    def __init__(self, config: SparseVLMConfig, keep: float, layout: ModelLayout):
+        if config.mode == "single":
+            check_prune_layer(config.prune_layer, layout.num_layers)
+        super().__init__(config, keep, layout)
+        self.raters: torch.Tensor | None = None
+        self.origin: list[torch.Tensor] = []  # per image: original index (position source) of each current row
+
+    def make_plan(self) -> PrunePlan:
+        if self.config.mode == "single":
+            return PrunePlan(stages=(Stage(layer=self.config.prune_layer - 1, rows="text",
+                                           visual_embeddings=True, text_embeddings=True),))
+        self.layers = progressive_layers(self.layout.num_layers)
+        self.counts = [stage_counts(m, b, self.layers, self.layout.num_layers)
+                       for m, b in zip(self.layout.image_tokens, self.budgets)]
+        first = Stage(layer=self.layers[0], rows="text", visual_embeddings=True, text_embeddings=True,
+                      hidden_states=True)
+        later = tuple(Stage(layer=p, rows="text", hidden_states=True) for p in self.layers[1:])
+        return PrunePlan(stages=(first,) + later)
+
+    def choose(self, inputs: StageInputs) -> Selection:
+        if inputs.stage == 0:
+            self.raters = rater_rows(torch.cat(inputs.visual_embeddings), inputs.text_embeddings)
+            self.origin = [torch.arange(len(e), device=e.device) for e in inputs.visual_embeddings]
+        scores = [a.float()[self.raters].mean(0) for a in inputs.attention]
+        rows = self.rows_per_image(inputs)
+        if self.config.mode == "single":
+            kept = [top_k(s, k).sort().values for s, k in zip(scores, self.budgets)]
+            return Selection(kept=kept, num_rows=rows)
+        kept, merged = [], []
+        for i, (score, hidden) in enumerate(zip(scores, inputs.hidden_states)):
+            image_kept, image_merged = self.recycle(score, hidden, self.origin[i], self.counts[i][inputs.stage])
+            kept.append(image_kept)
+            merged.append(image_merged)
+            self.origin[i] = torch.cat([self.origin[i][image_kept], image_merged.origin])
+        return Selection(kept=kept, num_rows=rows, merged=merged)
+
+    @staticmethod
+    def recycle(score: torch.Tensor, hidden: torch.Tensor, origin: torch.Tensor,
+                total: int) -> tuple[torch.Tensor, MergedTokens]:
+        """Keep the best rows and merge part of the rest, `total` tokens in all."""
+        rows = len(score)
+        ranked = top_k(score, rows)
+        num_kept = kept_for_total(rows, total)
+        kept, deleted = ranked[:num_kept], ranked[num_kept:]
+        recycled_count, clusters = recycle_sizes(len(deleted))
+        if recycled_count == 0:
+            empty = MergedTokens(features=hidden[:0], origin=origin[:0])
+            return kept.sort().values, empty
+        recycled = deleted[:recycled_count]  # deleted rows are already ranked by score
+        assign = dpc_knn(hidden[recycled], clusters)
+        return kept.sort().values, merge_clusters(hidden[recycled], score[recycled], origin[recycled], assign)

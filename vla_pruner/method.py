@@ -1,0 +1,178 @@
+"""VLA-Pruner (arXiv 2511.16449): keep visual tokens that matter for the semantics (prefill attention) OR
+for the actions (decode attention, estimated from the last few queries), then drop redundant ones.
+
+Each switch where the public code differs from the paper is an option whose default follows the paper
+(see ../shared/spec/vla_pruner.md); `criterion` and `redundancy_filter` express the paper's ablations.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from vla_pruner.diversity import select_diverse
+from vla_pruner.pruning import (
+    ModelLayout, PrunePlan, Pruner, PrunerConfig, Selection, Stage, StageInputs, check_choice,
+    check_prune_layer, register_pruner, top_k,
+)
+
+CRITERIA = ("dual", "semantic_only", "action_only", "fusion")
+WARMUPS = ("dense", "semantic")
+TEMPORAL_ORDERS = ("paper", "reversed")
+
+
+@dataclass(frozen=True)
+class VLAPrunerConfig(PrunerConfig):
+    criterion: str = "dual"
+    alpha: float = 0.5  # fusion weight of the semantic score
+    redundancy_filter: bool = True
+    window: int = 3
+    gamma: float = 0.8
+    prune_layer: int = 3
+    semantic_source: str = "prefill"
+    action_layers: str | tuple[int, ...] = "later_half"
+    warmup: str = "dense"
+    temporal_order: str = "paper"
+
+    def __post_init__(self):
+        check_choice("criterion", self.criterion, CRITERIA)
+        check_choice("semantic_source", self.semantic_source, ("prefill", "last"))
+        check_choice("warmup", self.warmup, WARMUPS)
+        check_choice("temporal_order", self.temporal_order, TEMPORAL_ORDERS)
+        check_choice("redundancy_filter", self.redundancy_filter, (True, False))
+        if isinstance(self.action_layers, str):
+            check_choice("action_layers", self.action_layers, ("later_half", "a list of layer indices"))
+        elif not self.action_layers or not all(isinstance(i, int) for i in self.action_layers):
+            raise ValueError(f"action_layers={self.action_layers!r} must be 'later_half' or a list of layer indices")
+        if not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"window={self.window!r} must be a positive integer")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma={self.gamma!r} must be in (0, 1]")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha={self.alpha!r} must be in [0, 1]")
+
+    @property
+    def uses_action(self) -> bool:
+        return self.criterion != "semantic_only"
+
+
+def temporal_weights(window: int, gamma: float, order: str = "paper") -> torch.Tensor:
+    """Weights of the history, oldest entry first, summing to 1. Paper: the entry i queries back gets
+    gamma^i (newest largest); reversed (Feb-2026 public code): the newest gets the smallest weight."""
+    check_choice("temporal_order", order, TEMPORAL_ORDERS)
+    powers = torch.arange(window, 0, -1, dtype=torch.float64)  # oldest first: w, ..., 1
+    if order == "reversed":
+        powers = powers.flip(0)
+    weights = gamma ** powers
+    return (weights / weights.sum()).float()
+
+
+def min_max(scores: torch.Tensor) -> torch.Tensor:
+    low, high = scores.min(), scores.max()
+    return (scores - low) / (high - low).clamp_min(1e-12)
+
+
+def interleave_union(first: torch.Tensor, second: torch.Tensor, k: int) -> torch.Tensor:
+    """The first k distinct tokens of two rankings read alternately (first[0], second[0], first[1], ...):
+    the union trimmed to budget without a redundancy criterion (the `redundancy_filter: false` ablation)."""
+    merged = torch.stack([first, second], dim=1).flatten()
+    seen = torch.zeros(int(merged.max()) + 1, dtype=torch.bool, device=merged.device)
+    order = []
+    for j in merged.tolist():
+        if not seen[j]:
+            seen[j] = True
+            order.append(j)
+            if len(order) == k:
+                break
+    return torch.tensor(order, dtype=torch.long, device=merged.device)
+
+
+@register_pruner
+class VLAPruner(Pruner):
+    name = "vla"
+    Config = VLAPrunerConfig
+    config: VLAPrunerConfig
+
+    def __init__(self, config: VLAPrunerConfig, keep: float, layout: ModelLayout):
+        check_prune_layer(config.prune_layer, layout.num_layers)
+        if not isinstance(config.action_layers, str) and not all(
+                0 <= i < layout.num_layers for i in config.action_layers):
+            raise ValueError(f"action_layers={list(config.action_layers)} outside 0..{layout.num_layers - 1}")
+        super().__init__(config, keep, layout)
+        self.weights = temporal_weights(config.window, config.gamma, config.temporal_order)
+        self.history: deque[list[torch.Tensor]] = deque(maxlen=config.window)
+        self.last_kept: list[torch.Tensor] | None = None
+
+    def make_plan(self) -> PrunePlan:
+        cfg = self.config
+        filters = cfg.criterion == "dual" and cfg.redundancy_filter
+        stage = Stage(layer=cfg.prune_layer - 1, rows=cfg.semantic_source, visual_embeddings=filters)
+        return PrunePlan(stages=(stage,), action_layers=self.resolve_action_layers() if cfg.uses_action else ())
+
+    def resolve_action_layers(self) -> tuple[int, ...]:
+        if self.config.action_layers == "later_half":
+            num_layers = self.layout.num_layers
+            return tuple(range(num_layers // 2, num_layers))
+        return tuple(sorted(set(self.config.action_layers)))
+
+    def reset(self, seed: int = 0, episode: int = 0) -> None:
+        self.history.clear()
+        self.last_kept = None
+
+    @property
+    def warming_up(self) -> bool:
+        return self.config.uses_action and len(self.history) < self.config.window
+
+    def action_estimate(self) -> list[torch.Tensor]:
+        """Decaying-window average of the last `window` action scores, per image."""
+        per_image = zip(*self.history)
+        return [self.weights.to(s[0].device) @ torch.stack(s) for s in per_image]
+
+    def choose(self, inputs: StageInputs) -> Selection:
+        cfg = self.config
+        if self.warming_up and cfg.warmup == "dense":
+            selection = self.dense(inputs, warmup=True)
+        else:
+            semantic = [a.float().mean(0) for a in inputs.attention]
+            if self.warming_up or cfg.criterion == "semantic_only":
+                kept = [top_k(s, k) for s, k in zip(semantic, self.budgets)]
+            else:
+                embeddings = inputs.visual_embeddings or [None] * len(semantic)
+                kept = [self.choose_image(s, a, e, k)
+                        for s, a, e, k in zip(semantic, self.action_estimate(), embeddings, self.budgets)]
+            selection = Selection(kept=[k.sort().values for k in kept], num_rows=self.rows_per_image(inputs),
+                                  warmup=self.warming_up)
+        self.last_kept = selection.kept
+        return selection
+
+    def choose_image(self, semantic: torch.Tensor, action: torch.Tensor, embeddings: torch.Tensor | None,
+                     k: int) -> torch.Tensor:
+        cfg = self.config
+        action = action.to(semantic.device)
+        if cfg.criterion == "action_only":
+            return top_k(action, k)
+        if cfg.criterion == "fusion":
+            return top_k(cfg.alpha * min_max(semantic) + (1 - cfg.alpha) * min_max(action), k)
+        by_semantic, by_action = top_k(semantic, k), top_k(action, k)
+        if not cfg.redundancy_filter:
+            return interleave_union(by_semantic, by_action, k)
+        candidates = torch.unique(torch.cat([by_semantic, by_action]))  # sorted
+        return candidates[select_diverse(embeddings[candidates], k)]
+
+    def observe(self, action_attention: Sequence[torch.Tensor]) -> None:
+        """Append this query's action scores (in original token order, zero where pruned) to the history."""
+        if self.last_kept is None:
+            raise RuntimeError("observe() before select() in this episode")
+        scores = []
+        for attn, kept, m in zip(action_attention, self.last_kept, self.layout.image_tokens):
+            attn = attn.detach().float().flatten()
+            if len(attn) == m:
+                scores.append(attn)
+            elif len(attn) == len(kept):
+                scores.append(torch.zeros(m, device=attn.device).index_copy_(0, kept.to(attn.device), attn))
+            else:
+                raise ValueError(f"action attention has {len(attn)} entries; expected the {len(kept)} kept "
+                                 f"tokens or all {m}")
+        self.history.append(scores)
