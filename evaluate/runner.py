@@ -34,8 +34,9 @@ def run(cfg: DictConfig) -> dict:
     wanted = [(t, i) for t in select_tasks(cfg, len(tasks)) for i in range(cfg.episodes_per_task)]
     done = store.done_keys()
     todo = [(tasks[t], i) for t, i in wanted if (t, i) not in done]
-    records = [r for r in store.records() if r.key in set(wanted)]
-    log.info("%s: %d episodes wanted, %d already done, %d to run", run_dir, len(wanted), len(records), len(todo))
+    records = store.records()  # all of the directory's episodes: shards by task share one run directory
+    log.info("%s: %d episodes wanted, %d already done, %d to run", run_dir, len(wanted), len(wanted) - len(todo),
+             len(todo))
 
     policy = build_policy(cfg)
     meta = {"run_dir": str(run_dir), "policy": policy.describe(), "simulator": simulator_versions(),
@@ -43,7 +44,8 @@ def run(cfg: DictConfig) -> dict:
     demos = _demo_recorder(cfg, run_dir)
     video_dir = run_dir / "videos" if cfg.video else None
     complete = False
-    bar = tqdm(total=len(wanted), initial=len(records), unit="ep", desc=cfg.suite.name, dynamic_ncols=True)
+    bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), unit="ep", desc=cfg.suite.name,
+               dynamic_ncols=True)
     bar.set_postfix(_progress_postfix(records))
     try:
         for task, group in groupby(todo, key=lambda item: item[0]):

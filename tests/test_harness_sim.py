@@ -18,7 +18,8 @@ pytestmark = pytest.mark.sim
 
 
 def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text().splitlines()]
+    return [json.loads(line) for path in sorted((run_dir / "episodes").glob("*.jsonl"))
+            for line in path.read_text().splitlines()]
 
 
 def _run_dir(root: Path, suite: str) -> Path:
@@ -48,7 +49,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     overrides = ["policy=noop", "suite=libero_object", "tasks=[0]", "episodes_per_task=3", "suite.max_steps=5",
                  f"output_root={tmp_path}"]
     run_dir = _run_dir(tmp_path, "libero_object")
-    episodes = run_dir / "episodes.jsonl"
+    episodes = run_dir / "episodes" / "task00.jsonl"
     proc = subprocess.Popen(cli_command(*overrides), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not (episodes.exists() and episodes.read_text().count("\n") >= 1):
