@@ -77,16 +77,13 @@ def min_max(scores: torch.Tensor) -> torch.Tensor:
 def interleave_union(first: torch.Tensor, second: torch.Tensor, k: int) -> torch.Tensor:
     """The first k distinct tokens of two rankings read alternately (first[0], second[0], first[1], ...):
     the union trimmed to budget without a redundancy criterion (the `redundancy_filter: false` ablation)."""
-    merged = torch.stack([first, second], dim=1).flatten()
-    seen = torch.zeros(int(merged.max()) + 1, dtype=torch.bool, device=merged.device)
-    order = []
-    for j in merged.tolist():
-        if not seen[j]:
-            seen[j] = True
+    order: list[int] = []
+    for j in torch.stack([first, second], dim=1).flatten().tolist():
+        if j not in order:
             order.append(j)
             if len(order) == k:
                 break
-    return torch.tensor(order, dtype=torch.long, device=merged.device)
+    return torch.tensor(order, dtype=torch.long, device=first.device)
 
 
 @register_pruner

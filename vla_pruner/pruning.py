@@ -239,7 +239,9 @@ class Pruner:
     def describe(self) -> dict[str, Any]:
         """Static facts saved with the run."""
         return {"name": self.name, "keep": self.keep, "budgets": list(self.budgets),
-                **dataclasses.asdict(self.config)}
+                **dataclasses.asdict(self.config),
+                "stage_layers": [s.layer for s in self.plan.stages],
+                "observe_layers": list(self.plan.action_layers)}
 
     # helpers for subclasses
     def dense(self, inputs: StageInputs, warmup: bool = False) -> Selection:
