@@ -27,9 +27,12 @@ def select_diverse(features: torch.Tensor, k: int) -> torch.Tensor:
     n = features.shape[0]
     if k >= n:
         return torch.arange(n, device=features.device)
-    if k <= 0:
-        return torch.empty(0, dtype=torch.long, device=features.device)
-    dist = cosine_distances(features).cpu().numpy()
+    picks = greedy_max_min(cosine_distances(features).cpu().numpy(), k) if k > 0 else []
+    return torch.tensor(picks, dtype=torch.long, device=features.device)
+
+
+def greedy_max_min(dist: np.ndarray, k: int) -> list[int]:
+    """The greedy on a symmetric [n, n] distance matrix (modified in place), 0 < k < n."""
     np.fill_diagonal(dist, np.inf)
     first = int(dist.min(axis=1).argmax())
     # a chosen row's distance to itself is -inf, so the running minimum excludes it from later picks
@@ -40,4 +43,4 @@ def select_diverse(features: torch.Tensor, k: int) -> torch.Tensor:
         j = int(min_dist.argmax())
         picks.append(j)
         np.minimum(min_dist, dist[j], out=min_dist)
-    return torch.tensor(picks, dtype=torch.long, device=features.device)
+    return picks

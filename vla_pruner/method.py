@@ -42,10 +42,11 @@ class VLAPrunerConfig(PrunerConfig):
         check_choice("warmup", self.warmup, WARMUPS)
         check_choice("temporal_order", self.temporal_order, TEMPORAL_ORDERS)
         check_choice("redundancy_filter", self.redundancy_filter, (True, False))
-        if isinstance(self.action_layers, str):
-            check_choice("action_layers", self.action_layers, ("later_half", "a list of layer indices"))
-        elif not self.action_layers or not all(isinstance(i, int) for i in self.action_layers):
-            raise ValueError(f"action_layers={self.action_layers!r} must be 'later_half' or a list of layer indices")
+        layers = self.action_layers
+        if layers != "later_half" and (isinstance(layers, str) or not layers
+                                       or not all(isinstance(i, int) for i in layers)):
+            raise ValueError(f"action_layers={layers!r} is not valid; use 'later_half' or a list of layer "
+                             "indices such as [15]")
         if not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"window={self.window!r} must be a positive integer")
         if not 0.0 < self.gamma <= 1.0:
@@ -77,12 +78,8 @@ def min_max(scores: torch.Tensor) -> torch.Tensor:
 def interleave_union(first: torch.Tensor, second: torch.Tensor, k: int) -> torch.Tensor:
     """The first k distinct tokens of two rankings read alternately (first[0], second[0], first[1], ...):
     the union trimmed to budget without a redundancy criterion (the `redundancy_filter: false` ablation)."""
-    order: list[int] = []
-    for j in torch.stack([first, second], dim=1).flatten().tolist():
-        if j not in order:
-            order.append(j)
-            if len(order) == k:
-                break
+    interleaved = torch.stack([first, second], dim=1).flatten().tolist()
+    order = list(dict.fromkeys(interleaved))[:k]  # first occurrences, in reading order
     return torch.tensor(order, dtype=torch.long, device=first.device)
 
 

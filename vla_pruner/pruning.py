@@ -26,13 +26,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import torch
 
 Rows = Literal["prefill", "last", "text"]
-ROWS = ("prefill", "last", "text")
 
 
 # ----------------------------------------------------------------------------------------------- budgets
@@ -124,7 +123,7 @@ class MergedTokens:
 class Selection:
     """One stage's choice, and its per-query record."""
 
-    kept: list[torch.Tensor]  # per image: sorted long indices into the stage's rows
+    kept: list[torch.Tensor]  # per image: sorted long indices into the stage's rows, on the inputs' device
     num_rows: list[int]  # per image: rows the stage saw (n_i)
     stage: int = 0
     warmup: bool = False  # a warm-up query (VLA-Pruner history still filling)
