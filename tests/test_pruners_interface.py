@@ -117,3 +117,45 @@ def test_select_times_itself_and_describe_is_json():
     assert selection.select_ms > 0 and not selection.is_dense
     described = json.loads(json.dumps(pruner.describe()))
     assert described["stage_layers"] == [2] and described["source"] == "last"
+
+
+def engine_query(pruner, layout, width=8, text_rows=5, generator=None):
+    """One policy query the way the engine drives a pruner: compute exactly what each stage asks for,
+    apply the selection (kept rows, then merged tokens), observe action attention of the tokens present."""
+    generator = generator or torch.Generator().manual_seed(0)
+    rows = list(layout.image_tokens)
+    selections = []
+    for index, stage in enumerate(pruner.plan.stages):
+        attention_rows = {"prefill": 1, "last": 1, "text": text_rows}.get(stage.rows)
+        selection = pruner.select(StageInputs(
+            stage=index,
+            attention=[torch.rand(attention_rows, n, generator=generator) for n in rows] if stage.rows else None,
+            visual_embeddings=[torch.randn(n, width, generator=generator) for n in rows]
+            if stage.visual_embeddings else None,
+            text_embeddings=torch.randn(text_rows, width, generator=generator) if stage.text_embeddings else None,
+            hidden_states=[torch.randn(n, width, generator=generator) for n in rows] if stage.hidden_states else None,
+        ))
+        selections.append(selection)
+        merged = selection.merged or [None] * len(rows)
+        rows = [len(k) + (len(m.origin) if m is not None else 0) for k, m in zip(selection.kept, merged)]
+    if pruner.plan.action_layers:
+        pruner.observe([torch.rand(n, generator=generator) for n in rows])
+    return selections, rows
+
+
+@pytest.mark.parametrize("cfg", [{"name": n} for n in NAMES] + [{"name": "sparsevlm", "mode": "progressive"},
+                                                              {"name": "vla", "warmup": "semantic"}])
+@pytest.mark.parametrize("keep", [0.5, 0.125])
+def test_every_pruner_meets_its_budget_through_the_engine_loop(cfg, keep):
+    pruner = build_pruner(cfg, keep=keep, layout=OFT)
+    pruner.reset(seed=7, episode=0)
+    for step in range(5):  # past any warm-up
+        selections, rows = engine_query(pruner, OFT, generator=torch.Generator().manual_seed(step))
+        json.dumps([s.to_record() for s in selections])
+    if cfg["name"] == "none":
+        assert selections == [] and rows == [256, 256]
+    elif cfg.get("mode") == "progressive":  # the budget is met on average over layers (tested elsewhere)
+        assert rows == [counts[-1] for counts in pruner.counts]
+    else:
+        assert rows == [round(keep * 256)] * 2
+        assert all(torch.equal(k, k.sort().values) for s in selections for k in s.kept)

@@ -133,7 +133,8 @@ class Selection:
     @property
     def is_dense(self) -> bool:
         """Nothing dropped or added: the engine may skip the gather."""
-        return self.merged is None and all(len(k) == n for k, n in zip(self.kept, self.num_rows))
+        return (all(len(k) == n for k, n in zip(self.kept, self.num_rows))
+                and all(len(m.origin) == 0 for m in self.merged or ()))
 
     def to_record(self) -> dict[str, Any]:
         record = {
