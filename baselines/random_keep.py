@@ -13,7 +13,7 @@ from vla_pruner.pruning import (
 )
 
 
-def query_seed(seed: int, episode: int, step: int) -> int:
+def query_seed(seed: int, episode: int | str, step: int) -> int:
     """A 63-bit seed that differs for every (seed, episode, step)."""
     digest = hashlib.blake2b(f"{seed},{episode},{step}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
@@ -38,7 +38,7 @@ class RandomKeep(Pruner):
     def make_plan(self) -> PrunePlan:
         return PrunePlan(stages=(Stage(layer=self.config.prune_layer - 1),))  # needs no scores
 
-    def reset(self, seed: int = 0, episode: int = 0) -> None:
+    def reset(self, seed: int = 0, episode: int | str = 0) -> None:
         self.seed, self.episode, self.step = seed, episode, 0
 
     def choose(self, inputs: StageInputs) -> Selection:

@@ -144,14 +144,15 @@ class SparseVLM(Pruner):
         return PrunePlan(stages=(first,) + later)
 
     def choose(self, inputs: StageInputs) -> Selection:
-        if inputs.stage == 0:
+        if inputs.stage == 0:  # raters are chosen once per query, from the input embeddings
             self.raters = rater_rows(torch.cat(inputs.visual_embeddings), inputs.text_embeddings)
-            self.origin = [torch.arange(len(e), device=e.device) for e in inputs.visual_embeddings]
         scores = [a.float()[self.raters].mean(0) for a in inputs.attention]
         rows = self.rows_per_image(inputs)
         if self.config.mode == "single":
             kept = [top_k(s, k).sort().values for s, k in zip(scores, self.budgets)]
             return Selection(kept=kept, num_rows=rows)
+        if inputs.stage == 0:
+            self.origin = [torch.arange(len(e), device=e.device) for e in inputs.visual_embeddings]
         kept, merged = [], []
         for i, (score, hidden) in enumerate(zip(scores, inputs.hidden_states)):
             image_kept, image_merged = self.recycle(score, hidden, self.origin[i], self.counts[i][inputs.stage])

@@ -177,3 +177,11 @@ def test_random_keeps_budget_per_image_and_needs_no_scores():
     assert pruner.plan.stages[0].rows is None and pruner.plan.stages[0].layer == 2
     kept = random_kept(0, 0, 1, layout)[0]
     assert [len(k) for k in kept] == [4, 4] and all(len(set(k.tolist())) == 4 for k in kept)
+
+
+def test_random_accepts_string_episode_ids():
+    pruner = build_pruner({"name": "random"}, keep=0.25, layout=LAYOUT)
+    pruner.reset(seed=7, episode="libero_spatial/3/17")
+    first = pruner.select(StageInputs(stage=0)).kept[0]
+    pruner.reset(seed=7, episode="libero_spatial/3/17")
+    assert torch.equal(first, pruner.select(StageInputs(stage=0)).kept[0])

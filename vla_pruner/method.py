@@ -85,6 +85,8 @@ def interleave_union(first: torch.Tensor, second: torch.Tensor, k: int) -> torch
 
 @register_pruner
 class VLAPruner(Pruner):
+    """One cut before prune_layer; the action scores of past queries (fed by observe) steer the next cut."""
+
     name = "vla"
     Config = VLAPrunerConfig
     config: VLAPrunerConfig
@@ -111,7 +113,7 @@ class VLAPruner(Pruner):
             return tuple(range(num_layers // 2, num_layers))
         return tuple(sorted(set(self.config.action_layers)))
 
-    def reset(self, seed: int = 0, episode: int = 0) -> None:
+    def reset(self, seed: int = 0, episode: int | str = 0) -> None:
         self.history.clear()
         self.last_kept = None
 

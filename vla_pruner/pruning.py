@@ -203,8 +203,9 @@ class Pruner:
         """The plan when the budget drops tokens (keep=1.0 always gets the dense plan)."""
         raise NotImplementedError
 
-    def reset(self, seed: int = 0, episode: int = 0) -> None:
-        """Start an episode. `seed` = run seed, `episode` = an id unique within the run (e.g. task*1000+init)."""
+    def reset(self, seed: int = 0, episode: int | str = 0) -> None:
+        """Start an episode: clears per-episode state. `seed` = the run's seed, `episode` = an id unique within
+        the run, e.g. "libero_spatial/3/17" (suite/task/init state); only seeded pruners use them."""
 
     def select(self, inputs: StageInputs) -> Selection:
         """Choose the tokens of one stage (timed; on CUDA the clock waits for the device)."""
