@@ -1,0 +1,312 @@
+"""Compute cost of a VLA policy query, counted analytically from the architecture and the token counts used.
+
+Unit everywhere: multiply-accumulates (MACs). The VLA-pruning papers print MACs as "FLOPs (T)" (OpenVLA-7B
+dense prefill of ~291 tokens: 1.906 T), so `tmacs` numbers compare with their tables directly.
+`torch.utils.flop_counter.FlopCounterMode` counts 2 FLOPs per MAC and counts attention as non-causal
+(full n x n scores), which is also the convention here: FlopCounterMode total = 2 x `full_query_macs`.
+
+Two counts:
+- `prefill_macs`: the paper's analytic LLM-prefill count, per decoder layer with n tokens
+  `4*n*d^2 + 2*n^2*d + 3*n*d*m` (four attention projections, scores + weighted sum, three MLP matrices),
+  summed over a per-layer token-count list (layers 0..K-1 full, K.. kept; SparseVLM's schedule fits too).
+- `full_query_macs`: end to end, all matrix products: both ViTs (patch embedding + the blocks that run),
+  the projector, the prefill (exact k/v widths for grouped-query attention), the LM-head rows computed and
+  the decode steps with their real KV-cache lengths (layer l's cache holds what layer l kept in prefill).
+Neither counts element-wise work (norms, activations, softmax, RoPE), embedding look-ups, pruning probes or
+OpenVLA-OFT's action head and proprio projector.
+
+CLI (no weights loaded): `python -m evaluate.flops model=openvla keep=0.25 [prompt_tokens=35] [pruner=...]`
+prints the dense and pruned prefill counts; its last line is the pruned count alone, in TMACs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+TERA = 1e12
+UNIT = "TMACs"  # what the paper calls "FLOPs (T)"
+UNIT_NOTE = "TMACs = the paper's 'FLOPs (T)'; torch FlopCounterMode FLOPs = 2 x MACs"
+VISUAL_TOKENS_PER_IMAGE = 256
+DEFAULT_PRUNE_LAYER = 3
+# Non-visual tokens of a typical LIBERO OpenVLA prompt ([BOS] + "In: What action should the robot take to
+# ...?\nOut:" + 29871): 256 + 35 = 291, the sequence length the paper's 1.906 T refers to.
+DEFAULT_PROMPT_TOKENS = 35
+
+
+# ------------------------------------------------------------------------------------------- dimensions
+
+
+@dataclass(frozen=True)
+class LlmDims:
+    hidden: int  # d
+    intermediate: int  # m
+    num_layers: int  # L
+    num_heads: int
+    num_kv_heads: int
+    vocab_size: int
+
+    @property
+    def kv_dim(self) -> int:
+        return self.hidden * self.num_kv_heads // self.num_heads
+
+
+@dataclass(frozen=True)
+class VitDims:
+    """The part of a timm ViT that runs: patch embedding and `blocks_run` blocks over all its tokens."""
+
+    embed_dim: int
+    mlp_dim: int
+    blocks_run: int
+    patch_size: int
+    in_chans: int
+    num_patches: int
+    prefix_tokens: int  # cls + register tokens
+
+    def macs(self) -> int:
+        n, d = self.num_patches + self.prefix_tokens, self.embed_dim
+        patch_embed = self.num_patches * self.in_chans * self.patch_size**2 * d
+        block = 4 * n * d * d + 2 * n * n * d + 2 * n * d * self.mlp_dim  # qkv + proj, scores + AV, fc1 + fc2
+        return patch_embed + self.blocks_run * block
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a model family adds around the shared architecture."""
+
+    num_images: int  # images per query, each giving VISUAL_TOKENS_PER_IMAGE tokens
+    decode_steps: int  # single-token cached LLM steps after the prefill
+    prefill_logit_rows: int  # LM-head rows computed at the end of the prefill
+    extra_tokens: int  # non-prompt, non-visual LLM inputs (OFT: proprio token + 8x7 action slots)
+
+
+FAMILIES: dict[str, Family] = {
+    "openvla": Family(num_images=1, decode_steps=6, prefill_logit_rows=1, extra_tokens=0),
+    "openvla_oft": Family(num_images=2, decode_steps=0, prefill_logit_rows=0, extra_tokens=57),
+}
+
+
+@dataclass(frozen=True)
+class VlaDims:
+    llm: LlmDims
+    vits: tuple[VitDims, ...]  # run once per image
+    projector: tuple[tuple[int, int], ...]  # (in, out) of each Linear, applied to every visual token
+    family: Family
+
+    @property
+    def visual_tokens(self) -> int:
+        return self.family.num_images * VISUAL_TOKENS_PER_IMAGE
+
+    def sequence_length(self, prompt_tokens: int, kept_per_image: int = VISUAL_TOKENS_PER_IMAGE) -> int:
+        return prompt_tokens + self.family.extra_tokens + self.family.num_images * kept_per_image
+
+
+# ------------------------------------------------------------------------------------------------ counts
+
+
+def layer_macs(n: int, d: int, m: int) -> int:
+    """The paper's per-layer prefill count for n tokens, hidden d, MLP width m."""
+    return 4 * n * d * d + 2 * n * n * d + 3 * n * d * m
+
+
+def prefill_macs(tokens_per_layer: Sequence[int], d: int, m: int) -> int:
+    """The paper's analytic LLM-prefill count: layer l processes tokens_per_layer[l] tokens."""
+    return sum(layer_macs(int(n), d, m) for n in tokens_per_layer)
+
+
+def pruned_schedule(dense_tokens: int, kept_tokens: int, num_layers: int,
+                    prune_layer: int = DEFAULT_PRUNE_LAYER) -> list[int]:
+    """Tokens per layer when layers 0..K-1 see all of them and layers K..L-1 the kept ones."""
+    if not 0 <= prune_layer <= num_layers:
+        raise ValueError(f"prune layer {prune_layer} outside 0..{num_layers}")
+    return [dense_tokens] * prune_layer + [kept_tokens] * (num_layers - prune_layer)
+
+
+def vision_macs(dims: VlaDims) -> int:
+    """Both ViTs and the projector, for every image of a query."""
+    per_image = sum(v.macs() for v in dims.vits)
+    per_image += VISUAL_TOKENS_PER_IMAGE * sum(i * o for i, o in dims.projector)
+    return dims.family.num_images * per_image
+
+
+def llm_pass_macs(llm: LlmDims, n_queries: int, n_keys: int) -> int:
+    """One decoder layer on n_queries new tokens attending to n_keys keys, with the real k/v widths."""
+    d = llm.hidden
+    projections = n_queries * (2 * d * d + 2 * d * llm.kv_dim)
+    attention = 2 * n_queries * n_keys * d
+    return projections + attention + 3 * n_queries * d * llm.intermediate
+
+
+def full_query_macs(dims: VlaDims, prefill_tokens: Sequence[int], decode_steps: int | None = None) -> dict[str, int]:
+    """End-to-end MACs of one query, by stage; `prefill_tokens[l]` = tokens layer l processed (and cached)."""
+    llm = dims.llm
+    if len(prefill_tokens) != llm.num_layers:
+        raise ValueError(f"{len(prefill_tokens)} per-layer token counts for a {llm.num_layers}-layer LLM")
+    steps = dims.family.decode_steps if decode_steps is None else decode_steps
+    head = llm.hidden * llm.vocab_size
+    prefill = sum(llm_pass_macs(llm, n, n) for n in prefill_tokens)
+    prefill += dims.family.prefill_logit_rows * head
+    decode = sum(llm_pass_macs(llm, 1, n + i + 1) for i in range(steps) for n in prefill_tokens) + steps * head
+    counts = {"vision": vision_macs(dims), "prefill": prefill, "decode": decode}
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def analytic_prefill_macs(dims: VlaDims, prefill_tokens: Sequence[int]) -> int:
+    return prefill_macs(prefill_tokens, dims.llm.hidden, dims.llm.intermediate)
+
+
+def kept_per_image(keep: float) -> int:
+    """round(keep * 256), half up: the shared budget every pruner uses (vla_pruner.pruning.budget)."""
+    from vla_pruner.pruning import budget
+
+    return budget(keep, VISUAL_TOKENS_PER_IMAGE)
+
+
+def query_schedule(dims: VlaDims, keep: float, prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+                   prune_layer: int = DEFAULT_PRUNE_LAYER) -> list[int]:
+    """Per-layer prefill tokens of a query with one cut before layer K at retention `keep`."""
+    dense = dims.sequence_length(prompt_tokens)
+    kept = dims.sequence_length(prompt_tokens, kept_per_image(keep))
+    return pruned_schedule(dense, kept, dims.llm.num_layers, prune_layer)
+
+
+# ---------------------------------------------------------------------------------- dims from a config
+
+
+def llm_dims(config) -> LlmDims:
+    """From an `OpenVLAConfig` (transformers-4.40 Llama defaults filled in)."""
+    lc = config.llama_config()
+    return LlmDims(hidden=lc.hidden_size, intermediate=lc.intermediate_size, num_layers=lc.num_hidden_layers,
+                   num_heads=lc.num_attention_heads, num_kv_heads=lc.num_key_value_heads or lc.num_attention_heads,
+                   vocab_size=lc.vocab_size)
+
+
+def vit_dims(vit) -> VitDims:
+    """From a built timm VisionTransformer (meta device is enough); OpenVLA runs blocks 0..depth-2."""
+    proj = vit.patch_embed.proj
+    return VitDims(embed_dim=vit.embed_dim, mlp_dim=vit.blocks[0].mlp.fc1.out_features,
+                   blocks_run=len(vit.blocks) - 1, patch_size=proj.kernel_size[0], in_chans=proj.in_channels,
+                   num_patches=vit.patch_embed.num_patches, prefix_tokens=vit.num_prefix_tokens)
+
+
+def vla_dims(config, family: str = "openvla") -> VlaDims:
+    """Dimensions of an OpenVLA-architecture model from its `OpenVLAConfig`, building the ViTs on the meta
+    device (no weights, no memory)."""
+    import torch
+
+    from vla_pruner.models.vision import create_vit
+
+    with torch.device("meta"):
+        vits = tuple(vit_dims(create_vit(config, i)) for i in range(len(config.timm_model_ids)))
+    llm = llm_dims(config)
+    vision_dim = sum(v.embed_dim for v in vits)
+    projector = ((vision_dim, 4 * vision_dim), (4 * vision_dim, llm.hidden), (llm.hidden, llm.hidden))
+    return VlaDims(llm=llm, vits=vits, projector=projector, family=FAMILIES[family])
+
+
+# The official OpenVLA-7B architecture (config.json of openvla/openvla-7b*, non-default fields only).
+OFFICIAL_OPENVLA_CONFIG: dict[str, Any] = {
+    "use_fused_vision_backbone": True,
+    "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
+    "image_sizes": [224, 224],
+    "text_config": {"vocab_size": 32064, "pad_token_id": 32000},
+}
+
+
+def _official(model_cfg: Mapping) -> dict:
+    return OFFICIAL_OPENVLA_CONFIG
+
+
+# Architecture of a model config without a local checkpoint, by `model.name`.
+ARCHITECTURES: dict[str, Callable[[Mapping], dict]] = {
+    "openvla": _official,
+    "openvla_oft": _official,
+}
+
+
+def model_family(model_cfg: Mapping) -> str:
+    name = model_cfg.get("family") or model_cfg["name"]
+    return name if name in FAMILIES else next((f for f in FAMILIES if name.startswith(f + "_")), "openvla")
+
+
+def model_dims(model_cfg: Mapping) -> VlaDims:
+    """Dims of the model a `cfg.model` node describes: a local checkpoint's config.json when there is one,
+    else the architecture registered for `model.name`. Cached per distinct node."""
+    key = json.dumps(model_cfg, sort_keys=True, default=str)
+    if key not in _DIMS_CACHE:
+        _DIMS_CACHE[key] = _model_dims(model_cfg)
+    return _DIMS_CACHE[key]
+
+
+_DIMS_CACHE: dict[str, VlaDims] = {}
+
+
+def _model_dims(model_cfg: Mapping) -> VlaDims:
+    from vla_pruner.models.checkpoint import read_config
+    from vla_pruner.models.config import OpenVLAConfig
+
+    checkpoint = model_cfg.get("checkpoint")
+    if checkpoint and (Path(str(checkpoint)).expanduser() / "config.json").is_file():
+        config, _ = read_config(Path(str(checkpoint)).expanduser())
+    elif model_cfg["name"] in ARCHITECTURES:
+        config = OpenVLAConfig.from_dict(ARCHITECTURES[model_cfg["name"]](model_cfg))
+    else:
+        raise ValueError(f"no architecture known for model '{model_cfg['name']}' without a local checkpoint; "
+                         f"known: {', '.join(sorted(ARCHITECTURES))}")
+    return vla_dims(config, model_family(model_cfg))
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def compose_config(overrides: list[str]):
+    """The project's configs/config.yaml composed with Hydra overrides, plus this CLI's own keys."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from evaluate.config import CONFIG_DIR
+
+    own = {"prompt_tokens": DEFAULT_PROMPT_TOKENS}
+    rest = []
+    for arg in overrides:
+        key, _, value = arg.partition("=")
+        if key in own:
+            own[key] = int(value)
+        else:
+            rest.append(arg)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=rest)
+    return OmegaConf.to_container(cfg, resolve=True), own
+
+
+def report_lines(model_cfg: Mapping, keep: float, prompt_tokens: int, prune_layer: int) -> list[str]:
+    dims = model_dims(model_cfg)
+    llm = dims.llm
+    dense = query_schedule(dims, 1.0, prompt_tokens, prune_layer)
+    pruned = query_schedule(dims, keep, prompt_tokens, prune_layer)
+    to_t = lambda macs: macs / TERA  # noqa: E731
+    return [
+        f"model {model_cfg['name']}: LLM d={llm.hidden} m={llm.intermediate} L={llm.num_layers}, "
+        f"{dims.family.num_images} image(s) x {VISUAL_TOKENS_PER_IMAGE} visual tokens, prompt {prompt_tokens} tokens",
+        f"unit: {UNIT_NOTE}",
+        f"dense  prefill ({dense[0]} tokens): {to_t(analytic_prefill_macs(dims, dense)):.4f} {UNIT}",
+        f"pruned prefill (keep={keep}, K={prune_layer}, {pruned[-1]} tokens from layer {prune_layer}): "
+        f"{to_t(analytic_prefill_macs(dims, pruned)):.4f} {UNIT}",
+        f"full query, dense / pruned (vision + projector + prefill + decode): "
+        f"{to_t(full_query_macs(dims, dense)['total']):.4f} / {to_t(full_query_macs(dims, pruned)['total']):.4f} {UNIT}",
+        f"{to_t(analytic_prefill_macs(dims, pruned)):.4f}",
+    ]
+
+
+def main(argv: list[str]) -> None:
+    cfg, own = compose_config(argv)
+    prune_layer = cfg["pruner"].get("prune_layer", DEFAULT_PRUNE_LAYER)
+    keep = float(cfg["keep"])
+    print("\n".join(report_lines(cfg["model"], keep, own["prompt_tokens"], prune_layer)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
