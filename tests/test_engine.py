@@ -1,0 +1,203 @@
+"""The pruning engine against references that keep every token: dense equality, masked-key equivalence,
+exact attention rows. Uses the official-format fixture checkpoint (8 layers) on its real LIBERO frames."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import baselines  # noqa: F401  (registers the baseline pruners)
+from vla_pruner.engine import PruningEngine, SequenceLayout, attention_rows
+from vla_pruner.models.llama import causal_padding_mask
+from vla_pruner.models.openvla import OpenVLA, with_empty_token
+from vla_pruner.models.processor import OpenVLAProcessor
+from vla_pruner.pruning import ModelLayout, build_pruner
+
+N_TOKENS = 7
+
+
+@pytest.fixture(scope="module")
+def model_and_inputs(request):
+    fixtures = request.getfixturevalue("fixtures_dir")
+    path = fixtures / "openvla_tiny_hf"
+    model = OpenVLA.from_pretrained(path, device="cpu", dtype="float32")
+    processor = OpenVLAProcessor.from_pretrained(path)
+    reference = np.load(fixtures / "openvla_tiny_hf_reference.npz")
+    queries = []
+    for image, prompt in zip(reference["image"], reference["prompt"]):
+        inputs = processor(str(prompt), Image.fromarray(image))
+        with torch.inference_mode():
+            embeds = model.multimodal_embeds(with_empty_token(inputs["input_ids"]),
+                                             model.encode_image(inputs["pixel_values"]))
+        queries.append(embeds)
+    return model, queries
+
+
+@pytest.fixture(scope="module")
+def fixtures_dir():
+    from tests.conftest import FIXTURES
+
+    if not FIXTURES.is_dir():
+        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+def layout_of(embeds) -> SequenceLayout:
+    return SequenceLayout.openvla(embeds.shape[1])
+
+
+def engine_for(model, name, keep, **options) -> PruningEngine:
+    lm = model.language_model
+    pruner = build_pruner({"name": name, **options}, keep, ModelLayout(len(lm.layers), (256,)))
+    return PruningEngine(lm, pruner)
+
+
+@torch.inference_mode()
+def run_engine(engine: PruningEngine, embeds):
+    hidden, _, trace = engine.prefill(embeds, layout_of(embeds))
+    first_logits = engine.lm.logits(hidden[:, -1:])
+    tokens = engine.decode(first_logits.argmax(-1), N_TOKENS)
+    engine.finish()
+    return first_logits, tokens, trace
+
+
+@torch.inference_mode()
+def masked_reference(model, embeds, kept_visual: torch.Tensor, prune_layer: int, decode_tokens: torch.Tensor):
+    """All tokens stay; from layer K on, dropped visual tokens are hidden as keys (prefill and decode).
+    Returns the first-token logits and the logits of each decode step fed with `decode_tokens`."""
+    lm = model.language_model
+    S = embeds.shape[1]
+    layout = layout_of(embeds)
+    key_ok = torch.ones(S, dtype=torch.bool)
+    key_ok[layout.visual[0]] = False
+    key_ok[layout.visual[0].start + kept_visual] = True
+    prefill_mask = causal_padding_mask(key_ok[None].long())  # causal, dropped keys hidden (rows see self)
+    positions = torch.arange(S)[None]
+    from vla_pruner.models.llama import KVCache
+
+    cache = KVCache(len(lm.layers))
+    hidden = lm.run_layers(embeds, positions, cache, start=0, stop=prune_layer)
+    hidden = lm.run_layers(hidden, positions, cache, prefill_mask, start=prune_layer, stop=len(lm.layers))
+    logits = [lm.logits(hidden[:, -1:])]
+    for step, token in enumerate(decode_tokens[0, :-1]):
+        position = torch.tensor([[S + step]])
+        h = lm.run_layers(lm.embed(token.view(1, 1)), position, cache, start=0, stop=prune_layer)
+        decode_mask = torch.cat([key_ok, torch.ones(step + 1, dtype=torch.bool)])[None, None, None]
+        h = lm.run_layers(h, position, cache, decode_mask, start=prune_layer, stop=len(lm.layers))
+        logits.append(lm.logits(h))
+    return logits
+
+
+@torch.inference_mode()
+def test_none_and_keep_one_equal_the_unpruned_model(model_and_inputs):
+    model, queries = model_and_inputs
+    for embeds in queries:
+        state = model.prefill(embeds)
+        dense_tokens = model.decode(state)
+        for name in ("none", "vla", "fastv", "sparsevlm", "random"):
+            logits, tokens, trace = run_engine(engine_for(model, name, keep=1.0), embeds)
+            assert torch.equal(tokens, dense_tokens), name
+            assert trace.kept_visual == 256 and trace.prefill_tokens == [embeds.shape[1]] * 8
+        logits, tokens, _ = run_engine(engine_for(model, "none", keep=0.25), embeds)
+        assert torch.equal(logits.argmax(-1), state.next_token) and torch.equal(tokens, dense_tokens)
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("name, options", [("fastv", {}), ("fastv", {"prune_layer": 5}), ("random", {}),
+                                           ("sparsevlm", {}), ("vla", {"warmup": "semantic"})])
+def test_token_dropping_equals_masked_keys(model_and_inputs, name, options):
+    model, queries = model_and_inputs
+    engine = engine_for(model, name, keep=0.25, **options)
+    engine.pruner.reset(seed=7, episode=0)
+    prune_layer = options.get("prune_layer", 3)
+    for embeds in queries:
+        logits, tokens, trace = run_engine(engine, embeds)
+        [selection] = trace.selections
+        kept = selection.kept[0]
+        assert len(kept) == 64 and trace.kept_visual == 64
+        S = embeds.shape[1]
+        assert trace.prefill_tokens == [S] * prune_layer + [S - 192] * (8 - prune_layer)
+        reference = masked_reference(model, embeds, kept, prune_layer, tokens)
+        torch.testing.assert_close(logits, reference[0], atol=2e-5, rtol=1e-4)
+        # every decoded token is the masked reference's greedy choice
+        assert torch.equal(torch.cat([r.argmax(-1) for r in reference], 1), tokens)
+
+
+@torch.inference_mode()
+def test_decode_logits_equal_masked_reference(model_and_inputs):
+    """Step-by-step logits of the engine's cached decode against the masked full computation."""
+    model, queries = model_and_inputs
+    engine = engine_for(model, "fastv", keep=0.125)
+    lm = model.language_model
+    embeds = queries[0]
+    hidden, _, trace = engine.prefill(embeds, layout_of(embeds))
+    token = lm.logits(hidden[:, -1:]).argmax(-1)
+    tokens, step_logits = [token], []
+    for step in range(N_TOKENS - 1):
+        position = torch.full_like(token, embeds.shape[1] + step)
+        h = engine.run_layers(lm.embed(tokens[-1]), position, engine._cache, 0, len(lm.layers), {})
+        step_logits.append(lm.logits(h))
+        tokens.append(step_logits[-1].argmax(-1))
+    reference = masked_reference(model, embeds, trace.selections[0].kept[0], 3, torch.cat(tokens, 1))
+    for ours, theirs in zip(step_logits, reference[1:]):
+        torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_attention_rows_equal_eager_attention(model_and_inputs):
+    model, queries = model_and_inputs
+    lm = model.language_model
+    embeds = queries[1]
+    S = embeds.shape[1]
+    positions = torch.arange(S)[None]
+    from vla_pruner.models.llama import KVCache
+
+    cache = KVCache(len(lm.layers))
+    layer_idx = 2
+    layer_input = lm.run_layers(embeds, positions, cache, start=0, stop=layer_idx)
+    lm.run_layers(layer_input, positions, cache, start=layer_idx, stop=layer_idx + 1)
+    attn = lm.layers[layer_idx].self_attn
+    attn.config._attn_implementation = "eager"
+    try:
+        x = lm.layers[layer_idx].input_layernorm(layer_input)
+        mask = torch.zeros(1, 1, S, S).masked_fill(~torch.ones(S, S, dtype=torch.bool).tril(), float("-inf"))
+        _, eager = attn(x, position_embeddings=lm.rotary_emb(x, positions), attention_mask=mask)
+    finally:
+        attn.config._attn_implementation = "sdpa"
+    rows = torch.tensor([0, 5, 100, S - 1])
+    visible = rows[:, None] >= torch.arange(S)[None]
+    ours = attention_rows(lm, layer_idx, layer_input[:, rows], positions[:, rows], cache.keys[layer_idx], visible)
+    torch.testing.assert_close(ours, eager[0].mean(0)[rows].float(), atol=1e-6, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_vla_pruner_warms_up_dense_then_prunes_with_action_history(model_and_inputs):
+    model, queries = model_and_inputs
+    engine = engine_for(model, "vla", keep=0.25)
+    engine.pruner.reset(seed=7, episode=0)
+    traces = [run_engine(engine, q)[2] for q in queries]
+    assert [t.selections[0].warmup for t in traces] == [True, True, True, False]
+    assert [t.kept_visual for t in traces] == [256, 256, 256, 64]
+    history = engine.pruner.history
+    assert len(history) == 3 and all(h[0].shape == (256,) for h in history)
+    # a pruned query's action scores are zero exactly on the tokens it dropped
+    pruned_scores = history[-1][0]
+    kept = traces[-1].selections[0].kept[0]
+    dropped = torch.ones(256, dtype=torch.bool)
+    dropped[kept] = False
+    assert torch.all(pruned_scores[dropped] == 0) and torch.all(pruned_scores[kept] > 0)
+    # the action score is a mean of attention probabilities: the visual share of one unit of attention
+    assert 0 < float(history[0][0].sum()) <= 1
+
+
+@torch.inference_mode()
+def test_progressive_sparsevlm_merges_tokens_at_their_origin_positions(model_and_inputs):
+    model, queries = model_and_inputs
+    engine = engine_for(model, "sparsevlm", keep=0.5, mode="progressive")
+    embeds = queries[2]
+    logits, tokens, trace = run_engine(engine, embeds)
+    assert len(trace.selections) == len(engine.pruner.plan.stages) >= 2
+    assert any(len(m.origin) for s in trace.selections for m in s.merged)
+    S = embeds.shape[1]
+    average_visual = sum(n - (S - 256) for n in trace.prefill_tokens) / 8
+    assert abs(average_visual - 128) <= 1  # the layer-averaged visual count meets the budget
+    assert torch.isfinite(logits).all() and tokens.shape == (1, N_TOKENS)
