@@ -4,10 +4,10 @@
 
 Times `select()` (and VLA-Pruner's `observe()`) as the engine would call them, for OpenVLA's one image
 (M = 256) and OFT's two (M = 512 = 2 x 256, budgets per image), at keep 0.5 / 0.25 / 0.125. Independent random
-semantic and action scores make the VLA-Pruner candidate union near its largest (2 x M_keep per image), the
-slowest case for the diversity filter. Also times select_diverse alone on one set of n rows (n = 256, 512;
-k = n/2), split into the cosine-distance matrix and the greedy (which includes a copy of
-the matrix, about 1 us). Prints medians.
+semantic and action scores make the VLA-Pruner candidate union large (up to 2 x M_keep per image), the slow
+case for the diversity filter. Then VLA-Pruner's steps one by one, and select_diverse alone on n rows
+(n = 256, 512; k = n/2) split into the cosine-distance matrix and the greedy (the greedy's time includes a
+copy of the matrix). Prints medians. On a shared machine, --threads 1 gives steadier numbers.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 
 import baselines  # noqa: F401  (registers every pruner)
 from vla_pruner.diversity import cosine_distances, greedy_max_min, select_diverse
-from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner
+from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner, top_k
 
 TEXT_ROWS = 20  # prompt tokens after the visual block in a LIBERO instruction (order of magnitude)
 
@@ -69,6 +69,28 @@ def bench_pruners(layout: ModelLayout, keep: float, width: int, repeats: int) ->
     }
 
 
+def bench_vla_parts(keep: float, width: int, repeats: int) -> dict[str, float]:
+    """VLA-Pruner's steps for one image of 256 tokens, timed one by one."""
+    generator = torch.Generator().manual_seed(0)
+    vla = build_pruner({"name": "vla"}, keep=keep, layout=ModelLayout(num_layers=32, image_tokens=(256,)))
+    for _ in range(vla.config.window):
+        vla.history.append([torch.rand(256, generator=generator)])
+    semantic, embeddings = torch.rand(256, generator=generator), torch.randn(256, width, generator=generator)
+    action = vla.action_estimate()[0]
+    k = vla.budgets[0]
+
+    def union():
+        return torch.unique(torch.cat([top_k(semantic, k), top_k(action, k)]))
+
+    candidates = union()
+    return {
+        "temporal estimate": median_ms(vla.action_estimate, repeats),
+        "2 top-k + union": median_ms(union, repeats),
+        "|C|": len(candidates),
+        "diversity filter": median_ms(lambda: select_diverse(embeddings[candidates], k), repeats),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
@@ -89,6 +111,15 @@ def main() -> None:
         for keep in (0.5, 0.25, 0.125):
             times = bench_pruners(layout, keep, args.width, args.repeats)
             print(f"| {label:<26} | {keep:<5} | " + " | ".join(f"{times[c]:>16.3f}" for c in columns) + " |")
+
+    print("\nVLA-Pruner steps, one image of 256 tokens, milliseconds (|C| = union size)")
+    parts = ("temporal estimate", "2 top-k + union", "|C|", "diversity filter")
+    print("| keep  | " + " | ".join(f"{p:>17}" for p in parts) + " |")
+    print("|-------|" + "|".join("-" * 19 for _ in parts) + "|")
+    for keep in (0.5, 0.25, 0.125):
+        times = bench_vla_parts(keep, args.width, args.repeats)
+        print(f"| {keep:<5} | " + " | ".join(f"{times[p]:>17.3f}" if p != "|C|" else f"{times[p]:>17d}"
+                                            for p in parts) + " |")
 
     print(f"\nselect_diverse alone (k = n/2, d = {args.width}), milliseconds")
     print("|   n | distance matrix | greedy | select_diverse |")
