@@ -1,0 +1,101 @@
+"""Per-query cost metrics (latency, kept tokens, FLOPs) from episode records.
+
+The VLA policy writes into each `EpisodeRecord.queries[i]`: `latency_ms` {vision, prefill, decode, total}
+(ms), `warmup` (bool), `visual_tokens` (before pruning), `kept_visual`, `prefill_tokens` (tokens each LLM
+layer processed in the prefill), `decode_steps`, `selection_ms`. Policies without a model (noop, scripted)
+write none of them: their queries count, their cost columns stay empty.
+
+Latency statistics exclude warm-up queries (reported separately, as `warmup_*`); FLOPs and token means are
+over all queries, warm-up included, since a warm-up query (e.g. VLA-Pruner running dense while its history
+fills) really costs what it costs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from evaluate.flops import TERA, VlaDims, analytic_prefill_macs, full_query_macs, model_dims
+from evaluate.store import EpisodeRecord
+
+LATENCY_STAGES = ("vision", "prefill", "decode", "total")
+QUERY_COLUMNS = ["suite", "task_id", "init_index", "query", "warmup", "visual_tokens", "kept_visual",
+                 "decode_steps", "selection_ms", "prefill_tokens", *(f"{s}_ms" for s in LATENCY_STAGES)]
+
+
+def query_frame(records: list[EpisodeRecord]) -> pd.DataFrame:
+    """One row per policy query; missing keys become NaN (warmup False)."""
+    rows = []
+    for r in records:
+        for i, q in enumerate(r.queries):
+            latency = q.get("latency_ms") or {}
+            rows.append({
+                "suite": r.suite, "task_id": r.task_id, "init_index": r.init_index, "query": i,
+                "warmup": bool(q.get("warmup", False)),
+                "visual_tokens": q.get("visual_tokens", math.nan), "kept_visual": q.get("kept_visual", math.nan),
+                "decode_steps": q.get("decode_steps", math.nan), "selection_ms": q.get("selection_ms", math.nan),
+                "prefill_tokens": q.get("prefill_tokens"),
+                **{f"{s}_ms": latency.get(s, math.nan) for s in LATENCY_STAGES},
+            })
+    return pd.DataFrame(rows, columns=QUERY_COLUMNS)
+
+
+def has_prefill_tokens(queries: pd.DataFrame) -> bool:
+    """Whether any query recorded per-layer token counts (only then are the model's dims needed)."""
+    return bool(queries.prefill_tokens.map(lambda t: isinstance(t, list)).any())
+
+
+def add_flops(queries: pd.DataFrame, dims: VlaDims | None) -> pd.DataFrame:
+    """Columns `prefill_tmacs` (the paper's analytic count) and `full_tmacs` (end to end) per query."""
+    out = queries.copy()
+    prefill, full = [], []
+    for tokens, steps in zip(out.prefill_tokens, out.decode_steps):
+        if dims is None or not isinstance(tokens, list) or len(tokens) != dims.llm.num_layers:
+            prefill.append(math.nan)
+            full.append(math.nan)
+            continue
+        prefill.append(analytic_prefill_macs(dims, tokens) / TERA)
+        decode = None if pd.isna(steps) else int(steps)
+        full.append(full_query_macs(dims, tokens, decode)["total"] / TERA)
+    out["prefill_tmacs"] = prefill
+    out["full_tmacs"] = full
+    return out
+
+
+def _stat(values: pd.Series, fn) -> float | None:
+    values = values.dropna()
+    return float(fn(values)) if len(values) else None
+
+
+def latency_stats(queries: pd.DataFrame) -> dict[str, Any]:
+    """Median and p90 (ms) per stage over non-warm-up queries; warm-up queries' median separately."""
+    is_warm = queries.warmup.astype(bool)
+    steady, warm = queries[~is_warm], queries[is_warm]
+    out: dict[str, Any] = {"queries": len(queries), "warmup_queries": len(warm)}
+    for stage in LATENCY_STAGES:
+        col = f"{stage}_ms"
+        out[f"latency_{stage}_median_ms"] = _stat(steady[col], np.median)
+        out[f"latency_{stage}_p90_ms"] = _stat(steady[col], lambda v: np.percentile(v, 90))
+    out["warmup_latency_total_median_ms"] = _stat(warm["total_ms"], np.median)
+    out["selection_median_ms"] = _stat(steady["selection_ms"], np.median)
+    return out
+
+
+def cost_stats(queries: pd.DataFrame) -> dict[str, Any]:
+    """Token and FLOP means over all queries (expects `add_flops` columns)."""
+    return {
+        "visual_tokens_mean": _stat(queries.visual_tokens, np.mean),
+        "kept_visual_mean": _stat(queries.kept_visual, np.mean),
+        "prefill_tmacs_mean": _stat(queries.prefill_tmacs, np.mean),
+        "full_tmacs_mean": _stat(queries.full_tmacs, np.mean),
+    }
+
+
+def query_metrics(records: list[EpisodeRecord], model_cfg: Mapping | None = None) -> dict[str, Any]:
+    """Cost metrics of one run, JSON-serialisable: for summary.json. FLOPs in TMACs (the paper's 'FLOPs (T)');
+    the model's dims are only resolved (from `model_cfg`, no weights) if some query recorded prefill tokens."""
+    queries = query_frame(records)
+    dims = model_dims(model_cfg) if model_cfg is not None and has_prefill_tokens(queries) else None
+    return {**latency_stats(queries), **cost_stats(add_flops(queries, dims)), "flops_unit": "TMACs"}

@@ -1,0 +1,153 @@
+"""Aggregation of run directories into tables and plots, written through the real ResultStore."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from evaluate.flops import layer_macs
+from evaluate.metrics import query_metrics
+from evaluate.report import load_runs, method_table, suite_table, task_table, write_report
+from evaluate.stats import wilson_interval
+from evaluate.store import EpisodeRecord, ResultStore
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = 35  # non-visual tokens of the prompt
+D, M, L = 4096, 11008, 32  # OpenVLA-7B's Llama-2
+
+
+def vla_query(kept: int, total_ms: float, warmup: bool = False) -> dict:
+    """A query dict as the VLA policy writes it (OpenVLA: one image, prune layer 3, 6 decode steps)."""
+    return {
+        "latency_ms": {"vision": 0.2 * total_ms, "prefill": 0.5 * total_ms, "decode": 0.3 * total_ms,
+                       "total": total_ms},
+        "warmup": warmup, "visual_tokens": 256, "kept_visual": kept,
+        "prefill_tokens": [PROMPT + 256] * 3 + [PROMPT + kept] * (L - 3),
+        "decode_steps": 6, "selection_ms": 0.1,
+    }
+
+
+def write_run(root: Path, suite: str, pruner: str, keep: float, seed: int, outcomes: dict[int, list[bool]],
+              total_ms: float, model: str = "openvla", device: str = "cuda", warmup_ms: float | None = None) -> Path:
+    """A run directory as `python -m evaluate` leaves it: config.yaml + episodes/taskNN.jsonl."""
+    run_dir = root / model / suite / f"{pruner}-keep{keep}" / f"seed{seed}"
+    cfg = {"policy": {"name": "vla", "label": model}, "model": {"name": model, "checkpoint": None},
+           "pruner": {"name": pruner}, "suite": {"name": suite, "max_steps": 220}, "keep": keep, "seed": seed,
+           "device": device}
+    store = ResultStore(run_dir)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    kept = 256 if pruner == "none" else round(keep * 256)
+    for task_id, successes in outcomes.items():
+        for init, success in enumerate(successes):
+            queries = [vla_query(kept, total_ms) for _ in range(3)]
+            if warmup_ms is not None:
+                queries[0] = vla_query(256, warmup_ms, warmup=True)
+            store.append(EpisodeRecord(suite=suite, task_id=task_id, task=f"task {task_id}", init_index=init,
+                                       success=success, steps=10, wall_time_s=1.0, queries=queries))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    for suite, dense_ok in (("libero_spatial", [True] * 4), ("libero_object", [True, True, True, False])):
+        write_run(root, suite, "none", 1.0, 7, {0: dense_ok[:2], 1: dense_ok[2:]}, total_ms=200.0)
+        write_run(root, suite, "fastv", 0.5, 7, {0: [True, False], 1: [True, True]}, total_ms=100.0)
+    write_run(root, "libero_spatial", "vla", 0.25, 7, {0: [True, False]}, total_ms=80.0, warmup_ms=190.0)
+    write_run(root, "libero_spatial", "vla", 0.25, 8, {0: [False, False]}, total_ms=80.0, warmup_ms=190.0)
+    return root
+
+
+def test_success_pools_seeds_and_task_files_with_wilson(runs):
+    rs = load_runs([runs])
+    assert len(rs.runs) == 6
+    row = suite_table(rs).set_index(["suite", "pruner"]).loc[("libero_spatial", "vla")]
+    assert (row.episodes, row.successes, row.seeds) == (4, 1, 2)
+    lo, hi = wilson_interval(1, 4)
+    assert row.sr == 25.0 and row.sr_ci_low == pytest.approx(100 * lo) and row.sr_ci_high == pytest.approx(100 * hi)
+    per_task = task_table(rs)
+    assert set(per_task[per_task.pruner == "none"].task_id) == {0, 1}
+
+
+def test_relative_accuracy_is_mean_over_suites_of_ratio(runs):
+    table = method_table(load_runs([runs])).set_index("method")
+    # FastV: spatial 3/4 vs dense 4/4, object 3/4 vs dense 3/4
+    assert table.loc["FastV", "relative_acc_pct"] == pytest.approx(100 * (0.75 / 1.0 + 0.75 / 0.75) / 2)
+    assert table.loc["Dense", "relative_acc_pct"] == pytest.approx(100.0)
+    assert table.loc["VLA-Pruner", "relative_acc_pct"] == pytest.approx(25.0)  # spatial only
+
+
+def test_cost_columns_latency_without_warmup_flops_tokens_speedup(runs):
+    rs = load_runs([runs])
+    table = method_table(rs).set_index("method")
+    assert table.loc["VLA-Pruner", "latency_ms"] == 80.0  # the 190 ms warm-up queries excluded
+    assert table.loc["FastV", "speedup"] == pytest.approx(2.0)
+    assert table.loc["Dense", "prefill_tmacs"] == pytest.approx(32 * layer_macs(291, D, M) / 1e12)
+    assert table.loc["Dense", "prefill_tmacs"] == pytest.approx(1.906, abs=1e-3)  # the paper's dense OpenVLA
+    fastv = (3 * layer_macs(291, D, M) + 29 * layer_macs(PROMPT + 128, D, M)) / 1e12
+    assert table.loc["FastV", "prefill_tmacs"] == pytest.approx(fastv)
+    assert table.loc["FastV", "kept_visual"] == 128
+    # warm-up queries are dense and count towards FLOPs and kept tokens (one in three queries)
+    assert table.loc["VLA-Pruner", "kept_visual"] == pytest.approx((256 + 2 * 64) / 3)
+    metrics = query_metrics(ResultStore(runs / "openvla/libero_spatial/vla-keep0.25/seed7").records(),
+                            {"name": "openvla"})
+    assert metrics["warmup_queries"] == 2 and metrics["latency_total_median_ms"] == 80.0
+    assert metrics["warmup_latency_total_median_ms"] == 190.0 and metrics["flops_unit"] == "TMACs"
+    json.dumps(metrics)  # goes into summary.json
+
+
+def test_table1_layout_rows_and_columns(runs):
+    table = method_table(load_runs([runs]))
+    assert list(table.columns[:10]) == ["model", "device", "retention_pct", "method", "spatial", "spatial_ci_low",
+                                        "spatial_ci_high", "object", "object_ci_low", "object_ci_high"]
+    assert list(zip(table.retention_pct, table.method)) == [(100.0, "Dense"), (50.0, "FastV"), (25.0, "VLA-Pruner")]
+    assert {"relative_acc_pct", "prefill_tmacs", "full_tmacs", "kept_visual", "latency_ms", "speedup"} <= set(table.columns)
+
+
+def test_resume_appends_and_policies_without_cost_keys(tmp_path):
+    run_dir = write_run(tmp_path, "libero_goal", "none", 1.0, 7, {0: [True]}, total_ms=50.0)
+    with open(run_dir / "episodes" / "task00.jsonl", "a") as f:
+        f.write('{"suite": "libero_goal", "task_id": 0, "tas')  # a crash mid-write
+    store = ResultStore(run_dir)  # the resumed run appends after the torn line
+    store.append(EpisodeRecord(suite="libero_goal", task_id=0, task="task 0", init_index=1, success=False,
+                               steps=300, wall_time_s=1.0, queries=[{}]))  # noop/scripted: no cost keys
+    store.append(EpisodeRecord(suite="libero_goal", task_id=3, task="task 3", init_index=0, success=False,
+                               steps=0, wall_time_s=0.0, status="skipped"))
+    row = suite_table(load_runs([tmp_path])).iloc[0]
+    assert (row.episodes, row.successes) == (2, 1)  # skipped not attempted, torn line ignored
+    assert row.latency_total_median_ms == 50.0 and row.queries == 4
+
+
+def test_report_writes_csv_markdown_latex_and_plots(runs, tmp_path):
+    paths = write_report(load_runs([runs]), tmp_path)
+    names = {p.name for p in paths}
+    for table in ("tasks", "suites", "table1"):
+        assert {f"{table}.csv", f"{table}.md", f"{table}.tex"} <= names
+    assert "\\begin{table}" in (tmp_path / "table1.tex").read_text()
+    assert "mean over suites of SR_method / SR_dense" in (tmp_path / "table1.md").read_text()
+    for stem in ("openvla_success_vs_retention", "openvla_cuda_success_vs_flops", "openvla_cuda_success_vs_latency"):
+        assert {f"{stem}.png", f"{stem}.pdf"} <= names
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_collect_puts_paper_numbers_beside_ours(runs, tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(runs), "--out", str(tmp_path)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "table1_vs_paper.csv")
+    dense = table[(table.model == "openvla") & (table.method == "Dense")].iloc[0]
+    assert dense.spatial == 100.0 and dense.spatial_paper == 87.6 and dense.spatial_diff == pytest.approx(12.4)
+    # the paper's rows we did not run stay, with our columns empty
+    assert table[table.method == "DivPrune"].spatial.isna().all() and len(table[table.method == "DivPrune"]) == 3
+    assert not (table.model == "openvla_oft").any()  # no runs of it
+
+
+def test_collect_fails_clearly_without_the_paper_table(runs, tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(runs), "--paper",
+                             str(tmp_path / "absent.csv")], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0 and "absent.csv" in result.stderr and "--paper" in result.stderr
