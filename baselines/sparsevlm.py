@@ -143,6 +143,12 @@ class SparseVLM(Pruner):
         later = tuple(Stage(layer=p, rows="text", hidden_states=True) for p in self.layers[1:])
         return PrunePlan(stages=(first,) + later)
 
+    def describe(self) -> dict:
+        described = super().describe()
+        if self.config.mode == "progressive" and self.plan.stages:
+            described["stage_counts"] = self.counts  # per image: visual tokens (kept + merged) after each stage
+        return described
+
     def choose(self, inputs: StageInputs) -> Selection:
         if inputs.stage == 0:  # raters are chosen once per query, from the input embeddings
             self.raters = rater_rows(torch.cat(inputs.visual_embeddings), inputs.text_embeddings)

@@ -152,6 +152,7 @@ def test_progressive_stages_hit_their_counts_and_positions_stay_original():
     assert selections[0].merged[0].features.shape[1] == 8
     record = selections[1].to_record()
     assert record["stage"] == 1 and len(record["merged"]) == 2
+    assert pruner.describe()["stage_counts"] == pruner.counts
 
 
 # ------------------------------------------------------------------------------------------------ random
