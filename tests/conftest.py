@@ -20,7 +20,7 @@ def run_cli(*overrides: str, timeout: float = 600) -> subprocess.CompletedProces
                           timeout=timeout)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"shared fixtures not found at {FIXTURES} (they live beside the project checkout)")

@@ -7,7 +7,7 @@ from PIL import Image
 
 import baselines  # noqa: F401  (registers the baseline pruners)
 from vla_pruner.engine import PruningEngine, SequenceLayout, attention_rows
-from vla_pruner.models.llama import causal_padding_mask
+from vla_pruner.models.llama import KVCache, causal_padding_mask
 from vla_pruner.models.openvla import OpenVLA, with_empty_token
 from vla_pruner.models.processor import OpenVLAProcessor
 from vla_pruner.pruning import ModelLayout, build_pruner
@@ -16,8 +16,8 @@ N_TOKENS = 7
 
 
 @pytest.fixture(scope="module")
-def model_and_inputs(request):
-    fixtures = request.getfixturevalue("fixtures_dir")
+def model_and_inputs(fixtures_dir):
+    fixtures = fixtures_dir
     path = fixtures / "openvla_tiny_hf"
     model = OpenVLA.from_pretrained(path, device="cpu", dtype="float32")
     processor = OpenVLAProcessor.from_pretrained(path)
@@ -30,15 +30,6 @@ def model_and_inputs(request):
                                              model.encode_image(inputs["pixel_values"]))
         queries.append(embeds)
     return model, queries
-
-
-@pytest.fixture(scope="module")
-def fixtures_dir():
-    from tests.conftest import FIXTURES
-
-    if not FIXTURES.is_dir():
-        pytest.skip(f"shared fixtures not found at {FIXTURES}")
-    return FIXTURES
 
 
 def layout_of(embeds) -> SequenceLayout:
@@ -72,8 +63,6 @@ def masked_reference(model, embeds, kept_visual: torch.Tensor, prune_layer: int,
     key_ok[layout.visual[0].start + kept_visual] = True
     prefill_mask = causal_padding_mask(key_ok[None].long())  # causal, dropped keys hidden (rows see self)
     positions = torch.arange(S)[None]
-    from vla_pruner.models.llama import KVCache
-
     cache = KVCache(len(lm.layers))
     hidden = lm.run_layers(embeds, positions, cache, start=0, stop=prune_layer)
     hidden = lm.run_layers(hidden, positions, cache, prefill_mask, start=prune_layer, stop=len(lm.layers))
@@ -149,8 +138,6 @@ def test_attention_rows_equal_eager_attention(model_and_inputs):
     embeds = queries[1]
     S = embeds.shape[1]
     positions = torch.arange(S)[None]
-    from vla_pruner.models.llama import KVCache
-
     cache = KVCache(len(lm.layers))
     layer_idx = 2
     layer_input = lm.run_layers(embeds, positions, cache, start=0, stop=layer_idx)

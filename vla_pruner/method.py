@@ -78,9 +78,12 @@ def min_max(scores: torch.Tensor) -> torch.Tensor:
 def interleave_union(first: torch.Tensor, second: torch.Tensor, k: int) -> torch.Tensor:
     """The first k distinct tokens of two rankings read alternately (first[0], second[0], first[1], ...):
     the union trimmed to budget without a redundancy criterion (the `redundancy_filter: false` ablation)."""
-    interleaved = torch.stack([first, second], dim=1).flatten().tolist()
-    order = list(dict.fromkeys(interleaved))[:k]  # first occurrences, in reading order
-    return torch.tensor(order, dtype=torch.long, device=first.device)
+    merged = torch.stack([first, second], dim=1).flatten()
+    unique, inverse = torch.unique(merged, return_inverse=True)
+    reading_order = torch.arange(len(merged), device=merged.device)
+    first_seen = torch.full((len(unique),), len(merged), device=merged.device).scatter_reduce_(
+        0, inverse, reading_order, reduce="amin")
+    return merged[first_seen.sort().values[:k]]
 
 
 @register_pruner

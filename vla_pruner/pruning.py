@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Mapping, Sequence
 
+import numpy as np
 import torch
 
 Rows = Literal["prefill", "last", "text"]
@@ -151,16 +152,20 @@ class Selection:
 
 def indices_to_hex(indices: torch.Tensor, n: int) -> str:
     """Bitmask of kept rows as hex (bit j = row j), zero-padded to n bits: 64 characters for 256 tokens."""
-    value = 0
-    for j in indices.tolist():
-        value |= 1 << j
-    return format(value, f"0{(n + 3) // 4}x")
+    width = (n + 3) // 4
+    bits = np.zeros(width * 4, dtype=np.int64)
+    bits[indices.cpu().numpy()] = 1
+    nibbles = bits.reshape(width, 4) @ np.array([1, 2, 4, 8])
+    return "".join(HEX_DIGITS[nibbles[::-1]])
 
 
 def hex_to_indices(mask: str) -> list[int]:
     """Inverse of indices_to_hex: sorted kept row indices."""
-    value = int(mask, 16)
-    return [j for j in range(value.bit_length()) if value >> j & 1]
+    nibbles = np.array([int(c, 16) for c in reversed(mask)], dtype=np.int64)
+    return np.flatnonzero((nibbles[:, None] >> np.arange(4)) & 1).tolist()
+
+
+HEX_DIGITS = np.array(list("0123456789abcdef"))
 
 
 # ---------------------------------------------------------------------------------------------- configs
