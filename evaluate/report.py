@@ -236,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="run directories or directories above them (e.g. runs/)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="where tables and plots go")
     args = parser.parse_args(argv)
-    for path in write_report(load_runs(args.runs), args.out):
+    try:
+        runs = load_runs(args.runs)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+    for path in write_report(runs, args.out):
         print(path)
 
 

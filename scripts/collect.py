@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paper", type=Path, default=DEFAULT_PAPER, help="the paper's Table 1 as CSV")
     args = parser.parse_args(argv)
     paper = read_paper(args.paper)
-    table = compare(method_table(load_runs(args.runs)), paper)
+    try:
+        runs = load_runs(args.runs)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+    table = compare(method_table(runs), paper)
     caption = (f"Ours vs the paper (VLA-Pruner, Table 1): success rates in %, ours with 95% Wilson intervals; "
                f"_diff = ours - paper; {RELATIVE_ACC_NOTE}; prefill_tmacs = analytic LLM prefill, TMACs "
                f"(the paper's FLOPs (T)); latency: ours median ms per query, the paper's on an RTX 4090")
