@@ -216,25 +216,44 @@ OFFICIAL_OPENVLA_CONFIG: dict[str, Any] = {
 }
 
 
-def _official(model_cfg: Mapping) -> dict:
+def _official() -> dict:
     return OFFICIAL_OPENVLA_CONFIG
 
 
-# Architecture of a model config without a local checkpoint, by `model.name`.
-ARCHITECTURES: dict[str, Callable[[Mapping], dict]] = {
+def _tiny() -> dict:
+    from vla_pruner.models.tiny import TINY_CONFIG
+
+    return TINY_CONFIG
+
+
+# Architecture (config.json contents) of a model whose checkpoint is not on disk, by `model.name`.
+ARCHITECTURES: dict[str, Callable[[], dict]] = {
     "openvla": _official,
     "openvla_oft": _official,
+    "openvla_tiny": _tiny,
 }
 
 
 def model_family(model_cfg: Mapping) -> str:
-    name = model_cfg.get("family") or model_cfg["name"]
-    return name if name in FAMILIES else next((f for f in FAMILIES if name.startswith(f + "_")), "openvla")
+    """The longest family name `model.name` starts with (openvla_tiny -> openvla)."""
+    name = model_cfg["name"]
+    matches = [f for f in FAMILIES if name == f or name.startswith(f + "_")]
+    if not matches:
+        raise ValueError(f"model '{name}' belongs to no known family ({', '.join(FAMILIES)})")
+    return max(matches, key=len)
+
+
+def local_config_dir(model_cfg: Mapping) -> Path | None:
+    """A checkpoint directory of the model that is on disk: `checkpoint`, else any of `checkpoints` (one per
+    suite; they share the architecture)."""
+    candidates = [model_cfg.get("checkpoint"), *(model_cfg.get("checkpoints") or {}).values()]
+    dirs = [Path(str(c)).expanduser() for c in candidates if c]
+    return next((d for d in dirs if (d / "config.json").is_file()), None)
 
 
 def model_dims(model_cfg: Mapping) -> VlaDims:
-    """Dims of the model a `cfg.model` node describes: a local checkpoint's config.json when there is one,
-    else the architecture registered for `model.name`. Cached per distinct node."""
+    """Dims of the model a `cfg.model` node describes, without loading weights: a local checkpoint's
+    config.json when there is one, else the architecture registered for `model.name`. Cached per node."""
     key = json.dumps(model_cfg, sort_keys=True, default=str)
     if key not in _DIMS_CACHE:
         _DIMS_CACHE[key] = _model_dims(model_cfg)
@@ -248,11 +267,11 @@ def _model_dims(model_cfg: Mapping) -> VlaDims:
     from vla_pruner.models.checkpoint import read_config
     from vla_pruner.models.config import OpenVLAConfig
 
-    checkpoint = model_cfg.get("checkpoint")
-    if checkpoint and (Path(str(checkpoint)).expanduser() / "config.json").is_file():
-        config, _ = read_config(Path(str(checkpoint)).expanduser())
+    directory = local_config_dir(model_cfg)
+    if directory is not None:
+        config, _ = read_config(directory)
     elif model_cfg["name"] in ARCHITECTURES:
-        config = OpenVLAConfig.from_dict(ARCHITECTURES[model_cfg["name"]](model_cfg))
+        config = OpenVLAConfig.from_dict(ARCHITECTURES[model_cfg["name"]]())
     else:
         raise ValueError(f"no architecture known for model '{model_cfg['name']}' without a local checkpoint; "
                          f"known: {', '.join(sorted(ARCHITECTURES))}")

@@ -2,7 +2,7 @@
 
     python scripts/sweep.py                                  # the paper's grid, Hydra's sequential launcher
     python scripts/sweep.py --launcher slurm --shard-tasks -- hydra.launcher.partition=gpu
-    python scripts/sweep.py --models openvla --checkpoint 'openvla=/ckpt/openvla-7b-finetuned-{suite}'
+    python scripts/sweep.py --models openvla -- model.checkpoints.libero_spatial=/ckpt/openvla-7b-finetuned-libero-spatial ...
     python scripts/sweep.py --dry-run                        # print the commands only
 
 Per model two multiruns: the dense baseline once per suite (`pruner=none keep=1.0`: the dense model ignores
@@ -42,27 +42,17 @@ def task_shards(n_tasks: int) -> str:
     return "tasks=" + ",".join(f"[{t}]" for t in range(n_tasks))
 
 
-def checkpoint_override(template: str) -> str:
-    """`{suite}` in a checkpoint path becomes the suite's name, resolved per job by Hydra."""
-    return "model.checkpoint='" + template.replace("{suite}", "${suite.name}") + "'"
-
-
 def build_commands(args: argparse.Namespace) -> list[list[str]]:
-    checkpoints = dict(c.split("=", 1) for c in args.checkpoint)
-    unknown = set(checkpoints) - set(args.models)
-    if unknown:
-        raise SystemExit(f"error: --checkpoint for models not in the sweep: {', '.join(sorted(unknown))}")
     launcher = [LAUNCHERS[args.launcher]] if LAUNCHERS[args.launcher] else []
     by_tasks = lambda s: TASKS_PER_SUITE.get(s, DEFAULT_TASKS)  # noqa: E731  (a shard list fits one task count)
     suite_groups = [list(g) for _, g in groupby(sorted(args.suites, key=by_tasks), key=by_tasks)]
     grids = [DENSE, [f"pruner={','.join(args.pruners)}", f"keep={','.join(args.keeps)}"]] if args.pruners else [DENSE]
     commands = []
     for model in args.models:
-        per_model = [f"model={model}"] + ([checkpoint_override(checkpoints[model])] if model in checkpoints else [])
         for suites in suite_groups:
             shards = [task_shards(by_tasks(suites[0]))] if args.shard_tasks else []
             for grid in grids:
-                commands.append([sys.executable, "-m", "evaluate", "-m", *per_model, f"suite={','.join(suites)}",
+                commands.append([sys.executable, "-m", "evaluate", "-m", f"model={model}", f"suite={','.join(suites)}",
                                  *grid, f"seed={','.join(args.seeds)}", *shards, *launcher, *args.overrides])
     return commands
 
@@ -79,8 +69,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for key, values in PAPER.items():
         parser.add_argument(f"--{key}", nargs="*" if key == "pruners" else "+", default=values,
                             help=f"default: {' '.join(values)}")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=PATH",
-                        help="a model's checkpoint directory; {suite} stands for the suite name (repeatable)")
     parser.add_argument("--shard-tasks", action="store_true", help="one job per task instead of per suite")
     parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="basic",
                         help="basic = one job after another in this process; local/slurm = submitit")

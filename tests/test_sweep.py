@@ -47,18 +47,18 @@ def test_paper_grid_has_the_dense_baseline_once_per_model_and_suite():
     assert len({tuple(sorted(j.items())) for j in all_jobs}) == len(all_jobs)
 
 
-def test_task_shards_slurm_launcher_checkpoint_template_and_passthrough():
+def test_task_shards_slurm_launcher_and_passthrough_overrides():
     multiruns = dry_run("--models", "openvla", "--suites", "libero_spatial", "libero_90", "--pruners", "vla",
                         "--keeps", "0.25", "--seeds", "7", "8", "--shard-tasks", "--launcher", "slurm",
-                        "--checkpoint", "openvla=/ckpt/finetuned-{suite}", "--", "hydra.launcher.partition=gpu")
+                        "--", "model.checkpoints.libero_spatial=/ckpt/spatial", "hydra.launcher.partition=gpu")
     assert len(multiruns) == 4  # libero_90 (90 tasks) and libero_spatial (10) cannot share a task list
     spatial = [j for m in multiruns for j in jobs(m) if j["suite"] == "libero_spatial"]
     assert len(spatial) == 2 * 2 * 10  # (dense, vla) x seeds x tasks
     assert {j["tasks"] for j in spatial} == {f"[{t}]" for t in range(10)}
     assert sum(j["suite"] == "libero_90" for m in multiruns for j in jobs(m)) == 2 * 2 * 90
     for overrides in multiruns:
-        assert "hydra/launcher=slurm" in overrides and overrides[-1] == "hydra.launcher.partition=gpu"
-        assert "model.checkpoint='/ckpt/finetuned-${suite.name}'" in overrides
+        assert "hydra/launcher=slurm" in overrides
+        assert overrides[-2:] == ["model.checkpoints.libero_spatial=/ckpt/spatial", "hydra.launcher.partition=gpu"]
 
 
 def test_launcher_configs_compose_onto_the_submitit_schemas():

@@ -35,13 +35,14 @@ class SequenceLayout:
     text: slice  # SparseVLM's "text" rows: prompt tokens after the visual block, up to and including 29871
     last_prompt: int  # the query row that emits action token 1 (FastV's "last" row)
     action_queries: slice  # prefill rows whose attention is the action score (decode rows come on top)
+    prompt_end: int  # rows before this are BOS, visual and text: the "prefill" semantic rows
     causal: bool = True
 
     @classmethod
     def openvla(cls, length: int, num_visual: int = 256) -> "SequenceLayout":
         """[BOS, visual, prompt..., 29871]: the last row emits action token 1, decode steps the rest."""
         return cls(length, (slice(1, 1 + num_visual),), slice(1 + num_visual, length), length - 1,
-                   slice(length - 1, length))
+                   slice(length - 1, length), prompt_end=length)
 
 
 @dataclass
@@ -198,8 +199,8 @@ class PruningEngine:
         inputs = StageInputs(stage=index)
         if stage.rows is not None:
             n = len(tokens)
-            if stage.rows == "prefill":
-                rows = torch.arange(n, device=device)
+            if stage.rows == "prefill":  # BOS, visual and text rows (not OFT's action placeholders)
+                rows = torch.nonzero(tokens.position < layout.prompt_end).flatten()
             elif stage.rows == "last":
                 rows = tokens.rows_at(torch.tensor([layout.last_prompt], device=device))
             else:  # "text"

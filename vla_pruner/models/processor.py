@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from .checkpoint import CheckpointError, resolve_checkpoint
 
@@ -58,7 +59,14 @@ class OpenVLAProcessor:
         if not config_file.is_file():
             raise CheckpointError(f"no preprocessor_config.json in checkpoint directory {directory}")
         image_processor = ImageProcessor.from_config(json.loads(config_file.read_text()))
-        return cls(AutoTokenizer.from_pretrained(str(directory)), image_processor)
+        # AutoTokenizer peeks at config.json and warns that `openvla` is not a transformers model type
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        return cls(tokenizer, image_processor)
 
     def __call__(self, text: str, images: Image.Image) -> dict[str, torch.Tensor]:
         tokens = self.tokenizer(text, return_tensors="pt")
