@@ -1,0 +1,151 @@
+"""A small OpenVLA built from a seed and saved in the official checkpoint format: the project's default model.
+
+Same architecture family as OpenVLA-7B (DINOv2 + SigLIP ViTs of depth 3, an 8-layer Llama of width 128,
+the 32064-token Llama-2 id layout) with random weights, so the whole pipeline (loading, preprocessing,
+decoding, pruning, the harness) runs on a CPU in seconds. Its actions are meaningless. The language-model
+head scores only action tokens (other rows are zero), so greedy decoding always lands on action bins;
+the weights are drawn so that the image and the instruction change the decoded tokens.
+The tokenizer is a word-level one over the instructions it is given, with Llama-2's special ids.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from .checkpoint import WEIGHTS_FILE, to_stored_key
+from .config import OpenVLAConfig
+from .libero_norm_stats import LIBERO_ACTION_STATS
+from .openvla import EMPTY_TOKEN_ID, OpenVLA
+from .processor import prompt_for
+
+UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<PAD>"
+SPECIAL_IDS = {UNK: 0, BOS: 1, EOS: 2, "▁": EMPTY_TOKEN_ID, PAD: 32000}
+
+TINY_CONFIG = {
+    "architectures": ["OpenVLAForActionPrediction"],
+    "model_type": "openvla",
+    "arch_specifier": "no-align+fused-gelu-mlp",
+    "vision_backbone_id": "dinosiglip-vit-so-224px",
+    "llm_backbone_id": "llama2-7b-pure",
+    "hf_llm_id": "meta-llama/Llama-2-7b-hf",
+    "use_fused_vision_backbone": True,
+    "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
+    "timm_model_kwargs": [{"depth": 3, "embed_dim": 48, "num_heads": 3}, {"depth": 3, "embed_dim": 64, "num_heads": 2}],
+    "timm_override_act_layers": [None, None],
+    "image_sizes": [224, 224],
+    "image_resize_strategy": "resize-naive",
+    "llm_max_length": 2048,
+    "n_action_bins": 256,
+    "pad_to_multiple_of": 64,
+    "pad_token_id": 32000,
+    "output_projector_states": False,
+    "text_config": {  # only the fields that differ from Llama-2-7B, as the official checkpoints store it
+        "model_type": "llama",
+        "hidden_size": 128,
+        "intermediate_size": 344,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 8,
+        "num_key_value_heads": 4,
+        "pad_token_id": 32000,
+        "vocab_size": 32064,
+    },
+    "norm_stats": {suite: {"action": stats} for suite, stats in LIBERO_ACTION_STATS.items()},
+    "torch_dtype": "float32",
+}
+
+_DINO_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+_SIGLIP_NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+PREPROCESSOR_CONFIG = {
+    "image_processor_type": "PrismaticImageProcessor",
+    "processor_class": "PrismaticProcessor",
+    "image_resize_strategy": "resize-naive",
+    "use_fused_vision_backbone": True,
+    "input_sizes": [[3, 224, 224], [3, 224, 224]],
+    "interpolations": ["bicubic", "bicubic"],
+    "means": [_DINO_NORM["mean"], _SIGLIP_NORM["mean"]],
+    "stds": [_DINO_NORM["std"], _SIGLIP_NORM["std"]],
+    "tvf_resize_params": [{"size": [224, 224], "interpolation": 3, "max_size": None, "antialias": True}] * 2,
+    "tvf_crop_params": [{"output_size": [224, 224]}] * 2,
+    "tvf_normalize_params": [{**_DINO_NORM, "inplace": False}, {**_SIGLIP_NORM, "inplace": False}],
+    "tvf_do_letterbox": False,
+    "tvf_letterbox_fill": None,
+}
+
+
+def build_tokenizer(instructions: Iterable[str]) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over the prompt template and the (lower-cased) instructions, Llama-2 special ids."""
+    split = pre_tokenizers.Whitespace()
+    texts = [prompt_for(i) for i in instructions] or [prompt_for("")]
+    words = sorted({w for text in texts for w, _ in split.pre_tokenize_str(text)} - set(SPECIAL_IDS))
+    first_word_id = max(i for i in SPECIAL_IDS.values() if i < 100) + 1
+    vocab = {**SPECIAL_IDS, **{w: first_word_id + i for i, w in enumerate(words)}}
+    if first_word_id + len(words) > EMPTY_TOKEN_ID:
+        raise ValueError(f"{len(words)} words do not fit below the Llama-2 special id {EMPTY_TOKEN_ID}")
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tok.pre_tokenizer = split
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, SPECIAL_IDS[BOS])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD)
+
+
+def build_tiny_model(seed: int) -> OpenVLA:
+    """Seeded random weights; the LM head keeps only the action-token rows.
+
+    timm's ViT init is kept. The language model and projector are re-drawn: embeddings N(0, 0.02) and
+    matrices N(0, 0.1), so that attention and MLP outputs dominate the residual stream and the decoded
+    tokens depend on the image and the instruction (with PyTorch's default init each token's own
+    embedding dominates and every query decodes the same action).
+    """
+    config = OpenVLAConfig.from_dict(TINY_CONFIG)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = OpenVLA(config)
+        lm = model.language_model
+        with torch.no_grad():
+            lm.model.embed_tokens.weight.normal_(0.0, 0.02)
+            for module in [*lm.model.layers.modules(), *model.projector.modules()]:
+                if isinstance(module, torch.nn.Linear):
+                    module.weight.normal_(0.0, 0.1)
+            head = lm.lm_head.weight.normal_(0.0, 0.02)
+            keep = torch.zeros(head.shape[0], dtype=torch.bool)
+            keep[list(model.action_tokenizer.token_ids)] = True
+            head[~keep] = 0.0
+    return model.eval()
+
+
+def write_tiny_checkpoint(directory: Path, seed: int, instructions: Iterable[str]) -> None:
+    """Write config, weights, tokenizer and preprocessor config into `directory` (which must not exist)."""
+    directory.mkdir(parents=True)
+    model = build_tiny_model(seed)
+    tensors = {to_stored_key(k): v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps({**TINY_CONFIG, "build_seed": seed}, indent=2))
+    (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2))
+    build_tokenizer(instructions).save_pretrained(str(directory))
+
+
+def ensure_tiny_checkpoint(directory: str | Path, seed: int, instructions: Iterable[str]) -> Path:
+    """The tiny checkpoint at `directory`, built first if absent (in a temp dir renamed into place)."""
+    directory = Path(directory).expanduser()
+    if (directory / "config.json").is_file():
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        write_tiny_checkpoint(staging / "ckpt", seed, instructions)
+        try:
+            os.rename(staging / "ckpt", directory)
+        except OSError:  # another process finished first
+            if not (directory / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
