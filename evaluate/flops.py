@@ -306,17 +306,17 @@ def report_lines(model_cfg: Mapping, keep: float, prompt_tokens: int, prune_laye
     llm = dims.llm
     dense = query_schedule(dims, 1.0, prompt_tokens, prune_layer)
     pruned = query_schedule(dims, keep, prompt_tokens, prune_layer)
-    to_t = lambda macs: macs / TERA  # noqa: E731
+    to_t = lambda macs: format(macs / TERA, ".6g")  # noqa: E731
     return [
         f"model {model_cfg['name']}: LLM d={llm.hidden} m={llm.intermediate} L={llm.num_layers}, "
         f"{dims.family.num_images} image(s) x {VISUAL_TOKENS_PER_IMAGE} visual tokens, prompt {prompt_tokens} tokens",
         f"unit: {UNIT_NOTE}",
-        f"dense  prefill ({dense[0]} tokens): {to_t(analytic_prefill_macs(dims, dense)):.4f} {UNIT}",
-        f"pruned prefill (keep={keep}, K={prune_layer}, {pruned[-1]} tokens from layer {prune_layer}): "
-        f"{to_t(analytic_prefill_macs(dims, pruned)):.4f} {UNIT}",
+        f"dense  prefill ({dense[0]} tokens): {to_t(analytic_prefill_macs(dims, dense))} {UNIT}",
+        f"pruned prefill (keep={keep}, one cut before layer K={prune_layer}, {pruned[-1]} tokens from there): "
+        f"{to_t(analytic_prefill_macs(dims, pruned))} {UNIT}",
         f"full query, dense / pruned (vision + projector + prefill + decode): "
-        f"{to_t(full_query_macs(dims, dense)['total']):.4f} / {to_t(full_query_macs(dims, pruned)['total']):.4f} {UNIT}",
-        f"{to_t(analytic_prefill_macs(dims, pruned)):.4f}",
+        f"{to_t(full_query_macs(dims, dense)['total'])} / {to_t(full_query_macs(dims, pruned)['total'])} {UNIT}",
+        to_t(analytic_prefill_macs(dims, pruned)),
     ]
 
 

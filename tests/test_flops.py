@@ -109,10 +109,16 @@ def test_decode_uses_each_layers_own_cache_length():
     assert counts["total"] == counts["vision"] + counts["prefill"] + counts["decode"]
 
 
-def test_cli_prints_pruned_count_last_without_weights():
-    result = subprocess.run([sys.executable, "-m", "evaluate.flops", "model=openvla", "keep=0.5"],
+@pytest.mark.parametrize("overrides, d, m, schedule", [
+    (["model=openvla", "keep=0.5"], 4096, 11008, [291] * 3 + [35 + 128] * 29),
+    (["model=openvla_tiny", "keep=0.25", "prompt_tokens=20", "pruner=fastv", "pruner.prune_layer=2"], 128, 344,
+     [276] * 2 + [20 + 64] * 6),
+])
+def test_cli_prints_pruned_count_last_without_weights(overrides, d, m, schedule):
+    result = subprocess.run([sys.executable, "-m", "evaluate.flops", *overrides],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert "1.9067" in result.stdout  # dense alongside
-    assert float(lines[-1]) == pytest.approx(prefill_macs([291] * 3 + [163] * 29, 4096, 11008) / 1e12, abs=1e-4)
+    dense = prefill_macs([schedule[0]] * len(schedule), d, m) / 1e12
+    assert f"{dense:.6g} TMACs" in result.stdout  # the dense count alongside
+    assert float(lines[-1]) == pytest.approx(prefill_macs(schedule, d, m) / 1e12, rel=1e-5)
