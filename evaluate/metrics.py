@@ -20,7 +20,7 @@ import pandas as pd
 from evaluate.flops import TERA, VlaDims, analytic_prefill_macs, full_query_macs, model_dims
 from evaluate.store import EpisodeRecord
 
-LATENCY_STAGES = ("vision", "prefill", "decode", "total")
+LATENCY_STAGES = ("preprocess", "vision", "prefill", "decode", "total")  # preprocess: optional
 QUERY_COLUMNS = ["suite", "task_id", "init_index", "query", "warmup", "visual_tokens", "kept_visual",
                  "decode_steps", "selection_ms", "prefill_tokens", *(f"{s}_ms" for s in LATENCY_STAGES)]
 

@@ -12,8 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
-DENSE_PRUNER = "none"
+from evaluate.report import DENSE_PRUNER, METHOD_NAMES  # noqa: E402
 FORMATS = ("png", "pdf")
 # x axis of each cost view: column of the suite table, axis label
 COST_AXES = {
@@ -27,9 +28,16 @@ def _panels(n: int):
     return fig, axes[0]
 
 
-def _errorbar(ax, rows: pd.DataFrame, x: str, label: str, **style):
+def palette(pruners) -> dict[str, dict]:
+    """The same colour and name for a pruner in every figure: known pruners first, in the tables' order."""
+    known = list(METHOD_NAMES)
+    ordered = sorted(set(pruners), key=lambda p: (known.index(p) if p in known else len(known), p))
+    return {p: {"color": f"C{i % 10}", "label": METHOD_NAMES.get(p, p)} for i, p in enumerate(ordered)}
+
+
+def _errorbar(ax, rows: pd.DataFrame, x: str, style: dict, **extra):
     yerr = [rows.sr - rows.sr_ci_low, rows.sr_ci_high - rows.sr]
-    ax.errorbar(rows[x], rows.sr, yerr=yerr, label=label, marker="o", capsize=3, **style)
+    ax.errorbar(rows[x], rows.sr, yerr=yerr, marker="o", capsize=3, **style, **extra)
 
 
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
@@ -42,17 +50,20 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def success_vs_retention(per_suite: pd.DataFrame, model: str, out_dir: Path) -> list[Path]:
+def success_vs_retention(per_suite: pd.DataFrame, model: str, out_dir: Path, styles: dict) -> list[Path]:
     rows = per_suite[per_suite.model == model]
     suites = sorted(rows.suite.unique())
     fig, axes = _panels(len(suites))
     for ax, suite in zip(axes, suites):
         data = rows[rows.suite == suite]
         for pruner, g in data[data.pruner != DENSE_PRUNER].groupby("pruner"):
-            _errorbar(ax, g.sort_values("keep").assign(retention=lambda d: 100 * d.keep), "retention", pruner)
+            _errorbar(ax, g.sort_values("keep").assign(retention=lambda d: 100 * d.keep), "retention", styles[pruner])
         for sr in data[data.pruner == DENSE_PRUNER].sr:
-            ax.axhline(sr, color="k", linestyle="--", linewidth=1, label="dense")
+            ax.axhline(sr, linestyle="--", linewidth=1, **styles[DENSE_PRUNER])
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(100 * rows[rows.pruner != DENSE_PRUNER].keep.unique()))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("visual tokens kept (%)")
         ax.set_title(suite)
     axes[0].set_ylabel("success rate (%)")
@@ -71,7 +82,8 @@ def pareto_front(points: pd.DataFrame, x: str) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
-def success_vs_cost(per_suite: pd.DataFrame, model: str, device: str, axis: str, out_dir: Path) -> list[Path]:
+def success_vs_cost(per_suite: pd.DataFrame, model: str, device: str, axis: str, out_dir: Path,
+                    styles: dict) -> list[Path]:
     x, xlabel = COST_AXES[axis]
     rows = per_suite[(per_suite.model == model) & (per_suite.device == device)].dropna(subset=[x])
     if rows.empty:
@@ -81,7 +93,7 @@ def success_vs_cost(per_suite: pd.DataFrame, model: str, device: str, axis: str,
     for ax, suite in zip(axes, suites):
         data = rows[rows.suite == suite]
         for pruner, g in data.groupby("pruner"):
-            _errorbar(ax, g.sort_values(x), x, pruner, linestyle="-" if len(g) > 1 else "none")
+            _errorbar(ax, g.sort_values(x), x, styles[pruner], linestyle="-" if len(g) > 1 else "none")
         front = pareto_front(data, x)
         ax.step(front[x], front.sr, where="post", color="grey", alpha=0.5, linewidth=3, label="Pareto front")
         ax.set_xlabel(xlabel)
@@ -93,10 +105,10 @@ def success_vs_cost(per_suite: pd.DataFrame, model: str, device: str, axis: str,
 
 def write_plots(per_suite: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Every figure for every model (and device) in the table."""
-    paths = []
+    paths, styles = [], palette(per_suite.pruner)
     for model in sorted(per_suite.model.unique()):
-        paths += success_vs_retention(per_suite, model, out_dir)
+        paths += success_vs_retention(per_suite, model, out_dir, styles)
         for device in sorted(per_suite[per_suite.model == model].device.unique()):
             for axis in COST_AXES:
-                paths += success_vs_cost(per_suite, model, device, axis, out_dir)
+                paths += success_vs_cost(per_suite, model, device, axis, out_dir, styles)
     return paths
