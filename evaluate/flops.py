@@ -79,12 +79,12 @@ class Family:
     num_images: int  # images per query, each giving VISUAL_TOKENS_PER_IMAGE tokens
     decode_steps: int  # single-token cached LLM steps after the prefill
     prefill_logit_rows: int  # LM-head rows computed at the end of the prefill
-    extra_tokens: int  # non-prompt, non-visual LLM inputs (OFT: proprio token + 8x7 action slots)
+    extra_tokens: int  # non-prompt, non-visual LLM inputs (OFT: proprio token, 8x7 action slots, stop token)
 
 
 FAMILIES: dict[str, Family] = {
     "openvla": Family(num_images=1, decode_steps=6, prefill_logit_rows=1, extra_tokens=0),
-    "openvla_oft": Family(num_images=2, decode_steps=0, prefill_logit_rows=0, extra_tokens=57),
+    "openvla_oft": Family(num_images=2, decode_steps=0, prefill_logit_rows=0, extra_tokens=1 + 8 * 7 + 1),
 }
 
 
@@ -94,10 +94,6 @@ class VlaDims:
     vits: tuple[VitDims, ...]  # run once per image
     projector: tuple[tuple[int, int], ...]  # (in, out) of each Linear, applied to every visual token
     family: Family
-
-    @property
-    def visual_tokens(self) -> int:
-        return self.family.num_images * VISUAL_TOKENS_PER_IMAGE
 
     def sequence_length(self, prompt_tokens: int, kept_per_image: int = VISUAL_TOKENS_PER_IMAGE) -> int:
         return prompt_tokens + self.family.extra_tokens + self.family.num_images * kept_per_image
@@ -321,6 +317,12 @@ def report_lines(model_cfg: Mapping, keep: float, prompt_tokens: int, prune_laye
 
 
 def main(argv: list[str]) -> None:
+    from evaluate.config import ConfigError, check_group_overrides
+
+    try:
+        check_group_overrides(argv)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
     cfg, own = compose_config(argv)
     prune_layer = cfg["pruner"].get("prune_layer", DEFAULT_PRUNE_LAYER)
     keep = float(cfg["keep"])
