@@ -109,3 +109,17 @@ def test_bfloat16_load(tiny_checkpoint):
     model = OpenVLA.from_pretrained(tiny_checkpoint, device="cpu", dtype="bfloat16")
     assert model.dtype == torch.bfloat16
     assert model.language_model.rotary_emb.inv_freq.dtype == torch.float32
+
+
+def test_sharded_checkpoint_loads_like_a_single_file(tiny_checkpoint, tmp_path):
+    target = tmp_path / "sharded"
+    shutil.copytree(tiny_checkpoint, target, ignore=shutil.ignore_patterns("model.safetensors"))
+    weights = load_file(tiny_checkpoint / "model.safetensors")
+    keys = sorted(weights)
+    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, shard_keys in shards.items():
+        save_file({k: weights[k] for k in shard_keys}, str(target / name))
+    weight_map = {k: name for name, shard_keys in shards.items() for k in shard_keys}
+    (target / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    single, sharded = OpenVLA.from_pretrained(tiny_checkpoint, device="cpu"), OpenVLA.from_pretrained(target, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(single.state_dict().values(), sharded.state_dict().values()))
