@@ -54,6 +54,24 @@ class EvalConfig:
 
 ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
 
+
+def pruner_tag(pruner: DictConfig) -> str:
+    """A run-directory name for a pruner: `fastv`, or `vla,criterion=fusion,window=5` when options differ
+    from the group file's defaults, so that ablations get directories of their own."""
+    path = CONFIG_DIR / "pruner" / f"{pruner.name}.yaml"
+    defaults = OmegaConf.load(path) if path.is_file() else {}
+    changed = [f"{k}={_plain(v)}" for k, v in pruner.items() if k != "name" and defaults.get(k) != v]
+    return ",".join([pruner.name, *changed])
+
+
+def _plain(value) -> str:
+    if OmegaConf.is_list(value):
+        return "+".join(map(str, value))
+    return str(value)
+
+
+OmegaConf.register_new_resolver("pruner_tag", pruner_tag, replace=True)
+
 # Fields that do not change what an episode's outcome is; a resumed run may change them.
 NON_IDENTITY_FIELDS = ("tasks", "episodes_per_task", "video", "record_demos", "output_root", "output_dir", "run_name")
 

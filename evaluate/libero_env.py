@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before robosuite imports mujoco
+if os.environ.get("CUDA_VISIBLE_DEVICES") == "":  # job launchers hide GPUs so; robosuite would then parse ""
+    os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", "0")  # as an EGL device id: name the first device instead
 
 from dataclasses import dataclass
 from functools import cached_property

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from evaluate.config import run_identity, select_tasks
+from evaluate.metrics import query_metrics
 from evaluate.libero_env import TaskEnv, load_suite, simulator_versions
 from evaluate.policy import EpisodeContext, build_policy
 from evaluate.rollout import run_episode
@@ -68,7 +69,9 @@ def run(cfg: DictConfig) -> dict:
         bar.close()
         if demos is not None:
             demos.close()
-        summary = write_summary(run_dir, records, meta, complete)
+        records = store.records()  # re-read: task shards running beside this one may have added episodes
+        cost = query_metrics(records, OmegaConf.to_container(cfg.model, resolve=True))
+        summary = write_summary(run_dir, records, {**meta, "cost": cost}, complete)
     return summary
 
 
