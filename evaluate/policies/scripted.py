@@ -53,8 +53,10 @@ class ScriptedExpert:
 
     def act(self, obs: dict) -> PolicyOutput:
         self.obs = obs
-        if self.ref_quat is None:
-            self.ref_quat = np.array(obs["robot0_eef_quat"])  # hold the start orientation (fingers down)
+        if self.ref_quat is None:  # the start pose: fingers down, well above every object
+            self.start_quat = self.ref_quat = np.array(obs["robot0_eef_quat"])
+            self.start_axis = self._closing_axis()
+            self.z_travel = float(obs["robot0_eef_pos"][2])
         action = next(self._script)
         return PolicyOutput(actions=action[None], info={"phase": self.phase})
 
@@ -66,25 +68,29 @@ class ScriptedExpert:
 
     def _run(self) -> Iterator[np.ndarray]:
         for step in self.plan:
-            yield from self._pick(step.obj)
-            while not self._lifted(step.obj):  # retry until it holds; the step limit ends hopeless cases
+            attempt = 0
+            yield from self._pick(step.obj, attempt)
+            while not self._lifted(step.obj):  # retry (other rim side); the step limit ends hopeless cases
+                attempt += 1
                 yield from self._hold(OPEN, 8, "regrasp")
-                yield from self._pick(step.obj)
+                yield from self._pick(step.obj, attempt)
             yield from self._place(step)
         self.phase = "done"
         while True:
             yield self._action(np.zeros(3), OPEN)
 
-    def _pick(self, obj: str) -> Iterator[np.ndarray]:
+    def _pick(self, obj: str, attempt: int) -> Iterator[np.ndarray]:
         lo, hi = self._aabb(obj)
         self._lo0 = lo[2]
-        grasp = self._grasp_point(obj, lo, hi)
-        above = np.r_[grasp[:2], hi[2] + HOVER]
-        yield from self._move(lambda: np.r_[self._eef()[:2], max(self._eef()[2], above[2])], OPEN, "rise", 0.02)
-        yield from self._move(lambda: above, OPEN, "above_object")
+        grasp, yaw = self._grasp_point(obj, lo, hi, attempt)
+        travel = max(self.z_travel, hi[2] + HOVER)
+        yield from self._move(lambda: np.r_[self._eef()[:2], travel], OPEN, "rise", tol=0.02)
+        self.ref_quat = T.quat_multiply(T.axisangle2quat(np.r_[0, 0, yaw]), self.start_quat)
+        yield from self._move(lambda: np.r_[grasp[:2], travel], OPEN, "above_object")
+        yield from self._move(lambda: np.r_[grasp[:2], hi[2] + HOVER], OPEN, "hover")
         yield from self._move(lambda: grasp, OPEN, "descend", tol=0.008, max_steps=25)
         yield from self._hold(CLOSE, 12, "grasp")
-        yield from self._move(lambda: grasp + [0, 0, 0.1], CLOSE, "lift", max_steps=30)
+        yield from self._move(lambda: np.r_[grasp[:2], travel], CLOSE, "lift", max_steps=30)
         yield from self._hold(CLOSE, 3, "lift")
 
     def _place(self, step: PickPlace) -> Iterator[np.ndarray]:
@@ -95,20 +101,25 @@ class ScriptedExpert:
             offset = self._eef()[:2] - self._pos(step.obj)[:2]  # align the object, not the gripper
             return np.r_[xy + offset, top + DROP + hang]
 
-        carry = lambda: np.r_[release_point()[:2], max(release_point()[2] + 0.05, self._eef()[2])]
-        yield from self._move(carry, CLOSE, "carry", tol=0.015, max_steps=100)
+        carry_z = lambda: max(self.z_travel, release_point()[2] + 0.05)
+        yield from self._move(lambda: np.r_[self._eef()[:2], carry_z()], CLOSE, "lift", max_steps=20)
+        yield from self._move(lambda: np.r_[release_point()[:2], carry_z()], CLOSE, "carry", tol=0.015, max_steps=100)
         yield from self._move(release_point, CLOSE, "lower", tol=0.008, max_steps=40)
         yield from self._hold(OPEN, 10, "release")
-        yield from self._move(lambda: self._eef() + [0, 0, 0.1], OPEN, "retreat", max_steps=10)
+        yield from self._move(lambda: np.r_[self._eef()[:2], self.z_travel], OPEN, "retreat", max_steps=15)
 
     # --- primitives -------------------------------------------------------------------------------
 
     def _move(self, target, grip: float, phase: str, tol: float = 0.01, max_steps: int = 80):
-        """Step toward target() (re-read every step: objects move) until within tol or out of steps."""
+        """Step toward target() (re-read every step: objects move) until within tol, out of steps, or
+        stalled (blocked by contact: under 2 mm of motion in the last 6 steps)."""
         self.phase = phase
+        trail = []
         for _ in range(max_steps):
             err = target() - self._eef()
-            if np.linalg.norm(err) < tol:
+            trail = [self._eef(), *trail][:6]
+            stalled = len(trail) == 6 and np.linalg.norm(trail[0] - trail[-1]) < 0.002
+            if stalled or (np.linalg.norm(err) < tol and np.linalg.norm(self._rot_err()) < 0.1):
                 return
             yield self._action(err, grip)
 
@@ -118,8 +129,11 @@ class ScriptedExpert:
             yield self._action(np.zeros(3), grip)
 
     def _action(self, pos_err: np.ndarray, grip: float) -> np.ndarray:
-        rot_err = T.quat2axisangle(T.quat_multiply(self.ref_quat, T.quat_inverse(self.obs["robot0_eef_quat"])))
-        return np.r_[np.clip(pos_err / POS_GAIN, -1, 1), np.clip(rot_err / ROT_GAIN, -1, 1), grip]
+        return np.r_[np.clip(pos_err / POS_GAIN, -1, 1), np.clip(self._rot_err() / ROT_GAIN, -1, 1), grip]
+
+    def _rot_err(self) -> np.ndarray:
+        """World-frame axis-angle from the current to the wanted gripper orientation (OSC's convention)."""
+        return T.quat2axisangle(T.quat_multiply(self.ref_quat, T.quat_inverse(self.obs["robot0_eef_quat"])))
 
     # --- privileged state -------------------------------------------------------------------------
 
@@ -132,15 +146,61 @@ class ScriptedExpert:
     def _lifted(self, obj: str) -> bool:
         return self._aabb(obj)[0][2] > self._lo0 + 0.02
 
-    def _grasp_point(self, obj: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        centre = (lo + hi) / 2
-        if any(c in self.category[obj] for c in RIM_GRASP):
-            axis = self._closing_axis()
-            half = np.abs(axis[:2]) @ (hi - lo)[:2] / 2
-            xy = centre[:2] + axis[:2] * (half - 0.012)
-            return np.r_[xy, hi[2] - 0.02]
-        # fingertips reach ~4 cm below the palm: tall objects are grasped near their top
-        return np.r_[centre[:2], max(centre[2], hi[2] - 0.04)]
+    def _grasp_point(self, obj: str, lo: np.ndarray, hi: np.ndarray, attempt: int):
+        """(fingertip point, gripper yaw from the start pose) for a top-down grasp of obj."""
+        centre, size = (lo + hi) / 2, hi - lo
+        axes = {yaw: T.quat2mat(T.axisangle2quat(np.r_[0, 0, yaw])) @ self.start_axis for yaw in (0.0, np.pi / 2)}
+        if not any(c in self.category[obj] for c in RIM_GRASP):
+            # close across the narrower side; fingertips reach ~4 cm below the palm, so tall objects
+            # are grasped near their top
+            yaw = min(axes, key=lambda y: np.abs(axes[y][:2]) @ size[:2] + (y != 0) * 0.01)
+            return np.r_[centre[:2], max(centre[2], hi[2] - 0.04)], yaw
+        # rims: where the wall crosses the closing axis; prefer sides with nothing overhead, then
+        # no turn, then more room around; each retry takes the next candidate
+        cands = []
+        for yaw, axis in axes.items():
+            half = np.abs(axis[:2]) @ size[:2] / 2
+            for sign in (1, -1):
+                xy = centre[:2] + sign * axis[:2] * (half - 0.012)
+                key = (self._covered(obj, xy, axis, hi[2] - 0.02), yaw != 0, -self._clearance(obj, xy, lo[2]))
+                cands.append((key, np.r_[xy, hi[2] - 0.02], yaw))
+        cands.sort(key=lambda c: c[0])
+        _, point, yaw = cands[attempt % len(cands)]
+        return point, yaw
+
+    def _covered(self, obj: str, xy: np.ndarray, axis: np.ndarray, z: float) -> bool:
+        """Would the open fingers (tips at z, 4-5.5 cm either side of xy) or the hand (~20 x 6 cm, from 5 cm
+        above z) hit something other than obj when descending onto xy?"""
+        m, d = self.env.sim.model._model, self.env.sim.data._data
+        names = {bid: name for name, bid in self.env.obj_body_id.items()}
+        hit = np.array([-1], dtype=np.int32)
+        for offset in (-0.055, -0.04, 0.0, 0.04, 0.055):  # open fingers' inner and outer faces
+            start = np.r_[xy + offset * axis[:2], z + 0.3]
+            while True:  # cast down, passing through the robot's own geoms
+                dist = mujoco.mj_ray(m, d, start, np.r_[0.0, 0.0, -1.0], None, 1, -1, hit)
+                if dist < 0 or start[2] - dist < z:
+                    break
+                body = m.geom_bodyid[hit[0]]
+                while body not in names and m.body_parentid[body] != 0:
+                    body = m.body_parentid[body]
+                if body in names:
+                    if names[body] != obj:
+                        return True
+                    break
+                start = start - [0, 0, dist + 1e-4]
+        half = 0.1 * np.abs(axis[:2]) + 0.03 * np.abs(axis[1::-1])
+        for name in self.env.obj_body_id:
+            lo, hi = self._aabb(name)
+            if name != obj and hi[2] > z + 0.05 and np.all(xy - half < hi[:2]) and np.all(xy + half > lo[:2]):
+                return True
+        return False
+
+    def _clearance(self, obj: str, xy: np.ndarray, floor: float) -> float:
+        """Horizontal distance from xy to the nearest other body that rises above `floor`."""
+        dists = [np.linalg.norm(self.env.sim.data.body_xpos[bid][:2] - xy)
+                 for name, bid in self.env.obj_body_id.items()
+                 if name != obj and self._aabb(name)[1][2] > floor + 0.01]
+        return min(dists, default=np.inf)
 
     def _closing_axis(self) -> np.ndarray:
         d = self.env.sim.data
