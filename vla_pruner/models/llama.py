@@ -53,6 +53,10 @@ class LlamaLM(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.rotary_emb = LlamaRotaryEmbedding(config)  # buffers only, no stored weights
 
+    def rebuild_rotary(self, device: torch.device) -> None:
+        """Recompute the RoPE frequencies (float32) on `device`: they are derived, never stored in checkpoints."""
+        self.rotary_emb = LlamaRotaryEmbedding(self.config).to(device)
+
     @property
     def layers(self) -> nn.ModuleList:
         return self.model.layers

@@ -48,6 +48,7 @@ class OpenVLA(nn.Module):
         self.language_model = LlamaLM(llama_config)
         self.action_tokenizer = ActionTokenizer(config.text_vocab_size, config.n_action_bins)
         self.norm_stats = config.norm_stats
+        self.checkpoint_dir: Path | None = None  # set by from_pretrained
 
     @classmethod
     def from_pretrained(
@@ -65,8 +66,10 @@ class OpenVLA(nn.Module):
             for p in unused_parameter_prefixes(getattr(model.vision_backbone, name))
         ]
         load_weights(model, directory, optional, device, dtype)
-        # non-persistent buffers (RoPE frequencies) are computed, not stored: rebuild them off the meta device
-        model.language_model.rotary_emb = type(model.language_model.rotary_emb)(model.language_model.config).to(device)
+        model.language_model.rebuild_rotary(device)
+        left_on_meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if left_on_meta:
+            raise RuntimeError(f"tensors neither stored nor computed after loading: {left_on_meta}")
         model.checkpoint_dir = directory
         return model.eval()
 
