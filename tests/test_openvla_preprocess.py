@@ -119,3 +119,13 @@ def test_gripper_maps_open_close_to_env_convention():
     actions = np.array([[0.1] * 6 + [0.9], [0.1] * 6 + [0.1]])
     out = gripper_to_env(actions)
     assert out[0, -1] == -1.0 and out[1, -1] == 1.0 and np.array_equal(out[:, :6], actions[:, :6])
+
+
+def test_image_processor_resizes_other_sizes_bicubic_then_normalises(frame):
+    from vla_pruner.models.processor import ImageProcessor
+    from vla_pruner.models.tiny import PREPROCESSOR_CONFIG
+
+    pixels = ImageProcessor.from_config(PREPROCESSOR_CONFIG)(Image.fromarray(frame))
+    resized = np.asarray(Image.fromarray(frame).resize((224, 224), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    assert pixels.shape == (1, 6, 224, 224)
+    assert np.allclose(pixels[0, 3:].numpy(), ((resized - 0.5) / 0.5).transpose(2, 0, 1), atol=1e-6)
