@@ -1,0 +1,61 @@
+"""Demo recording round trip: only successful episodes are written, in LIBERO's HDF5 layout."""
+import json
+
+import h5py
+import numpy as np
+
+from evaluate.demos import DemoRecorder, load_demos
+from evaluate.policy import EpisodeContext
+
+
+def fake_obs(t: int) -> dict:
+    rng = np.random.default_rng(t)
+    return {
+        "agentview_image": rng.integers(0, 255, (8, 8, 3), dtype=np.uint8),
+        "robot0_eye_in_hand_image": rng.integers(0, 255, (8, 8, 3), dtype=np.uint8),
+        "robot0_joint_pos": rng.normal(size=7),
+        "robot0_gripper_qpos": rng.normal(size=2),
+        "robot0_eef_pos": rng.normal(size=3),
+        "robot0_eef_quat": np.array([0.0, 0.0, np.sin(0.25), np.cos(0.25)]),  # 0.5 rad about z
+    }
+
+
+def record(rec: DemoRecorder, init_index: int, steps: int, success: bool):
+    rec.start(EpisodeContext("libero_object", 3, "pick up the ketchup and place it in the basket", init_index, seed=7))
+    for t in range(steps):
+        rec.add(fake_obs(t), np.full(7, t, dtype=float))
+    return rec.finish(success)
+
+
+def test_round_trip_keeps_successes_only(tmp_path):
+    rec = DemoRecorder(tmp_path)
+    path = record(rec, init_index=0, steps=4, success=True)
+    assert record(rec, init_index=1, steps=3, success=False) is None
+    record(rec, init_index=2, steps=5, success=True)
+
+    demos = load_demos(tmp_path)
+    assert [d["init_index"] for d in demos] == [0, 2]
+    first = demos[0]
+    assert first["suite"] == "libero_object" and first["task_id"] == 3 and first["seed"] == 7
+    assert first["instruction"] == "pick up the ketchup and place it in the basket"
+    np.testing.assert_array_equal(first["actions"][:, 0], np.arange(4))
+    np.testing.assert_array_equal(first["obs"]["agentview_rgb"][1], fake_obs(1)["agentview_image"])
+    np.testing.assert_array_equal(first["obs"]["eye_in_hand_rgb"][2], fake_obs(2)["robot0_eye_in_hand_image"])
+    np.testing.assert_allclose(first["obs"]["ee_ori"][0], [0, 0, 0.5])
+    assert first["robot_states"].shape == (4, 9) and first["dones"].tolist() == [0, 0, 0, 1]
+
+    # LIBERO's own layout, readable without this package
+    assert path.name == "pick_up_the_ketchup_and_place_it_in_the_basket_demo.hdf5"
+    with h5py.File(path, "r") as f:
+        assert sorted(f["data"]) == ["demo_0", "demo_1"]
+        assert f["data"].attrs["num_demos"] == 2 and f["data"].attrs["total"] == 9
+        assert json.loads(f["data"].attrs["problem_info"])["language_instruction"].startswith("pick up")
+        assert {"agentview_rgb", "eye_in_hand_rgb", "joint_states", "gripper_states", "ee_states"} <= set(
+            f["data/demo_1/obs"])
+
+
+def test_unfinished_episode_is_not_written(tmp_path):
+    rec = DemoRecorder(tmp_path)
+    rec.start(EpisodeContext("libero_spatial", 0, "x", 0, seed=0))
+    rec.add(fake_obs(0), np.zeros(7))
+    assert load_demos(tmp_path) == []
