@@ -1,0 +1,118 @@
+"""`policy=vla` with an OpenVLA-OFT model (`model=openvla_oft` or `model=openvla_oft_tiny`), any pruner.
+
+One query per 8-step chunk, executed open loop: both LIBERO cameras are preprocessed as OpenVLA's
+agent view (rotate 180, JPEG, Lanczos to 224, centre crop), the 8-dim robot state is assembled and
+normalised with the suite's `{suite}_no_noops` statistics, the LLM runs once (bidirectional) through the
+pruning engine, and the action head reads its window from the end of the pruned sequence. The chunk is
+un-normalised and its gripper mapped to the env convention. Each query reports per-stage latency
+(decode = the action head) and what the pruner kept.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+import baselines
+from evaluate.policies.openvla import OpenVLAModelConfig, Stopwatch, resolve_checkpoint_path
+from evaluate.policy import EpisodeContext, PolicyOutput
+from vla_pruner.engine import PruningEngine
+from vla_pruner.models.action_tokenizer import gripper_to_env, select_action_stats
+from vla_pruner.models.checkpoint import resolve_device_dtype
+from vla_pruner.models.openvla import with_empty_token
+from vla_pruner.models.openvla_oft import (
+    NUM_IMAGES, PATCHES_PER_IMAGE, OpenVLAOFT, select_proprio_stats, sequence_layout,
+)
+from vla_pruner.models.preprocess import libero_image
+from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
+from vla_pruner.models.proprio import PROPRIO_DIM, robot_state
+from vla_pruner.models.tiny_oft import add_oft_parts
+
+CAMERAS = ("agentview_image", "robot0_eye_in_hand_image")  # primary, wrist: the model's image order
+
+
+def libero_state(obs: dict) -> np.ndarray:
+    """The 8-dim OFT robot state of a LIBERO observation (before normalisation)."""
+    return robot_state(obs["robot0_eef_pos"], obs["robot0_eef_quat"], obs["robot0_gripper_qpos"])
+
+
+class OpenVLAOFTPolicy:
+    name = "vla"
+
+    def __init__(self, model: OpenVLAOFT, processor: OpenVLAProcessor, engine: PruningEngine, unnorm_key: str,
+                 model_cfg: OpenVLAModelConfig):
+        self.model, self.processor, self.engine = model, processor, engine
+        self.unnorm_key, self.model_cfg = unnorm_key, model_cfg
+        select_action_stats(model.norm_stats, unnorm_key)  # fail now, not at the first step
+        select_proprio_stats(model.norm_stats, unnorm_key)
+        self.input_ids: torch.Tensor | None = None
+        self._burn_in()
+
+    @torch.inference_mode()
+    def _burn_in(self) -> None:
+        """One untimed dense pass, so that the first timed query does not pay for one-off allocations."""
+        tokens = self.processor.tokenizer(prompt_for("warm up"), return_tensors="pt")["input_ids"]
+        blank = self.processor.image_processor(Image.new("RGB", (224, 224)))
+        embeds = self.model.multimodal_embeds(tokens, self.model.encode_images(torch.cat([blank] * 2, dim=1)),
+                                              self.model.project_proprio(np.zeros(PROPRIO_DIM)))
+        self.model.action_chunk(self.model.run_llm(embeds))
+
+    def reset(self, ctx: EpisodeContext) -> None:
+        tokens = self.processor.tokenizer(prompt_for(ctx.instruction), return_tensors="pt")["input_ids"]
+        self.input_ids = with_empty_token(tokens)
+        self.engine.pruner.reset(seed=ctx.seed, episode=f"{ctx.suite}/{ctx.task_id}/{ctx.init_index}")
+
+    @torch.inference_mode()
+    def act(self, obs: dict) -> PolicyOutput:
+        if self.input_ids is None:
+            raise RuntimeError("reset(ctx) must be called before act(obs)")
+        model, engine = self.model, self.engine
+        clock = Stopwatch(model.device)
+        pixel_values = torch.cat([self.processor.image_processor(Image.fromarray(libero_image(obs[camera])))
+                                  for camera in CAMERAS], dim=1)
+        proprio = model.normalize_proprio(libero_state(obs), self.unnorm_key)
+        clock.lap("preprocess")
+        embeds = model.multimodal_embeds(self.input_ids, model.encode_images(pixel_values),
+                                         model.project_proprio(proprio))
+        clock.lap("vision")
+        hidden, _, trace = engine.prefill(embeds, sequence_layout(embeds.shape[1]))
+        engine.finish()  # the action attention was probed in this same pass
+        clock.lap("prefill")
+        normalized = model.action_chunk(hidden)[0].cpu().numpy()
+        clock.lap("decode")
+        actions = gripper_to_env(model.unnormalize(normalized, self.unnorm_key))
+        latency = {stage: round(ms, 3) for stage, ms in clock.ms.items()}
+        latency["total"] = round(sum(clock.ms.values()), 3)
+        return PolicyOutput(actions=actions, info={"latency_ms": latency, "decode_steps": 0, **trace.to_record()})
+
+    def describe(self) -> dict:
+        return {
+            "policy": self.name,
+            "model": self.model_cfg.name,
+            "family": self.model_cfg.family,
+            "checkpoint": str(self.model.checkpoint_dir),
+            "device": str(self.model.device),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "unnorm_key": self.unnorm_key,
+            "pruner": self.engine.pruner.describe(),
+            "note": self.model_cfg.note,
+        }
+
+
+def build_openvla_oft_policy(cfg: DictConfig) -> OpenVLAOFTPolicy:
+    """Model, pruner and engine for `cfg.model` (an openvla_oft* config), `cfg.pruner` at `cfg.keep`."""
+    model_cfg = OpenVLAModelConfig.from_cfg(cfg.model)
+    checkpoint = resolve_checkpoint_path(model_cfg, cfg.suite.name)
+    if model_cfg.build_seed is not None:  # the tiny model: its OpenVLA base exists now, add the OFT parts
+        add_oft_parts(Path(checkpoint), model_cfg.build_seed)
+    device, dtype = resolve_device_dtype(cfg.device, model_cfg.dtype)
+    model = OpenVLAOFT.from_pretrained(checkpoint, device=device, dtype=dtype)
+    processor = OpenVLAProcessor.from_pretrained(checkpoint)
+    layout = baselines.ModelLayout(len(model.language_model.layers), (PATCHES_PER_IMAGE,) * NUM_IMAGES)
+    pruner = baselines.build_pruner(cfg.pruner, cfg.keep, layout)
+    engine = PruningEngine(model.language_model, pruner)
+    unnorm_key = model_cfg.unnorm_key or f"{cfg.suite.name}_no_noops"
+    return OpenVLAOFTPolicy(model, processor, engine, unnorm_key, model_cfg)

@@ -1,0 +1,73 @@
+"""A small OpenVLA-OFT built from a seed, in the official OFT checkpoint layout: `model=openvla_oft_tiny`.
+
+The base is the project's tiny OpenVLA (`tiny.py`, same seed, same cache mechanism); this module adds what
+OFT needs beside it: a seeded proprio projector and L1 regression head of the LLM's width, saved as
+`proprio_projector--0_checkpoint.pt` / `action_head--0_checkpoint.pt` with the DDP `module.` prefix the
+official files carry, and `{suite}_no_noops` statistics (LIBERO action statistics, plus the proprio bounds
+below) in `dataset_statistics.json` and config.json. Its actions are meaningless.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from .action_head import L1RegressionActionHead
+from .libero_norm_stats import LIBERO_ACTION_STATS
+from .openvla_oft import ACTION_HEAD_FILE, PROPRIO_FILE
+from .proprio import ProprioProjector
+from .tiny import ensure_tiny_checkpoint
+
+# Proprio bounds for the tiny model (the real q01/q99 come with real checkpoints): a box around every LIBERO
+# scene the Panda reaches (eef x, y, z in metres; LIBERO tables sit at z of about 0.2 to 1.2), axis-angle
+# components within +-pi (gripper-down poses are near (pi, 0, 0)), finger joints within the Panda's 0.04 m.
+TINY_PROPRIO_STATS = {
+    "q01": [-0.5, -0.4, 0.0, -3.1416, -3.1416, -3.1416, 0.0, -0.04],
+    "q99": [0.3, 0.4, 1.4, 3.1416, 3.1416, 3.1416, 0.04, 0.0],
+}
+STEP = 0  # the `N` of the official file names: no training steps
+
+
+def tiny_oft_norm_stats() -> dict[str, Any]:
+    return {f"{suite}_no_noops": {"action": stats, "proprio": TINY_PROPRIO_STATS}
+            for suite, stats in LIBERO_ACTION_STATS.items()}
+
+
+def build_oft_parts(width: int, seed: int) -> tuple[ProprioProjector, L1RegressionActionHead]:
+    """Seeded proprio projector and action head (PyTorch's default init) for an LLM of width `width`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ProprioProjector(width), L1RegressionActionHead(width)
+
+
+def add_oft_parts(directory: Path, seed: int) -> Path:
+    """Turn a tiny OpenVLA checkpoint directory into an OFT one; a no-op once done. Each file is written to a
+    temporary name and renamed, the action head last, so concurrent builders and interrupted builds are safe."""
+    directory = Path(directory)
+    head_file = directory / f"{ACTION_HEAD_FILE}--{STEP}_checkpoint.pt"
+    if head_file.is_file():
+        return directory
+    config = json.loads((directory / "config.json").read_text())
+    stats = tiny_oft_norm_stats()
+    _replace(directory / "dataset_statistics.json", lambda f: f.write_text(json.dumps(stats, indent=2)))
+    config["norm_stats"] = stats
+    _replace(directory / "config.json", lambda f: f.write_text(json.dumps(config, indent=2)))
+    projector, head = build_oft_parts(config["text_config"]["hidden_size"], seed)
+    for module, file in ((projector, directory / f"{PROPRIO_FILE}--{STEP}_checkpoint.pt"), (head, head_file)):
+        state = {f"module.{k}": v for k, v in module.state_dict().items()}
+        _replace(file, lambda f: torch.save(state, f))
+    return directory
+
+
+def ensure_tiny_oft_checkpoint(directory: str | Path, seed: int, instructions: Iterable[str]) -> Path:
+    """The tiny OFT checkpoint at `directory`, built first if absent."""
+    return add_oft_parts(ensure_tiny_checkpoint(directory, seed, instructions), seed)
+
+
+def _replace(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
