@@ -231,12 +231,11 @@ ARCHITECTURES: dict[str, Callable[[], dict]] = {
 
 
 def model_family(model_cfg: Mapping) -> str:
-    """The longest family name `model.name` starts with (openvla_tiny -> openvla)."""
-    name = model_cfg["name"]
-    matches = [f for f in FAMILIES if name == f or name.startswith(f + "_")]
-    if not matches:
-        raise ValueError(f"model '{name}' belongs to no known family ({', '.join(FAMILIES)})")
-    return max(matches, key=len)
+    """The model's `family` field (configs/model/*.yaml)."""
+    family = model_cfg.get("family")
+    if family not in FAMILIES:
+        raise ValueError(f"model '{model_cfg.get('name')}' has family {family!r}; known: {', '.join(FAMILIES)}")
+    return family
 
 
 def local_config_dir(model_cfg: Mapping) -> Path | None:

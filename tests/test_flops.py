@@ -42,7 +42,7 @@ def test_hand_computed_case():
 
 
 def test_openvla_7b_dense_prefill_is_the_papers_1_906_t():
-    dims = model_dims({"name": "openvla"})
+    dims = model_dims({"name": "openvla", "family": "openvla"})
     assert (dims.llm.hidden, dims.llm.intermediate, dims.llm.num_layers) == (4096, 11008, 32)
     schedule = query_schedule(dims, keep=1.0)
     assert schedule == [291] * 32
@@ -91,7 +91,7 @@ def test_full_query_matches_flop_counter_on_the_project_openvla(fixtures_dir):
     config, _ = read_config(fixtures_dir / "openvla_tiny_hf")
     torch.manual_seed(0)
     model = OpenVLA(config).eval()
-    dims = model_dims({"name": "openvla_tiny", "checkpoint": str(fixtures_dir / "openvla_tiny_hf")})
+    dims = model_dims({"name": "openvla_tiny", "family": "openvla", "checkpoint": str(fixtures_dir / "openvla_tiny_hf")})
     input_ids = torch.tensor([[1, 512, 613, 714, 29871]])  # BOS + 3 prompt tokens + the empty token
     with torch.no_grad():
         macs = counted_macs(model.predict_action_tokens, input_ids, torch.randn(1, 6, 224, 224))
@@ -100,7 +100,7 @@ def test_full_query_matches_flop_counter_on_the_project_openvla(fixtures_dir):
 
 
 def test_decode_uses_each_layers_own_cache_length():
-    dims = model_dims({"name": "openvla"})
+    dims = model_dims({"name": "openvla", "family": "openvla"})
     llm = dims.llm
     pruned = pruned_schedule(291, 99, 32, 3)
     counts = full_query_macs(dims, pruned)

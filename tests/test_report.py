@@ -36,7 +36,7 @@ def write_run(root: Path, suite: str, pruner: str, keep: float, seed: int, outco
               total_ms: float, model: str = "openvla", device: str = "cuda", warmup_ms: float | None = None) -> Path:
     """A run directory as `python -m evaluate` leaves it: config.yaml + episodes/taskNN.jsonl."""
     run_dir = root / model / suite / f"{pruner}-keep{keep}" / f"seed{seed}"
-    cfg = {"policy": {"name": "vla", "label": model}, "model": {"name": model, "checkpoint": None},
+    cfg = {"policy": {"name": "vla", "label": model}, "model": {"name": model, "family": "openvla", "checkpoint": None},
            "pruner": {"name": pruner}, "suite": {"name": suite, "max_steps": 220}, "keep": keep, "seed": seed,
            "device": device}
     store = ResultStore(run_dir)
@@ -95,7 +95,7 @@ def test_cost_columns_latency_without_warmup_flops_tokens_speedup(runs):
     # warm-up queries are dense and count towards FLOPs and kept tokens (one in three queries)
     assert table.loc["VLA-Pruner", "kept_visual"] == pytest.approx((256 + 2 * 64) / 3)
     metrics = query_metrics(ResultStore(runs / "openvla/libero_spatial/vla-keep0.25/seed7").records(),
-                            {"name": "openvla"})
+                            {"name": "openvla", "family": "openvla"})
     assert metrics["warmup_queries"] == 2 and metrics["latency_total_median_ms"] == 80.0
     assert metrics["warmup_latency_total_median_ms"] == 190.0 and metrics["flops_unit"] == "TMACs"
     json.dumps(metrics)  # goes into summary.json

@@ -78,6 +78,11 @@ class OpenVLA(nn.Module):
         return self.projector.fc1.weight.device
 
     @property
+    def num_patches(self) -> int:
+        """Visual tokens per image: 256 for a 224 px image and 14 px patches."""
+        return self.vision_backbone.featurizer.patch_embed.num_patches
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.projector.fc1.weight.dtype
 
