@@ -40,7 +40,8 @@ def _slug(text: str) -> str:
 
 
 class DemoRecorder:
-    """`start(ctx)`, then `add(obs, action)` per policy env step, then `finish(success)` per episode."""
+    """`start(ctx)`, then `add(obs, action)` per policy env step, then `finish(success)` per episode;
+    `close()` at the end of a run. `ctx.env`, if set during `add`, also yields LIBERO's `states`."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -99,6 +100,11 @@ class DemoRecorder:
             data.attrs["num_demos"] = n + 1
             data.attrs["total"] = int(data.attrs["total"]) + len(actions)
         return path
+
+
+    def close(self) -> None:
+        """Drop an episode that never finished; no file is held open between episodes."""
+        self._ep = None
 
 
 def load_demos(path: str | Path) -> list[dict]:

@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from evaluate.demos import DemoRecorder
-from evaluate.policies.scripted import ScriptedExpert, TaskNotSupported
-from evaluate.policy import EpisodeContext
+from evaluate.policies.scripted import ScriptedExpert
+from evaluate.policy import EpisodeContext, TaskNotSupported
 
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 WAIT_STEPS = 10
@@ -95,6 +95,8 @@ def main() -> None:
             if "skipped" in rec:
                 break
         env.close()
+    if recorder:
+        recorder.close()
     ran = [r for r in results if r["success"] is not None]
     rate = np.mean([r["success"] for r in ran]) if ran else float("nan")
     print(f"{args.suite}: {sum(r['success'] for r in ran)}/{len(ran)} = {rate:.1%} "

@@ -58,4 +58,5 @@ def test_unfinished_episode_is_not_written(tmp_path):
     rec = DemoRecorder(tmp_path)
     rec.start(EpisodeContext("libero_spatial", 0, "x", 0, seed=0))
     rec.add(fake_obs(0), np.zeros(7))
-    assert load_demos(tmp_path) == []
+    rec.close()
+    assert rec.finish(True) is None and load_demos(tmp_path) == []

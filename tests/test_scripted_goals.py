@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 from evaluate.goals import PickPlace, UnsupportedGoal, parse_bddl, plan_goal
-from evaluate.policies.scripted import ScriptedExpert, TaskNotSupported
-from evaluate.policy import POLICIES, EpisodeContext
+from evaluate.policies.scripted import ScriptedExpert
+from evaluate.policy import POLICIES, EpisodeContext, TaskNotSupported
 
 benchmark = pytest.importorskip("libero.libero.benchmark")
 from libero.libero import get_libero_path  # noqa: E402

@@ -19,7 +19,7 @@ import numpy as np
 import robosuite.utils.transform_utils as T
 
 from evaluate.goals import PickPlace, UnsupportedGoal, plan_goal
-from evaluate.policy import EpisodeContext, PolicyOutput, register_policy
+from evaluate.policy import EpisodeContext, PolicyOutput, TaskNotSupported, register_policy
 
 OPEN, CLOSE = -1.0, 1.0
 POS_GAIN = 0.02  # metres of position error that saturate an action (OSC_POSE: 0.05 m per unit)
@@ -29,17 +29,13 @@ HOVER = 0.06  # fingertips this far above the object's top before descending
 DROP = 0.02  # release when the carried object's bottom is this far above the target's top
 
 
-class TaskNotSupported(Exception):
-    """The task's goal cannot be scripted; the message is the reason the harness records."""
-
-
 class ScriptedExpert:
     name = "scripted"
 
     def reset(self, ctx: EpisodeContext) -> None:
         if ctx.env is None:
             raise TaskNotSupported("the scripted expert needs the live env (ctx.env)")
-        self.env = ctx.env.env  # the LIBERO problem env under OffScreenRenderEnv
+        self.env = ctx.env.env  # the LIBERO problem env inside the OffScreenRenderEnv
         problem = self.env.parsed_problem
         try:
             self.plan = plan_goal(problem)
@@ -256,4 +252,5 @@ def _half_extents(geom_type: int, size: np.ndarray, rbound: float) -> np.ndarray
 
 @register_policy("scripted")
 def make_scripted(cfg=None) -> ScriptedExpert:
+    """No options: every constant above is tuned for LIBERO's Panda + OSC_POSE setup."""
     return ScriptedExpert()
