@@ -1,13 +1,21 @@
 """VLA-Pruner library: OpenVLA / OpenVLA-OFT models, the pruning engine and the VLA-Pruner method.
 
-`vla_pruner.OpenVLA` and `vla_pruner.OpenVLAProcessor` are imported on first use, so importing the
-package (or its torch-free parts) stays cheap.
+Exports are imported on first use, so importing the package (or its torch-free parts) stays cheap.
 """
 from importlib import import_module
 
 _LAZY_EXPORTS = {
     "OpenVLA": "vla_pruner.models.openvla",
     "OpenVLAProcessor": "vla_pruner.models.processor",
+    "OpenVLAOFT": "vla_pruner.models.openvla_oft",
+    "PruningEngine": "vla_pruner.engine",
+    "SequenceLayout": "vla_pruner.engine",
+    "select_diverse": "vla_pruner.diversity",
+    "VLAPruner": "vla_pruner.method",
+    "VLAPrunerConfig": "vla_pruner.method",
+    **{name: "vla_pruner.pruning" for name in (
+        "PRUNERS", "MergedTokens", "ModelLayout", "PrunePlan", "Pruner", "PrunerConfig", "Selection", "Stage",
+        "StageInputs", "budget", "build_pruner", "pruner_config", "register_pruner")},
 }
 
 __all__ = sorted(_LAZY_EXPORTS)
