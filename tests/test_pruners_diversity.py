@@ -55,3 +55,11 @@ def test_deterministic_and_on_input_device():
     first, second = select_diverse(features, 16), select_diverse(features.clone(), 16)
     assert torch.equal(first, second) and first.device == features.device and first.dtype == torch.long
     assert not any(a == b for a, b in itertools.combinations(first.tolist(), 2))
+
+
+def test_public_at_the_package_root():
+    import vla_pruner
+    from vla_pruner.diversity import select_diverse as direct
+
+    assert vla_pruner.select_diverse is direct
+    assert vla_pruner.select_diverse(torch.eye(3), 5).tolist() == [0, 1, 2]  # k >= n: all rows
