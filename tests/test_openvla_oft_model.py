@@ -1,0 +1,196 @@
+"""OpenVLA-OFT against the official code's outputs (fixture checkpoint + its action chunks on real LIBERO
+frames), and its pruned pass against references that keep every token (bidirectional attention)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import baselines  # noqa: F401  (registers the baseline pruners)
+from vla_pruner.engine import PruningEngine
+from vla_pruner.models.action_tokenizer import gripper_to_env
+from vla_pruner.models.checkpoint import CheckpointError
+from vla_pruner.models.openvla_oft import OpenVLAOFT, bidirectional_mask, sequence_layout
+from vla_pruner.models.processor import OpenVLAProcessor
+from vla_pruner.models.proprio import quat_to_axis_angle, robot_state
+from vla_pruner.pruning import ModelLayout, build_pruner
+
+ATOL = 1e-4  # the acceptance tolerance against the official outputs
+
+
+@pytest.fixture(scope="module")
+def fixture(fixtures_dir):
+    path = fixtures_dir / "openvla_oft_tiny_hf"
+    model = OpenVLAOFT.from_pretrained(path, device="cpu", dtype="float32")
+    return model, OpenVLAProcessor.from_pretrained(path), np.load(fixtures_dir / "openvla_oft_tiny_hf_reference.npz")
+
+
+def case_inputs(model, processor, reference, i):
+    """The official predict_action inputs for case i: prompt ids, both images' pixels, normalised proprio."""
+    inputs = processor(str(reference["prompt"][i]), Image.fromarray(reference["primary"][i]))
+    wrist = processor.image_processor(Image.fromarray(reference["wrist"][i]))
+    proprio = model.normalize_proprio(reference["proprio_raw"][i], str(reference["unnorm_key"][i]))
+    return {**inputs, "pixel_values": torch.cat([inputs["pixel_values"], wrist], dim=1), "proprio": proprio}
+
+
+@pytest.fixture(scope="module")
+def queries(fixture):
+    """LLM input embeddings of every reference case."""
+    model, processor, reference = fixture
+    out = []
+    with torch.inference_mode():
+        for i in range(len(reference["prompt"])):
+            x = case_inputs(model, processor, reference, i)
+            out.append(model.multimodal_embeds(x["input_ids"], model.encode_images(x["pixel_values"]),
+                                               model.project_proprio(x["proprio"])))
+    return out
+
+
+def test_predict_action_reproduces_the_official_chunks(fixture):
+    model, processor, reference = fixture
+    for i in range(len(reference["prompt"])):
+        x = case_inputs(model, processor, reference, i)
+        np.testing.assert_allclose(x["proprio"], reference["proprio_norm"][i], atol=1e-12)
+        actions, normalized = model.predict_action(**x, unnorm_key=str(reference["unnorm_key"][i]))
+        assert actions.shape == normalized.shape == (8, 7)
+        np.testing.assert_allclose(normalized, reference["normalized_actions"][i], atol=ATOL, rtol=0)
+        np.testing.assert_allclose(actions, reference["actions"][i], atol=ATOL, rtol=0)
+
+
+def test_checkpoint_parts_follow_the_llm_width(fixture):
+    model = fixture[0]
+    width = model.language_model.config.hidden_size
+    assert model.proprio_projector.fc1.weight.shape == (width, 8)
+    assert model.action_head.model.fc1.weight.shape == (width, 7 * width)
+
+
+def test_missing_action_head_fails_clearly(fixtures_dir, tmp_path):
+    for f in (fixtures_dir / "openvla_oft_tiny_hf").iterdir():
+        if not f.name.startswith("action_head"):
+            (tmp_path / f.name).symlink_to(f)
+    with pytest.raises(CheckpointError, match="expected one action_head--<step>_checkpoint.pt .* found none"):
+        OpenVLAOFT.from_pretrained(tmp_path, device="cpu")
+
+
+def test_proprio_assembly():
+    assert np.allclose(quat_to_axis_angle([0, 0, 0, 1]), 0)
+    assert np.allclose(quat_to_axis_angle([1, 0, 0, 0]), [math.pi, 0, 0])  # gripper pointing down
+    half = math.sqrt(0.5)
+    assert np.allclose(quat_to_axis_angle([0, 0, half, half]), [0, 0, math.pi / 2])
+    state = robot_state([0.1, 0.2, 0.3], [1, 0, 0, 0], [0.04, -0.04])
+    assert np.allclose(state, [0.1, 0.2, 0.3, math.pi, 0, 0, 0.04, -0.04])
+
+
+def test_unnormalisation_and_gripper(fixture):
+    model = fixture[0]
+    stats = model.norm_stats["libero_spatial_no_noops"]["action"]
+    normalized = np.stack([-np.ones(7), np.ones(7), np.full(7, 0.3)])
+    actions = model.unnormalize(normalized, "libero_spatial")  # the `_no_noops` fallback
+    np.testing.assert_allclose(actions[0, :6], stats["q01"][:6], atol=1e-7)
+    np.testing.assert_allclose(actions[1, :6], stats["q99"][:6], atol=1e-7)
+    assert actions[2, 6] == 0.3  # the gripper is not normalised (mask false)
+    assert gripper_to_env(actions)[:, 6].tolist() == [1.0, -1.0, 1.0]  # < 0.5 closes (+1), > 0.5 opens (-1)
+
+
+@torch.inference_mode()
+def test_attention_is_bidirectional(fixture, queries):
+    model = fixture[0]
+    embeds = queries[0]
+    changed = embeds.clone()
+    changed[:, -1] += 1.0  # the </s> token, last in the sequence
+    before, after = model.run_llm(embeds), model.run_llm(changed)
+    assert (after[:, :10] - before[:, :10]).abs().max() > 1e-3  # BOS and the first visual tokens see it
+    # causal attention would give other actions (the official checkpoints depend on bidirectionality)
+    positions = torch.arange(embeds.shape[1])[None]
+    causal = model.language_model.run_layers(embeds, positions)
+    assert (model.action_chunk(causal) - model.action_chunk(before)).abs().max() > 1e-2
+
+
+def engine_for(model, name, keep, **options) -> PruningEngine:
+    lm = model.language_model
+    pruner = build_pruner({"name": name, **options}, keep, ModelLayout(len(lm.layers), (256, 256)))
+    pruner.reset(seed=7, episode="libero_spatial/0/0")
+    return PruningEngine(lm, pruner)
+
+
+@torch.inference_mode()
+def run_engine(engine, embeds):
+    hidden, _, trace = engine.prefill(embeds, sequence_layout(embeds.shape[1]))
+    engine.finish()
+    return hidden, trace
+
+
+@torch.inference_mode()
+def masked_reference(model, embeds, kept: list[torch.Tensor], prune_layer: int) -> torch.Tensor:
+    """Every token stays; from layer K on, dropped visual tokens are hidden as keys (bidirectional)."""
+    lm = model.language_model
+    S = embeds.shape[1]
+    layout = sequence_layout(S)
+    key_ok = torch.ones(S, dtype=torch.bool)
+    for visual, k in zip(layout.visual, kept):
+        key_ok[visual] = False
+        key_ok[visual.start + k] = True
+    positions = torch.arange(S)[None]
+    hidden = lm.run_layers(embeds, positions, attention_mask=bidirectional_mask(S, embeds.device), stop=prune_layer)
+    return lm.run_layers(hidden, positions, attention_mask=key_ok[None, None, None].expand(1, 1, S, S),
+                         start=prune_layer)
+
+
+@torch.inference_mode()
+def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
+    model = fixture[0]
+    for embeds in queries[::2]:
+        dense = model.action_chunk(model.run_llm(embeds))
+        for name, keep in [("none", 0.25), ("vla", 1.0), ("fastv", 1.0), ("sparsevlm", 1.0), ("random", 1.0)]:
+            hidden, trace = run_engine(engine_for(model, name, keep), embeds)
+            assert torch.equal(model.action_chunk(hidden), dense), name
+            assert trace.kept_visual == 512 and trace.prefill_tokens == [embeds.shape[1]] * 8
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("name, options", [("fastv", {}), ("fastv", {"prune_layer": 5}), ("random", {}),
+                                           ("sparsevlm", {}), ("vla", {"warmup": "semantic"})])
+def test_pruned_readout_equals_masked_reference(fixture, queries, name, options):
+    model = fixture[0]
+    engine = engine_for(model, name, keep=0.25, **options)
+    prune_layer = options.get("prune_layer", 3)
+    for embeds in queries[::2]:  # the two prompts
+        hidden, trace = run_engine(engine, embeds)
+        [selection] = trace.selections
+        assert [len(k) for k in selection.kept] == [64, 64] and trace.kept_visual == 128  # per-image budgets
+        S = embeds.shape[1]
+        assert trace.prefill_tokens == [S] * prune_layer + [S - 384] * (8 - prune_layer)
+        assert hidden.shape[1] == S - 384
+        reference = masked_reference(model, embeds, selection.kept, prune_layer)
+        torch.testing.assert_close(model.action_chunk(hidden), model.action_chunk(reference), atol=2e-5, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_vla_action_score_is_the_placeholder_rows_attention(fixture, queries):
+    """A dense warm-up query's history entry = attention of the 56 placeholder rows to each image's visual
+    keys, averaged over heads, rows and the later half of the layers (computed here with eager attention)."""
+    model = fixture[0]
+    engine = engine_for(model, "vla", keep=0.25)
+    embeds = queries[0]
+    _, trace = run_engine(engine, embeds)
+    assert trace.selections[0].warmup and len(engine.pruner.history) == 1
+    lm = model.language_model
+    S = embeds.shape[1]
+    layout = sequence_layout(S)
+    positions = torch.arange(S)[None]
+    per_layer = []
+    for layer_idx in range(4, 8):
+        layer_input = lm.run_layers(embeds, positions, attention_mask=bidirectional_mask(S, "cpu"), stop=layer_idx)
+        attn = lm.layers[layer_idx].self_attn
+        attn.config._attn_implementation = "eager"
+        try:
+            x = lm.layers[layer_idx].input_layernorm(layer_input)
+            _, weights = attn(x, position_embeddings=lm.rotary_emb(x, positions), attention_mask=torch.zeros(1, 1, S, S))
+        finally:
+            attn.config._attn_implementation = "sdpa"
+        per_layer.append(weights[0].mean(0)[layout.action_queries].mean(0))
+    expected = torch.stack(per_layer).mean(0)
+    assert layout.action_queries == slice(S - 57, S - 1)
+    for image, visual in enumerate(layout.visual):
+        torch.testing.assert_close(engine.pruner.history[0][image], expected[visual].float(), atol=1e-6, rtol=1e-5)
