@@ -16,24 +16,8 @@ import time
 
 import torch
 
-from vla_pruner.models.config import OpenVLAConfig
 from vla_pruner.models.openvla import EMPTY_TOKEN_ID, OpenVLA
-from vla_pruner.models.tiny import TINY_CONFIG, build_tiny_model
-
-
-def seven_b_shaped(llm_width: int, vit_width: int) -> OpenVLA:
-    heads = max(1, llm_width // 64)
-    config = {
-        **TINY_CONFIG,
-        "timm_model_kwargs": [
-            {"depth": 24, "embed_dim": vit_width, "num_heads": max(1, vit_width // 64)},
-            {"depth": 27, "embed_dim": vit_width, "num_heads": max(1, vit_width // 64)},
-        ],
-        "text_config": {**TINY_CONFIG["text_config"], "hidden_size": llm_width, "intermediate_size": round(2.6875 * llm_width),
-                        "num_attention_heads": heads, "num_key_value_heads": heads, "num_hidden_layers": 32},
-    }
-    torch.manual_seed(0)
-    return OpenVLA(OpenVLAConfig.from_dict(config)).eval()
+from vla_pruner.models.tiny import build_tiny_model, seven_b_shaped
 
 
 def bench(model: OpenVLA, prompt_tokens: int, queries: int, warmup: int = 2) -> dict[str, float]:

@@ -149,3 +149,20 @@ def ensure_tiny_checkpoint(directory: str | Path, seed: int, instructions: Itera
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def seven_b_shaped(llm_width: int, vit_width: int) -> OpenVLA:
+    """OpenVLA-7B's depths and token counts (32 Llama layers, ViTs of depth 24/27, 256 visual tokens) at
+    reduced width, random weights: for benchmarks of where a 7B-shaped query spends its time."""
+    heads = max(1, llm_width // 64)
+    config = {
+        **TINY_CONFIG,
+        "timm_model_kwargs": [
+            {"depth": 24, "embed_dim": vit_width, "num_heads": max(1, vit_width // 64)},
+            {"depth": 27, "embed_dim": vit_width, "num_heads": max(1, vit_width // 64)},
+        ],
+        "text_config": {**TINY_CONFIG["text_config"], "hidden_size": llm_width, "intermediate_size": round(2.6875 * llm_width),
+                        "num_attention_heads": heads, "num_key_value_heads": heads, "num_hidden_layers": 32},
+    }
+    torch.manual_seed(0)
+    return OpenVLA(OpenVLAConfig.from_dict(config)).eval()
