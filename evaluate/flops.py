@@ -227,6 +227,7 @@ ARCHITECTURES: dict[str, Callable[[], dict]] = {
     "openvla": _official,
     "openvla_oft": _official,
     "openvla_tiny": _tiny,
+    "openvla_oft_tiny": _tiny,  # the OFT tiny model is built on the openvla_tiny base
 }
 
 

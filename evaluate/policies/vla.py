@@ -11,9 +11,11 @@ from omegaconf import DictConfig
 from evaluate.config import ConfigError
 from evaluate.policy import Policy, register_policy
 from evaluate.policies.openvla import build_openvla_policy
+from evaluate.policies.openvla_oft import build_openvla_oft_policy
 
 FAMILIES: dict[str, Callable[[DictConfig], Policy]] = {
     "openvla": build_openvla_policy,
+    "openvla_oft": build_openvla_oft_policy,
 }
 
 
