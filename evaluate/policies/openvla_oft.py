@@ -17,12 +17,11 @@ from omegaconf import DictConfig
 from PIL import Image
 
 import baselines
-from evaluate.policies.openvla import OpenVLAModelConfig, Stopwatch, resolve_checkpoint_path
-from evaluate.policy import EpisodeContext, PolicyOutput
+from evaluate.policies.openvla import OpenVLAModelConfig, OpenVLAPolicy, Stopwatch, resolve_checkpoint_path
+from evaluate.policy import PolicyOutput
 from vla_pruner.engine import PruningEngine
-from vla_pruner.models.action_tokenizer import gripper_to_env, select_action_stats
+from vla_pruner.models.action_tokenizer import gripper_to_env
 from vla_pruner.models.checkpoint import resolve_device_dtype
-from vla_pruner.models.openvla import with_empty_token
 from vla_pruner.models.openvla_oft import (
     NUM_IMAGES, PATCHES_PER_IMAGE, OpenVLAOFT, select_proprio_stats, sequence_layout,
 )
@@ -39,17 +38,16 @@ def libero_state(obs: dict) -> np.ndarray:
     return robot_state(obs["robot0_eef_pos"], obs["robot0_eef_quat"], obs["robot0_gripper_qpos"])
 
 
-class OpenVLAOFTPolicy:
-    name = "vla"
+class OpenVLAOFTPolicy(OpenVLAPolicy):
+    """OpenVLA's policy (prompt, pruner reset per episode, description) with OFT's observation, one
+    bidirectional pass per query and an 8-action chunk."""
 
-    def __init__(self, model: OpenVLAOFT, processor: OpenVLAProcessor, engine: PruningEngine, unnorm_key: str,
-                 model_cfg: OpenVLAModelConfig):
-        self.model, self.processor, self.engine = model, processor, engine
-        self.unnorm_key, self.model_cfg = unnorm_key, model_cfg
-        select_action_stats(model.norm_stats, unnorm_key)  # fail now, not at the first step
-        select_proprio_stats(model.norm_stats, unnorm_key)
-        self.input_ids: torch.Tensor | None = None
-        self._burn_in()
+    model: OpenVLAOFT
+
+    def __init__(self, model: OpenVLAOFT, processor: OpenVLAProcessor, unnorm_key: str,
+                 model_cfg: OpenVLAModelConfig, engine: PruningEngine):
+        select_proprio_stats(model.norm_stats, unnorm_key)  # fail now, not at the first step
+        super().__init__(model, processor, unnorm_key, model_cfg, engine)
 
     @torch.inference_mode()
     def _burn_in(self) -> None:
@@ -59,11 +57,6 @@ class OpenVLAOFTPolicy:
         embeds = self.model.multimodal_embeds(tokens, self.model.encode_images(torch.cat([blank] * 2, dim=1)),
                                               self.model.project_proprio(np.zeros(PROPRIO_DIM)))
         self.model.action_chunk(self.model.run_llm(embeds))
-
-    def reset(self, ctx: EpisodeContext) -> None:
-        tokens = self.processor.tokenizer(prompt_for(ctx.instruction), return_tensors="pt")["input_ids"]
-        self.input_ids = with_empty_token(tokens)
-        self.engine.pruner.reset(seed=ctx.seed, episode=f"{ctx.suite}/{ctx.task_id}/{ctx.init_index}")
 
     @torch.inference_mode()
     def act(self, obs: dict) -> PolicyOutput:
@@ -89,17 +82,7 @@ class OpenVLAOFTPolicy:
         return PolicyOutput(actions=actions, info={"latency_ms": latency, "decode_steps": 0, **trace.to_record()})
 
     def describe(self) -> dict:
-        return {
-            "policy": self.name,
-            "model": self.model_cfg.name,
-            "family": self.model_cfg.family,
-            "checkpoint": str(self.model.checkpoint_dir),
-            "device": str(self.model.device),
-            "dtype": str(self.model.dtype).removeprefix("torch."),
-            "unnorm_key": self.unnorm_key,
-            "pruner": self.engine.pruner.describe(),
-            "note": self.model_cfg.note,
-        }
+        return {**super().describe(), "family": self.model_cfg.family}
 
 
 def build_openvla_oft_policy(cfg: DictConfig) -> OpenVLAOFTPolicy:
@@ -115,4 +98,4 @@ def build_openvla_oft_policy(cfg: DictConfig) -> OpenVLAOFTPolicy:
     pruner = baselines.build_pruner(cfg.pruner, cfg.keep, layout)
     engine = PruningEngine(model.language_model, pruner)
     unnorm_key = model_cfg.unnorm_key or f"{cfg.suite.name}_no_noops"
-    return OpenVLAOFTPolicy(model, processor, engine, unnorm_key, model_cfg)
+    return OpenVLAOFTPolicy(model, processor, unnorm_key, model_cfg, engine)
