@@ -1,0 +1,40 @@
+"""Every pruner through the real CLI on the real simulator, with both tiny models (one Hydra multirun each)."""
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.sim
+
+PRUNERS = ("none", "random", "fastv", "sparsevlm", "vla")
+# steps: enough policy queries that VLA-Pruner (window 3) leaves its dense warm-up and prunes at least once
+CASES = {"openvla_tiny": (5, 1), "openvla_oft_tiny": (32, 8)}  # model: (max steps, actions per query)
+
+
+@pytest.mark.parametrize("model", CASES)
+def test_every_pruner_runs_real_episodes(model, tmp_path):
+    steps, chunk = CASES[model]
+    result = run_cli("-m", f"model={model}", f"pruner={','.join(PRUNERS)}", "keep=0.25", "suite=libero_spatial",
+                     "tasks=[0]", "episodes_per_task=1", f"suite.max_steps={steps}", f"output_root={tmp_path}",
+                     timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    visual = 256 if model == "openvla_tiny" else 512
+    for pruner in PRUNERS:
+        run_dir = tmp_path / model / "libero_spatial" / f"{pruner}-keep0.25" / "seed7"
+        [record] = [json.loads(line) for line in (run_dir / "episodes" / "task00.jsonl").read_text().splitlines()]
+        assert record["status"] == "ok" and record["steps"] == steps
+        queries = record["queries"]
+        assert len(queries) == steps // chunk
+        kept = [q["kept_visual"] for q in queries]
+        expected_pruned = visual // 4  # round(0.25 * 256) per image
+        if pruner == "none":
+            assert kept == [visual] * len(queries) and all(q["pruning"] == [] for q in queries)
+        elif pruner == "vla":  # dense while the action history fills (3 queries), then pruned
+            assert kept[:3] == [visual] * 3 and kept[3:] == [expected_pruned] * (len(queries) - 3)
+            assert [q["warmup"] for q in queries][:4] == [True, True, True, False]
+        else:
+            assert kept == [expected_pruned] * len(queries), pruner
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["policy"]["pruner"]["name"] == pruner
+        assert summary["cost"]["prefill_tmacs_mean"] > 0
