@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -56,12 +57,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("VLA_PRUNER_CACHE", "~/.cache/vla_pruner")).expanduser()
 
 
-def libero_instructions() -> list[str]:
-    """Every LIBERO task instruction: the vocabulary of the tiny model's tokenizer."""
+def libero_instructions() -> Iterator[str]:
+    """Every LIBERO task instruction: the vocabulary of the tiny model's tokenizer. A generator, so that
+    the benchmark is only loaded when a tiny checkpoint is actually built, not when it is cached."""
     from libero.libero import benchmark
 
     suites = benchmark.get_benchmark_dict()
-    return [suites[name]().get_task(i).language for name in LIBERO_SUITES for i in range(suites[name]().n_tasks)]
+    for name in LIBERO_SUITES:
+        suite = suites[name]()
+        yield from (suite.get_task(i).language for i in range(suite.n_tasks))
 
 
 def resolve_checkpoint_path(model: OpenVLAModelConfig, suite: str) -> str:
