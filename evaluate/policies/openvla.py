@@ -124,12 +124,15 @@ class OpenVLAPolicy:
         self.input_ids = with_empty_token(tokens)
         self.engine.pruner.reset(seed=ctx.seed, episode=f"{ctx.suite}/{ctx.task_id}/{ctx.init_index}")
 
-    @torch.inference_mode()
-    def act(self, obs: dict) -> PolicyOutput:
+    def _stopwatch(self) -> Stopwatch:
+        """A new query's stopwatch, once reset() has set the episode's prompt."""
         if self.input_ids is None:
             raise RuntimeError("reset(ctx) must be called before act(obs)")
-        model, engine = self.model, self.engine
-        clock = Stopwatch(model.device)
+        return Stopwatch(self.model.device)
+
+    @torch.inference_mode()
+    def act(self, obs: dict) -> PolicyOutput:
+        model, engine, clock = self.model, self.engine, self._stopwatch()
         pixel_values = self.processor.image_processor(Image.fromarray(libero_image(obs["agentview_image"])))
         clock.lap("preprocess")
         visual = model.encode_image(pixel_values)

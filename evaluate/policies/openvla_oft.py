@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 import baselines
-from evaluate.policies.openvla import OpenVLAModelConfig, OpenVLAPolicy, Stopwatch, resolve_checkpoint_path
+from evaluate.policies.openvla import OpenVLAModelConfig, OpenVLAPolicy, resolve_checkpoint_path
 from evaluate.policy import PolicyOutput
 from vla_pruner.engine import PruningEngine
 from vla_pruner.models.action_tokenizer import gripper_to_env
@@ -60,10 +60,7 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
 
     @torch.inference_mode()
     def act(self, obs: dict) -> PolicyOutput:
-        if self.input_ids is None:
-            raise RuntimeError("reset(ctx) must be called before act(obs)")
-        model, engine = self.model, self.engine
-        clock = Stopwatch(model.device)
+        model, engine, clock = self.model, self.engine, self._stopwatch()
         pixel_values = torch.cat([self.processor.image_processor(Image.fromarray(libero_image(obs[camera])))
                                   for camera in CAMERAS], dim=1)
         proprio = model.normalize_proprio(libero_state(obs), self.unnorm_key)
