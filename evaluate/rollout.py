@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -43,11 +44,14 @@ class SimulatorError(RuntimeError):
     """The simulator failed (e.g. MuJoCo instability); the episode is recorded as a failure."""
 
 
-def _sim(call, *args):
+def _sim(call, *args, check_interrupt: Callable[[], None] | None = None):
     try:
-        return call(*args)
+        result = call(*args)
     except Exception as e:
         raise SimulatorError(f"{type(e).__name__}: {e}") from e
+    if check_interrupt is not None:
+        check_interrupt()
+    return result
 
 
 def run_episode(
@@ -57,8 +61,10 @@ def run_episode(
     max_steps: int,
     video_dir: Path | None = None,
     demos=None,
+    check_interrupt: Callable[[], None] | None = None,
 ) -> EpisodeRecord:
-    """Errors of the policy itself propagate (a bug must not look like a failed episode)."""
+    """Errors of the policy itself propagate (a bug must not look like a failed episode).
+    `check_interrupt` runs after every simulator call and may raise KeyboardInterrupt."""
     record = EpisodeRecord(
         suite=ctx.suite, task_id=ctx.task_id, task=ctx.instruction, init_index=ctx.init_index,
         success=False, steps=0, wall_time_s=0.0,
@@ -66,7 +72,7 @@ def run_episode(
     start = time.perf_counter()
     video = None
     try:
-        obs = _sim(env.start_episode, ctx.init_index)
+        obs = _sim(env.start_episode, ctx.init_index, check_interrupt=check_interrupt)
         ctx.env = env.env
         policy.reset(ctx)
         if demos is not None:
@@ -80,7 +86,7 @@ def run_episode(
             for action in out.actions:
                 if demos is not None:
                     demos.add(obs, action)
-                obs, record.success = _sim(env.step, action)
+                obs, record.success = _sim(env.step, action, check_interrupt=check_interrupt)
                 record.steps += 1
                 if video is not None:
                     video.add(obs)

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from evaluate.config import run_identity, select_tasks
 from evaluate.metrics import query_metrics
+from evaluate.interrupt import InterruptGuard
 from evaluate.libero_env import TaskEnv, load_suite, simulator_versions
 from evaluate.policy import EpisodeContext, build_policy
 from evaluate.rollout import run_episode
@@ -49,21 +50,22 @@ def run(cfg: DictConfig) -> dict:
                dynamic_ncols=True)
     bar.set_postfix(_progress_postfix(records))
     try:
-        for task, group in groupby(todo, key=lambda item: item[0]):
-            env = TaskEnv(task)  # created and closed per task, as the official evaluation does
-            try:
-                for _, init_index in group:
-                    ctx = EpisodeContext(cfg.suite.name, task.task_id, task.instruction, init_index, cfg.seed)
-                    record = run_episode(env, policy, ctx, cfg.suite.max_steps, video_dir, demos)
-                    store.append(record)
-                    records.append(record)
-                    bar.update(1)
-                    bar.set_postfix(_progress_postfix(records))
-                    if record.status == "env_error":  # a failed simulator may be left in a bad state
-                        env.close()
-                        env = TaskEnv(task)
-            finally:
-                env.close()
+        with InterruptGuard() as guard:
+            for task, group in groupby(todo, key=lambda item: item[0]):
+                env = TaskEnv(task)  # created and closed per task, as the official evaluation does
+                try:
+                    for _, init_index in group:
+                        ctx = EpisodeContext(cfg.suite.name, task.task_id, task.instruction, init_index, cfg.seed)
+                        record = run_episode(env, policy, ctx, cfg.suite.max_steps, video_dir, demos, guard.check)
+                        store.append(record)
+                        records.append(record)
+                        bar.update(1)
+                        bar.set_postfix(_progress_postfix(records))
+                        if record.status == "env_error":  # a failed simulator may be left in a bad state
+                            env.close()
+                            env = TaskEnv(task)
+                finally:
+                    env.close()
         complete = True
     finally:
         bar.close()

@@ -63,13 +63,13 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
 
     result = run_cli(*overrides)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{len(first)} already done, {3 - len(first)} to run" in result.stderr
+    assert f"{len(first)} already done, {3 - len(first)} to run" in result.stdout  # Hydra logs to stdout
     records = _records(run_dir)
     assert records[: len(first)] == first
     assert sorted(r["init_index"] for r in records) == [0, 1, 2]
 
     again = run_cli(*overrides)  # nothing left: no episode runs twice
-    assert "3 already done, 0 to run" in again.stderr and len(_records(run_dir)) == 3
+    assert "3 already done, 0 to run" in again.stdout and len(_records(run_dir)) == 3
 
 
 def test_changed_settings_do_not_mix_into_a_run_dir(tmp_path):
