@@ -59,7 +59,7 @@ def run_label(run_dir: Path) -> str:
     if not config.exists():
         return run_dir.name
     cfg = OmegaConf.load(config)
-    return f"{METHOD_NAMES.get(cfg.pruner.name, cfg.pruner.name)} keep {cfg.keep:g}"
+    return f"{METHOD_NAMES.get(cfg.pruner.name, cfg.pruner.name)} keep {cfg.keep}"
 
 
 def query_mask(query: dict) -> tuple[np.ndarray | None, bool]:
