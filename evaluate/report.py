@@ -202,8 +202,9 @@ def display_frame(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
         if not pd.api.types.is_numeric_dtype(out[col]):
             out[col] = out[col].fillna("")
         elif pd.api.types.is_float_dtype(out[col]):
-            places = 3 if "tmacs" in col or col == "speedup" else digits
-            out[col] = out[col].map(lambda v, p=places: "" if pd.isna(v) else f"{v:.{p}f}")
+            # FLOPs with 4 significant digits: a tiny model's 0.0004 T must not print as 0.000
+            spec = ".4g" if "tmacs" in col else ".3f" if col == "speedup" else f".{digits}f"
+            out[col] = out[col].map(lambda v, f=spec: "" if pd.isna(v) else format(v, f))
     return out
 
 
