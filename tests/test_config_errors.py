@@ -29,3 +29,14 @@ def test_sweep_values_are_checked_each(tmp_path):
     result = run_cli("-m", "policy=noop", "suite=libero_object,libero_typo", f"output_root={tmp_path}")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown suite 'libero_typo'")
+
+
+def test_quickstart_preset_overrides_the_defaults():
+    """The README's first command must be a few-minute run, not a 500-episode suite."""
+    from hydra import compose, initialize_config_dir
+
+    from evaluate.config import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=quickstart"])
+    assert list(cfg.tasks) == [0] and cfg.episodes_per_task == 2
