@@ -13,7 +13,7 @@ from evaluate.store import RunMismatch
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from evaluate.policy import POLICIES, build_policy  # noqa: F401
+    from evaluate.policy import POLICIES
     import evaluate.policies  # noqa: F401  (fills POLICIES)
     from evaluate.runner import run
 
