@@ -1,19 +1,36 @@
 """Per-run result store: one JSON line per finished episode, appended and flushed at once.
 
 A run directory holds `config.yaml` (the resolved config), `episodes/taskNN.jsonl` (the source of
-truth: one file per task, so jobs sharded by task never write to the same file) and, written at the end,
-`summary.json` and `per_task.csv`/`per_task.md`. Because every finished episode is on disk before the next
-starts, a crash or Ctrl-C loses nothing finished and a re-run with the same directory skips what is done.
+truth: one file per task, so jobs sharded by task never write to the same file), `wanted/taskNN.json` (the
+init states every process on this directory was asked to run, so completeness is derived, never assumed)
+and `summary.json`/`per_task.csv`/`per_task.md`, rewritten at start and after every episode.
+Because every finished episode is on disk before the next starts, a crash, Ctrl-C or SIGTERM loses nothing
+finished and a re-run with the same directory skips what is done.
+
+One writer per task: `lock_tasks` takes an exclusive lock per task file (POSIX record locks, which the
+kernel drops when the holder dies, also on NFS with lockd), so a resubmitted job cannot run beside the old
+one; reading de-duplicates (task, init) anyway, so directories written before locks existed never count an
+episode twice.
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
+import socket
+import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 EPISODES_DIR = "episodes"
+WANTED_DIR = "wanted"
 IDENTITY_FILE = "run_identity.json"
+WRITE_ATTEMPTS = 3
+RECOVERY_ROOT = Path(tempfile.gettempdir()) / "vla_pruner_recovered"
 
 
 @dataclass
@@ -35,55 +52,210 @@ class EpisodeRecord:
         return (self.task_id, self.init_index)
 
 
-class RunMismatch(ValueError):
+class StoreError(RuntimeError):
+    """The run directory cannot be used as asked; the message is meant for the user as is."""
+
+
+class RunMismatch(StoreError):
     pass
+
+
+class RunLocked(StoreError):
+    pass
+
+
+class StoreWriteError(StoreError):
+    pass
+
+
+def check_writable(directory: str | Path) -> None:
+    """Create `directory` and a file in it, or fail with one line saying why (checked before any work)."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise StoreError(f"output directory {directory} is not writable ({e.strerror or e}); "
+                         f"choose another with output_root=... or output_dir=...") from None
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a reader (or a kill) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class ResultStore:
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.episodes_dir = self.run_dir / EPISODES_DIR
+        self.wanted_dir = self.run_dir / WANTED_DIR
 
     def task_file(self, task_id: int) -> Path:
         return self.episodes_dir / f"task{task_id:02d}.jsonl"
 
+    # ---------------------------------------------------------------------------------------- identity
+
     def check_identity(self, identity: dict) -> None:
         """Refuse to mix episodes of different experiments in one directory (resume safety)."""
         path = self.run_dir / IDENTITY_FILE
-        if path.exists():
+        if not path.exists():
+            return
+        try:
             previous = json.loads(path.read_text())
-            if previous != identity:
-                diff = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-                raise RunMismatch(
-                    f"{self.run_dir} holds a run with different settings ({', '.join(diff)}): "
-                    f"choose another output_dir or delete that directory"
-                )
-        else:
-            path.write_text(json.dumps(identity, indent=1, sort_keys=True))
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunMismatch(f"{path} is unreadable ({e}); delete it if the directory holds no episodes") from None
+        if previous != identity:
+            diff = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+            raise RunMismatch(
+                f"{self.run_dir} holds a run with different settings ({', '.join(diff)}): "
+                f"choose another output_dir or delete that directory"
+            )
+
+    def write_identity(self, identity: dict) -> None:
+        """Called once a run has started (its policy built), so a failed start never claims the directory."""
+        self.check_identity(identity)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.run_dir / IDENTITY_FILE, json.dumps(identity, indent=1, sort_keys=True))
+
+    # ------------------------------------------------------------------------------------------ reading
 
     def records(self) -> list[EpisodeRecord]:
-        """Finished episodes; a torn last line (crash mid-write) is ignored."""
-        out = []
+        """Finished episodes, each (task, init) once (the first written wins); a torn line (crash mid-write)
+        is ignored."""
+        out, seen = [], set()
         for path in sorted(self.episodes_dir.glob("task*.jsonl")):
             for line in path.read_text().splitlines():
                 try:
-                    out.append(EpisodeRecord(**json.loads(line)))
+                    record = EpisodeRecord(**json.loads(line))
                 except (json.JSONDecodeError, TypeError):
                     continue
+                if record.key not in seen:
+                    seen.add(record.key)
+                    out.append(record)
         return out
 
     def done_keys(self) -> set[tuple[int, int]]:
         return {r.key for r in self.records()}
 
+    def want(self, keys: Iterable[tuple[int, int]]) -> None:
+        """Add (task, init) pairs to the episodes this directory must hold before it is complete."""
+        by_task: dict[int, set[int]] = {}
+        for task_id, init_index in keys:
+            by_task.setdefault(task_id, set()).add(init_index)
+        self.wanted_dir.mkdir(parents=True, exist_ok=True)
+        for task_id, inits in by_task.items():
+            path = self.wanted_dir / f"task{task_id:02d}.json"
+            atomic_write(path, json.dumps(sorted(inits | self._wanted_inits(path))))
+
+    @staticmethod
+    def _wanted_inits(path: Path) -> set[int]:
+        try:
+            return set(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            return set()
+
+    def wanted_keys(self) -> set[tuple[int, int]]:
+        """Every (task, init) any process asked of this directory; empty for runs older than this file."""
+        keys = set()
+        for path in self.wanted_dir.glob("task*.json"):
+            task_id = int(path.stem.removeprefix("task"))
+            keys.update((task_id, i) for i in self._wanted_inits(path))
+        return keys
+
+    def progress(self, records: list[EpisodeRecord] | None = None) -> dict:
+        """Episodes wanted and done (of those wanted); `complete` is None when nothing was ever wanted (an old
+        directory: completeness unknown)."""
+        wanted = self.wanted_keys()
+        done = {r.key for r in (self.records() if records is None else records)}
+        return {"episodes_wanted": len(wanted), "episodes_done": len(wanted & done),
+                "complete": (wanted <= done) if wanted else None}
+
+    # ------------------------------------------------------------------------------------------ writing
+
+    @contextmanager
+    def lock_tasks(self, task_ids: Iterable[int]) -> Iterator[None]:
+        """Hold an exclusive lock on each task's file for the life of the run; refuse (RunLocked) when another
+        process holds one, naming it."""
+        self.episodes_dir.mkdir(parents=True, exist_ok=True)
+        held = []
+        try:
+            for task_id in sorted(set(task_ids)):
+                path = self.episodes_dir / f"task{task_id:02d}.lock"
+                handle = open(path, "a+")
+                try:
+                    fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    handle.close()
+                    raise RunLocked(f"task {task_id} of {self.run_dir} is being run by {holder}; "
+                                    f"wait for it to end (or stop it) before running it again") from None
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+                handle.flush()
+                held.append(handle)
+            yield
+        finally:
+            for handle in held:
+                handle.close()  # closing the file releases its lock
+
     def append(self, record: EpisodeRecord) -> None:
+        """Append and fsync one record; retry, then save it where `recover()` finds it and stop the run."""
+        line = json.dumps(asdict(record)) + "\n"
         path = self.task_file(record.task_id)
-        path.parent.mkdir(exist_ok=True)
-        _repair_torn_tail(path)
-        with open(path, "a") as f:
-            f.write(json.dumps(asdict(record)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        error: OSError | None = None
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _repair_torn_tail(path)
+                with open(path, "a") as f:
+                    f.write(line)
+                    f.flush()
+                    os.fsync(f.fileno())
+                return
+            except OSError as e:
+                error = e
+                time.sleep(0.5 * (attempt + 1))
+        saved = self._save_for_recovery(record.task_id, line)
+        raise StoreWriteError(f"could not write the record of task {record.task_id} init {record.init_index} to "
+                              f"{path} ({error.strerror or error}); {saved}; free space or fix permissions and "
+                              f"re-run the same command to resume (the record is restored then)")
+
+    def recovery_file(self, task_id: int) -> Path:
+        tag = hashlib.sha1(str(self.run_dir.resolve()).encode()).hexdigest()[:12]
+        return RECOVERY_ROOT / tag / f"task{task_id:02d}.jsonl"
+
+    def _save_for_recovery(self, task_id: int, line: str) -> str:
+        path = self.recovery_file(task_id)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(line)
+            return f"it was saved to {path}"
+        except OSError:
+            return f"it could not be saved either; the record: {line.strip()}"
+
+    def recover(self) -> int:
+        """Append records a previous run could not write (see `append`); returns how many were restored."""
+        restored = 0
+        directory = self.recovery_file(0).parent
+        for path in sorted(directory.glob("task*.jsonl")):
+            done = self.done_keys()
+            for line in path.read_text().splitlines():
+                try:
+                    record = EpisodeRecord(**json.loads(line))
+                except (json.JSONDecodeError, TypeError):
+                    continue
+                if record.key not in done:
+                    self.append(record)
+                    done.add(record.key)
+                    restored += 1
+            path.unlink()
+        return restored
 
 
 def _repair_torn_tail(path: Path) -> None:

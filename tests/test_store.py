@@ -1,5 +1,7 @@
 """The result store: append-and-flush records, torn-line tolerance, experiment identity."""
+import errno
 import json
+import os
 
 import pytest
 
@@ -39,8 +41,88 @@ def test_one_file_per_task_so_task_shards_never_share_a_file(tmp_path):
 
 def test_identity_mismatch_refuses_to_mix_runs(tmp_path):
     store = ResultStore(tmp_path)
-    store.check_identity({"keep": 0.5, "seed": 7})
+    store.check_identity({"keep": 0.5, "seed": 7})  # an empty directory takes any experiment
+    assert not (tmp_path / "run_identity.json").exists()  # checking alone claims nothing
+    store.write_identity({"keep": 0.5, "seed": 7})
     store.check_identity({"keep": 0.5, "seed": 7})
     with pytest.raises(RunMismatch, match="different settings \\(keep\\)"):
         store.check_identity({"keep": 0.25, "seed": 7})
     assert json.loads((tmp_path / "run_identity.json").read_text())["keep"] == 0.5
+
+
+def test_records_count_each_episode_once(tmp_path):
+    """Directories written before locks existed may hold an episode twice: it counts once, the first one."""
+    store = ResultStore(tmp_path)
+    store.append(_record(0, 0, success=False))
+    store.append(_record(0, 0, success=True))
+    store.append(_record(0, 1))
+    records = store.records()
+    assert [r.key for r in records] == [(0, 0), (0, 1)] and records[0].success is False
+
+
+def test_completeness_is_derived_from_wanted_and_done(tmp_path):
+    store = ResultStore(tmp_path)
+    assert store.progress()["complete"] is None  # nothing ever wanted: unknown, not complete
+    store.want([(0, 0), (0, 1)])
+    store.append(_record(0, 0))
+    assert store.progress() == {"episodes_wanted": 2, "episodes_done": 1, "complete": False}
+    store.append(_record(0, 1))
+    assert store.progress()["complete"] is True
+    ResultStore(tmp_path).want([(3, 0)])  # another task shard on the same directory
+    assert store.progress() == {"episodes_wanted": 3, "episodes_done": 2, "complete": False}
+    store.want([(0, 0)])  # wanting again never shrinks the set
+    assert store.wanted_keys() == {(0, 0), (0, 1), (3, 0)}
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    import multiprocessing
+
+    store = ResultStore(tmp_path)
+    with store.lock_tasks([0, 1]):
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            message = pool.apply(_try_lock, (str(tmp_path), [1, 2]))
+        assert message.startswith("task 1 of ") and f"pid {__import__('os').getpid()}" in message
+    with ctx.Pool(1) as pool:  # released when the holder is done
+        assert pool.apply(_try_lock, (str(tmp_path), [1, 2])) == "locked"
+
+
+def _try_lock(run_dir, tasks):
+    from evaluate.store import ResultStore, RunLocked
+
+    try:
+        with ResultStore(run_dir).lock_tasks(tasks):
+            return "locked"
+    except RunLocked as e:
+        return str(e)
+
+
+def test_a_record_that_cannot_be_written_is_kept_for_recovery(tmp_path, monkeypatch):
+    from evaluate import store as store_module
+    from evaluate.store import StoreWriteError
+
+    monkeypatch.setattr(store_module, "RECOVERY_ROOT", tmp_path / "recovered")
+    monkeypatch.setattr(store_module.time, "sleep", lambda s: None)
+    store = ResultStore(tmp_path / "run")
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(store_module.os, "fsync", disk_full)
+        with pytest.raises(StoreWriteError, match="No space left on device.*it was saved to .*task00.jsonl"):
+            store.append(_record(0, 4))
+    store.task_file(0).write_text("")  # what a full disk leaves: the unsynced lines are lost
+    # the disk is fixed; the next run restores the record
+    assert store.recover() == 1 and [r.key for r in store.records()] == [(0, 4)]
+    assert store.recover() == 0
+
+
+def test_unwritable_output_directory_is_one_line(tmp_path):
+    from evaluate.store import StoreError, check_writable
+
+    check_writable(tmp_path / "a" / "b")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match=r"output directory .*file/run is not writable"):
+        check_writable(blocker / "run")
