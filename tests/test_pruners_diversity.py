@@ -63,3 +63,33 @@ def test_public_at_the_package_root():
 
     assert vla_pruner.select_diverse is direct
     assert vla_pruner.select_diverse(torch.eye(3), 5).tolist() == [0, 1, 2]  # k >= n: all rows
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_features_are_refused_naming_the_rows(bad):
+    """A NaN distance made the greedy pick the same row several times; now it is an error."""
+    features = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    features[2, 1] = bad
+    with pytest.raises(ValueError, match=r"finite.*rows \[2\]"):
+        select_diverse(features, 4)
+
+
+@pytest.mark.parametrize("k", [-1, 2.5, 2.0, True, False, "3", None])
+def test_k_must_be_a_non_negative_integer(k):
+    with pytest.raises(ValueError, match="k must be a non-negative integer"):
+        select_diverse(torch.randn(6, 4), k)
+
+
+@pytest.mark.parametrize("shape", [(6,), (2, 6, 4), ()])
+def test_features_must_be_two_dimensional(shape):
+    with pytest.raises(ValueError, match=r"2-D \[n, d\], got shape"):
+        select_diverse(torch.randn(shape), 2)
+
+
+def test_integer_like_k_selects_as_int():
+    import numpy as np
+
+    features = torch.randn(12, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    expected = reference_max_min(features, 5)
+    for k in (5, np.int64(5), torch.tensor(5)):
+        assert select_diverse(features, k).tolist() == expected

@@ -6,6 +6,8 @@ a few hundred floats would dominate (measured in scripts/bench_selection.py).
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,13 +24,37 @@ def select_diverse(features: torch.Tensor, k: int) -> torch.Tensor:
 
     Start from the row whose nearest other row is farthest; then repeatedly add the row whose minimum
     distance to the chosen rows is largest. Ties go to the lowest index. Returned in pick order, on
-    `features`' device; k >= n returns all rows in order.
+    `features`' device; k >= n returns all rows in order. Raises ValueError on non-finite features (a NaN
+    distance would make the greedy pick one row several times), a k that is negative or not an integer, or
+    `features` that is not 2-D.
     """
+    k = _check_inputs(features, k)
     n = features.shape[0]
     if k >= n:
         return torch.arange(n, device=features.device)
     picks = greedy_max_min(cosine_distances(features).cpu().numpy(), k) if k > 0 else []
     return torch.tensor(picks, dtype=torch.long, device=features.device)
+
+
+def _check_inputs(features: torch.Tensor, k) -> int:
+    """k as an int, after the checks that keep a bad call from returning a wrong selection quietly."""
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"select_diverse: features must be a torch.Tensor [n, d], got {type(features).__name__}")
+    if features.dim() != 2:
+        raise ValueError(f"select_diverse: features must be 2-D [n, d], got shape {tuple(features.shape)}")
+    if isinstance(k, bool):
+        raise ValueError(f"select_diverse: k must be a non-negative integer, got bool {k}")
+    try:
+        k = operator.index(k)  # int, numpy integer or a 0-d integer tensor; not 2.5 nor 2.0
+    except TypeError:
+        raise ValueError(f"select_diverse: k must be a non-negative integer, got {k!r}") from None
+    if k < 0:
+        raise ValueError(f"select_diverse: k must be a non-negative integer, got {k}")
+    if not bool(torch.isfinite(features).all()):
+        bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"select_diverse: features must be finite; rows {bad[:10]}{' ...' if len(bad) > 10 else ''} "
+                         "hold NaN or inf")
+    return k
 
 
 def greedy_max_min(dist: np.ndarray, k: int) -> list[int]:
