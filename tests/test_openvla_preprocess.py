@@ -129,3 +129,42 @@ def test_image_processor_resizes_other_sizes_bicubic_then_normalises(frame):
     resized = np.asarray(Image.fromarray(frame).resize((224, 224), Image.Resampling.BICUBIC), dtype=np.float32) / 255
     assert pixels.shape == (1, 6, 224, 224)
     assert np.allclose(pixels[0, 3:].numpy(), ((resized - 0.5) / 0.5).transpose(2, 0, 1), atol=1e-6)
+
+
+@pytest.fixture
+def image_processor():
+    from vla_pruner.models.processor import ImageProcessor
+    from vla_pruner.models.tiny import PREPROCESSOR_CONFIG
+
+    return ImageProcessor.from_config(PREPROCESSOR_CONFIG)
+
+
+def test_image_processor_takes_uint8_arrays_as_pil_images(frame, image_processor):
+    flipped = frame[::-1, ::-1]  # a strided view, as LIBERO frames are flipped
+    assert np.array_equal(image_processor(flipped).numpy(), image_processor(Image.fromarray(flipped.copy())).numpy())
+
+
+def test_float_image_in_unit_range_is_scaled_not_black(frame, image_processor):
+    as_float = frame.astype(np.float32) / 255.0
+    pixels = image_processor(as_float)
+    assert np.array_equal(pixels.numpy(), image_processor(frame).numpy())
+    rounding = np.full((224, 224, 3), 0.5, dtype=np.float64)  # 127.5 rounds to 128
+    assert np.array_equal(image_processor(rounding).numpy(),
+                          image_processor(np.full((224, 224, 3), 128, dtype=np.uint8)).numpy())
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((224, 224), np.uint8), r"HxWx3.*got shape \(224, 224\)"),
+    (np.zeros((3, 224, 224), np.uint8), r"HxWx3.*got shape \(3, 224, 224\)"),
+    (np.zeros((224, 224, 4), np.uint8), r"HxWx3.*got shape \(224, 224, 4\)"),
+    (np.zeros((224, 224, 3), np.int64), "dtype int64 is not supported"),
+    (np.zeros((224, 224, 3), bool), "dtype bool is not supported"),
+    (np.full((224, 224, 3), 200.0), r"float \(float64\) array must hold values in \[0, 1\], got \[200, 200\]"),
+    (np.full((224, 224, 3), np.nan, np.float32), "NaN or inf"),
+    (Image.new("F", (224, 224), 0.5), "PIL mode 'F' is not 8-bit"),
+    (Image.new("I;16", (224, 224), 300), "PIL mode 'I;16' is not 8-bit"),
+    ([[0, 0, 0]], "PIL image or an HxWx3 numpy array, got list"),
+])
+def test_image_processor_refuses_other_images_naming_them(image, message, image_processor):
+    with pytest.raises(ValueError, match=message):
+        image_processor(image)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -59,6 +60,18 @@ def test_predict_action_is_finite_and_depends_on_the_image(tiny):
         tokens.add(tuple(model.predict_action_tokens(inputs["input_ids"], inputs["pixel_values"])[0].tolist()))
     assert all(31744 <= t < 32000 for seq in tokens for t in seq)
     assert len(tokens) > 1
+
+
+def test_processor_takes_numpy_images_and_refuses_bad_ones(tiny):
+    processor = OpenVLAProcessor.from_pretrained(tiny)
+    frame = np.random.default_rng(2).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    prompt = prompt_for(INSTRUCTIONS[1])
+    from_pil, from_array = processor(prompt, Image.fromarray(frame)), processor(prompt, frame)
+    from_float = processor(prompt, frame / 255.0)
+    for key in from_pil:
+        assert torch.equal(from_array[key], from_pil[key]) and torch.equal(from_float[key], from_pil[key])
+    with pytest.raises(ValueError, match=r"got shape \(3, 224, 224\)"):
+        processor(prompt, frame.transpose(2, 0, 1))
 
 
 def config(model_yaml="openvla_tiny", suite="libero_spatial", **model_overrides):

@@ -3,6 +3,7 @@
 `OpenVLAProcessor(prompt, image)` returns `input_ids`, `attention_mask` (the tokenizer's, with BOS) and
 `pixel_values` [1, 6, H, W]: the image resized per backbone (bicubic; a no-op on 224x224 input), scaled to
 [0, 1] and normalised with each backbone's mean/std from preprocessor_config.json, channels stacked.
+The image is a PIL image or an HxWx3 numpy array (uint8, or float in [0, 1]); see `as_rgb_image`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,35 @@ def prompt_for(instruction: str) -> str:
     return f"In: What action should the robot take to {instruction.lower()}?\nOut:"
 
 
+ImageLike = Image.Image | np.ndarray
+_WIDE_PIL_MODES = ("F", "I")  # 32-bit float / int pixels: convert("RGB") clips them, a [0, 1] image turns black
+
+
+def as_rgb_image(image: ImageLike) -> Image.Image:
+    """An 8-bit RGB PIL image from a PIL image or an HxWx3 array: uint8 as is, float in [0, 1] scaled by 255
+    and rounded. Anything else is a ValueError naming what was given, never a silently black or wrong image."""
+    if isinstance(image, Image.Image):
+        if image.mode.split(";")[0] in _WIDE_PIL_MODES:
+            raise ValueError(f"image: PIL mode {image.mode!r} is not 8-bit; pass an 8-bit (e.g. RGB) PIL image "
+                             "or an HxWx3 numpy array (uint8, or float in [0, 1])")
+        return image.convert("RGB")
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image: expected a PIL image or an HxWx3 numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image: expected an HxWx3 (RGB, channels last) array, got shape {image.shape}")
+    if image.dtype == np.uint8:
+        return Image.fromarray(np.ascontiguousarray(image))
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ValueError(f"image: float ({image.dtype}) array holds NaN or inf")
+        low, high = image.min(), image.max()
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"image: a float ({image.dtype}) array must hold values in [0, 1], "
+                             f"got [{low:g}, {high:g}]; pass uint8 for 0..255 pixels")
+        return Image.fromarray(np.round(image.astype(np.float64) * 255.0).astype(np.uint8))
+    raise ValueError(f"image: array dtype {image.dtype} is not supported; pass uint8 (0..255) or float in [0, 1]")
+
+
 class ImageProcessor:
     def __init__(self, sizes: list[tuple[int, int]], means: list[list[float]], stds: list[list[float]],
                  interpolations: list[str]):
@@ -37,8 +67,8 @@ class ImageProcessor:
         sizes = [tuple(s[1:]) for s in config["input_sizes"]]
         return cls(sizes, config["means"], config["stds"], config["interpolations"])
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB")
+    def __call__(self, image: ImageLike) -> torch.Tensor:
+        image = as_rgb_image(image)
         planes = []
         for (h, w), mean, std, interp in zip(self.sizes, self.means, self.stds, self.interpolations):
             resized = image if image.size == (w, h) else image.resize((w, h), _PIL_FILTERS[interp])
@@ -68,7 +98,7 @@ class OpenVLAProcessor:
             hf_logging.set_verbosity(verbosity)
         return cls(tokenizer, image_processor)
 
-    def __call__(self, text: str, images: Image.Image) -> dict[str, torch.Tensor]:
+    def __call__(self, text: str, images: ImageLike) -> dict[str, torch.Tensor]:
         tokens = self.tokenizer(text, return_tensors="pt")
         return {
             "input_ids": tokens["input_ids"],
