@@ -7,6 +7,7 @@ The image is a PIL image or an HxWx3 numpy array (uint8, or float in [0, 1]); se
 """
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -77,6 +78,25 @@ class ImageProcessor:
         return torch.from_numpy(np.concatenate(planes, axis=0))[None]
 
 
+_SENTENCEPIECE_MODULES = {"sentencepiece": "sentencepiece", "google.protobuf": "protobuf"}  # module -> package
+
+
+def _check_sentencepiece(directory: Path) -> None:
+    """A checkpoint with only tokenizer.model (the official OpenVLA layout) is converted by transformers with
+    sentencepiece and protobuf; without them it tries tiktoken and fails with a message about tiktoken."""
+    if (directory / "tokenizer.json").is_file() or not (directory / "tokenizer.model").is_file():
+        return
+    missing = []
+    for module, package in _SENTENCEPIECE_MODULES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise CheckpointError(f"checkpoint {directory} ships its tokenizer only as tokenizer.model (sentencepiece), "
+                              f"which needs {' and '.join(missing)}: pip install sentencepiece protobuf")
+
+
 class OpenVLAProcessor:
     def __init__(self, tokenizer, image_processor: ImageProcessor):
         self.tokenizer = tokenizer
@@ -89,6 +109,7 @@ class OpenVLAProcessor:
         if not config_file.is_file():
             raise CheckpointError(f"no preprocessor_config.json in checkpoint directory {directory}")
         image_processor = ImageProcessor.from_config(json.loads(config_file.read_text()))
+        _check_sentencepiece(directory)
         # AutoTokenizer peeks at config.json and warns that `openvla` is not a transformers model type
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
