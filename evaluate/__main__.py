@@ -1,36 +1,108 @@
-"""`python -m evaluate [overrides]`: evaluate a policy on a LIBERO suite (Hydra app; see README)."""
+"""`python -m evaluate [overrides]`: evaluate a policy on a LIBERO suite (Hydra app; see README).
+
+A user's mistake (bad value, checkpoint, output directory, a directory another job is writing) ends a run
+with one `error:` line and a non-zero exit; a bug in our own code keeps its traceback. In a sweep (`-m`)
+every point is checked before any runs; a point that fails while running is recorded, the others go on,
+and the sweep exits non-zero listing the failed points.
+"""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
+import uuid
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from evaluate.config import ConfigError, check_group_overrides, validate
-from evaluate.store import RunMismatch
+from evaluate.interrupt import Stopped
+from evaluate.store import StoreError
+
+log = logging.getLogger(__name__)
+FAILURES_ENV = "VLA_PRUNER_SWEEP_FAILURES"  # where the points of this sweep record their failures
+
+
+def policies() -> dict:
+    from evaluate.policy import POLICIES
+    import evaluate.policies  # noqa: F401  (fills POLICIES)
+
+    return POLICIES
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from vla_pruner.models.checkpoint import CheckpointError
+
+    return (ConfigError, StoreError, CheckpointError)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from evaluate.policy import POLICIES
-    import evaluate.policies  # noqa: F401  (fills POLICIES)
     from evaluate.runner import run
 
     try:
-        validate(cfg, POLICIES)
+        validate(cfg, policies())
         summary = run(cfg)
-    except (ConfigError, RunMismatch) as e:
-        sys.exit(f"error: {e}")
+    except user_errors() as e:
+        return _fail(str(e))
+    except Stopped as e:
+        sys.exit(f"error: stopped by {e} before the run finished; finished episodes are saved in "
+                 f"{cfg.output_dir}: re-run the same command to resume")
+    except Exception as e:
+        if not _in_sweep():
+            raise
+        log.exception("sweep point failed")
+        return _fail(f"{type(e).__name__}: {e}".splitlines()[0])
     print(json.dumps({k: summary[k] for k in ("run_dir", "episodes", "successes", "success_rate", "complete")}))
 
 
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return FAILURES_ENV in os.environ and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _fail(message: str) -> None:
+    """A single run exits with `error: message`; a sweep point records it for the sweep's final report and
+    returns, so that the other points run."""
+    if not _in_sweep():
+        sys.exit(f"error: {message}")
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    print(f"error: {message}", file=sys.stderr)
+    record = {"job": hydra_cfg.job.num, "overrides": list(hydra_cfg.overrides.task), "error": message}
+    Path(os.environ[FAILURES_ENV], f"job{hydra_cfg.job.num:05d}.json").write_text(json.dumps(record))
+
+
+def _report_sweep_failures(directory: Path) -> None:
+    failures = [json.loads(p.read_text()) for p in sorted(directory.glob("job*.json"))]
+    if failures:
+        lines = [f"  point {f['job']} ({' '.join(f['overrides'])}): {f['error']}" for f in failures]
+        sys.exit("\n".join([f"error: {len(failures)} sweep point(s) failed; the others ran:", *lines]))
+
+
 def cli() -> None:
+    args = sys.argv[1:]
     try:
-        check_group_overrides(sys.argv[1:])
-    except ConfigError as e:
+        check_group_overrides(args)
+        from evaluate.preflight import check_command
+
+        configs = check_command(args, policies())
+    except user_errors() as e:
         sys.exit(f"error: {e}")
+    if not any(a in ("-m", "--multirun") for a in args):
+        return main()
+    # under the sweep's output root, which cluster jobs share with the submitting process; the path
+    # reaches the jobs through the environment (submitit's jobs inherit it)
+    directory = Path(configs[0].output_root).absolute() / ".sweep_failures" / uuid.uuid4().hex[:12]
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ[FAILURES_ENV] = str(directory)
     main()
+    _report_sweep_failures(directory)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,44 @@
-"""Ctrl-C that stops a run cleanly, between simulator steps.
+"""Ctrl-C and SIGTERM that stop a run cleanly, between simulator steps.
 
 The simulator stack swallows KeyboardInterrupt in places (bare `except:` around resets), so a plain
-Ctrl-C can vanish. Here the first SIGINT only sets a flag that the rollout loop checks after every
-simulator call, then raises KeyboardInterrupt there; a second SIGINT interrupts at once as usual.
+Ctrl-C can vanish. Here the first SIGINT or SIGTERM (what SLURM sends at a time limit, on preemption or
+`scancel`) only sets a flag that the rollout loop checks after every simulator call, then raises there; the
+run writes its summary and exits non-zero. A second signal of the same kind acts at once as usual.
 """
 from __future__ import annotations
 
 import signal
 import threading
 
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(KeyboardInterrupt):
+    """The run was asked to stop by a signal (a KeyboardInterrupt, so no `except Exception` swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
 
 class InterruptGuard:
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.requested: int | None = None
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "InterruptGuard":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous = {s: signal.signal(s, self._on_signal) for s in HANDLED}
         return self
 
-    def _on_sigint(self, signum, frame) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)  # the next Ctrl-C acts at once
+    def _on_signal(self, signum, frame) -> None:
+        self.requested = signum
+        signal.signal(signum, self._previous[signum])  # the next one acts at once
 
     def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
+        if self.requested is not None:
+            raise Stopped(self.requested)
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

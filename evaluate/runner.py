@@ -1,4 +1,9 @@
-"""A whole evaluation run: the episodes a config asks for, minus those already on disk."""
+"""A whole evaluation run: the episodes a config asks for, minus those already on disk.
+
+Order of a start: check the directory's identity, lock the tasks this process will write, build the policy
+(weights load here), and only then claim the directory (identity, config, wanted episodes): a start that fails
+leaves nothing that blocks the corrected command. The summary is rewritten after every episode.
+"""
 from __future__ import annotations
 
 import logging
@@ -14,7 +19,7 @@ from evaluate.interrupt import InterruptGuard
 from evaluate.libero_env import TaskEnv, load_suite, simulator_versions
 from evaluate.policy import EpisodeContext, build_policy
 from evaluate.rollout import run_episode
-from evaluate.store import ResultStore
+from evaluate.store import EpisodeRecord, ResultStore
 from evaluate.summary import write_summary
 
 log = logging.getLogger(__name__)
@@ -29,28 +34,32 @@ def _progress_postfix(records) -> dict:
 def run(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.output_dir)
     store = ResultStore(run_dir)
-    store.check_identity(run_identity(cfg))
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
+    identity = run_identity(cfg)
+    store.check_identity(identity)
     tasks = load_suite(cfg.suite.name)
-    wanted = [(t, i) for t in select_tasks(cfg, len(tasks)) for i in range(cfg.episodes_per_task)]
-    done = store.done_keys()
-    todo = [(tasks[t], i) for t, i in wanted if (t, i) not in done]
-    records = store.records()  # all of the directory's episodes: shards by task share one run directory
-    log.info("%s: %d episodes wanted, %d already done, %d to run", run_dir, len(wanted), len(wanted) - len(todo),
-             len(todo))
+    task_ids = select_tasks(cfg, len(tasks))
+    wanted = [(t, i) for t in task_ids for i in range(cfg.episodes_per_task)]
 
-    policy = build_policy(cfg)
-    meta = {"run_dir": str(run_dir), "policy": policy.describe(), "simulator": simulator_versions(),
-            "suite": cfg.suite.name, "keep": cfg.keep, "seed": cfg.seed}
-    demos = _demo_recorder(cfg, run_dir)
-    video_dir = run_dir / "videos" if cfg.video else None
-    complete = False
-    bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), unit="ep", desc=cfg.suite.name,
-               dynamic_ncols=True)
-    bar.set_postfix(_progress_postfix(records))
-    try:
-        with InterruptGuard() as guard:
+    with store.lock_tasks(task_ids), InterruptGuard() as guard:
+        policy = build_policy(cfg)
+        store.write_identity(identity)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        restored = store.recover()
+        store.want(wanted)
+        meta = {"run_dir": str(run_dir), "policy": policy.describe(), "simulator": simulator_versions(),
+                "suite": cfg.suite.name, "keep": cfg.keep, "seed": cfg.seed}
+        done = store.done_keys()
+        todo = [(tasks[t], i) for t, i in wanted if (t, i) not in done]
+        log.info("%s: %d episodes wanted, %d already done, %d to run%s", run_dir, len(wanted),
+                 len(wanted) - len(todo), len(todo), f" ({restored} restored from a failed write)" * bool(restored))
+        summary = _publish(store, meta)
+        bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), unit="ep", desc=cfg.suite.name,
+                   dynamic_ncols=True)
+        records: list[EpisodeRecord] = store.records()
+        bar.set_postfix(_progress_postfix(records))
+        demos = _demo_recorder(cfg, run_dir)
+        video_dir = run_dir / "videos" if cfg.video else None
+        try:
             for task, group in groupby(todo, key=lambda item: item[0]):
                 env = TaskEnv(task)  # created and closed per task, as the official evaluation does
                 try:
@@ -61,20 +70,25 @@ def run(cfg: DictConfig) -> dict:
                         records.append(record)
                         bar.update(1)
                         bar.set_postfix(_progress_postfix(records))
+                        summary = _publish(store, meta)
                         if record.status == "env_error":  # a failed simulator may be left in a bad state
                             env.close()
                             env = TaskEnv(task)
                 finally:
                     env.close()
-        complete = True
-    finally:
-        bar.close()
-        if demos is not None:
-            demos.close()
-        records = store.records()  # re-read: task shards running beside this one may have added episodes
-        cost = query_metrics(records, OmegaConf.to_container(cfg.model, resolve=True))
-        summary = write_summary(run_dir, records, {**meta, "cost": cost}, complete)
+        finally:
+            bar.close()
+            if demos is not None:
+                demos.close()
+            cost = query_metrics(store.records(), OmegaConf.to_container(cfg.model, resolve=True))
+            summary = _publish(store, {**meta, "cost": cost})
     return summary
+
+
+def _publish(store: ResultStore, meta: dict) -> dict:
+    """Summary of everything the directory holds now (task shards beside this process add episodes too)."""
+    records = store.records()
+    return write_summary(store.run_dir, records, meta, store.progress(records))
 
 
 def _demo_recorder(cfg: DictConfig, run_dir: Path):

@@ -1,4 +1,9 @@
-"""End-of-run summary: per-task table (CSV + Markdown) and `summary.json` from `episodes.jsonl`."""
+"""Run summary: per-task table (CSV + Markdown) and `summary.json`, from the episode records.
+
+Written when a run starts and after every episode (so a killed run leaves counts that are right up to its
+last finished episode), each file replaced whole. `complete` comes from the store's wanted set, never from
+how the process ended.
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from evaluate.stats import wilson_interval
-from evaluate.store import EpisodeRecord
+from evaluate.store import EpisodeRecord, atomic_write
 
 
 def per_task_table(records: list[EpisodeRecord]) -> pd.DataFrame:
@@ -32,15 +37,16 @@ def per_task_table(records: list[EpisodeRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def write_summary(run_dir: Path, records: list[EpisodeRecord], meta: dict, complete: bool) -> dict:
+def write_summary(run_dir: Path, records: list[EpisodeRecord], meta: dict, progress: dict) -> dict:
+    """`progress` = ResultStore.progress(): episodes wanted and done, and whether that is all."""
     table = per_task_table(records)
-    table.to_csv(run_dir / "per_task.csv", index=False)
-    (run_dir / "per_task.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    atomic_write(run_dir / "per_task.csv", table.to_csv(index=False))
+    atomic_write(run_dir / "per_task.md", table.to_markdown(index=False, floatfmt=".3f") + "\n")
     n, k = int(table.episodes.sum()), int(table.successes.sum())
     lo, hi = wilson_interval(k, n)
     summary = {
         **meta,
-        "complete": complete,
+        **progress,
         "episodes": n,
         "successes": k,
         "success_rate": k / n if n else None,
@@ -49,5 +55,5 @@ def write_summary(run_dir: Path, records: list[EpisodeRecord], meta: dict, compl
         "skipped": int(table.skipped.sum()),
         "wall_time_s": round(sum(r.wall_time_s for r in records), 1),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary

@@ -45,21 +45,29 @@ def test_one_short_episode_per_suite(suite, name, tmp_path):
     assert instruction in (run_dir / "per_task.md").read_text()
 
 
-def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+# Ctrl-C; SLURM's time limit, preemption or scancel; SLURM's KillWait or the OOM killer
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_run_resumes_where_it_stopped(signum, tmp_path):
     overrides = ["policy=noop", "suite=libero_object", "tasks=[0]", "episodes_per_task=3", "suite.max_steps=5",
                  f"output_root={tmp_path}"]
     run_dir = _run_dir(tmp_path, "libero_object")
     episodes = run_dir / "episodes" / "task00.jsonl"
-    proc = subprocess.Popen(cli_command(*overrides), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cli_command(*overrides), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 300
     while not (episodes.exists() and episodes.read_text().count("\n") >= 1):
         assert proc.poll() is None and time.time() < deadline, "run ended before its first episode"
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the second episode
-    proc.communicate(timeout=120)
+    proc.send_signal(signum)  # in the middle of the second episode
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    if signum != signal.SIGKILL:  # the others stop cleanly and say so
+        assert stderr.strip().splitlines()[-1].startswith(f"error: stopped by {signal.Signals(signum).name}")
     first = _records(run_dir)
-    assert 1 <= len(first) < 3, "the interrupt should land before the run finishes"
-    assert json.loads((run_dir / "summary.json").read_text())["complete"] is False
+    assert 1 <= len(first) < 3, "the signal should land before the run finishes"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["complete"] is False
+    assert (summary["episodes_wanted"], summary["episodes_done"], summary["episodes"]) == (3, len(first), len(first))
 
     result = run_cli(*overrides)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -67,6 +75,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     records = _records(run_dir)
     assert records[: len(first)] == first
     assert sorted(r["init_index"] for r in records) == [0, 1, 2]
+    assert json.loads((run_dir / "summary.json").read_text())["complete"] is True
 
     again = run_cli(*overrides)  # nothing left: no episode runs twice
     assert "3 already done, 0 to run" in again.stdout and len(_records(run_dir)) == 3

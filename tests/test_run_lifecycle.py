@@ -1,0 +1,109 @@
+"""What a week-long sweep relies on, through the real CLI and simulator: completeness derived from the records,
+one writer per task, a failed start that blocks nothing, sweeps that check every point first and go on past a
+point that fails while running."""
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli_command, run_cli
+
+pytestmark = pytest.mark.sim
+NOOP = ["policy=noop", "suite=libero_object", "suite.max_steps=3"]
+
+
+def _run_dir(root: Path) -> Path:
+    return root / "noop" / "libero_object" / "none-keep1.0" / "seed7"
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _keys(run_dir: Path) -> list[tuple[int, int]]:
+    return sorted((r["task_id"], r["init_index"]) for p in (run_dir / "episodes").glob("*.jsonl")
+                  for r in map(json.loads, p.read_text().splitlines()))
+
+
+def test_extending_a_finished_run_is_incomplete_until_done_and_shards_share_completeness(tmp_path):
+    run_dir = _run_dir(tmp_path)
+    assert run_cli(*NOOP, "tasks=[0]", "episodes_per_task=1", f"output_root={tmp_path}").returncode == 0
+    assert _summary(run_dir)["complete"] is True
+    # a second shard of the same directory wants task 1 as well: until it ran, the directory is incomplete
+    from evaluate.store import ResultStore
+
+    ResultStore(run_dir).want([(1, 0)])
+    assert ResultStore(run_dir).progress()["complete"] is False
+    result = run_cli(*NOOP, "tasks=[1]", "episodes_per_task=1", f"output_root={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = _summary(run_dir)
+    assert summary["complete"] is True and summary["episodes_wanted"] == 2 and summary["episodes"] == 2
+    assert _keys(run_dir) == [(0, 0), (1, 0)]
+
+
+def test_a_second_writer_on_the_same_tasks_is_refused(tmp_path):
+    overrides = [*NOOP, "tasks=[0]", "episodes_per_task=2", f"output_root={tmp_path}"]
+    run_dir = _run_dir(tmp_path)
+    first = subprocess.Popen(cli_command(*overrides), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "summary.json").exists():  # written once the run holds its lock and has started
+        assert first.poll() is None and time.time() < deadline, first.communicate()[1][-2000:]
+        time.sleep(0.2)
+    second = run_cli(*overrides)
+    assert second.returncode != 0
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: task 0 of ") and f"pid {first.pid}" in last, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr
+    first.communicate(timeout=300)
+    assert first.returncode == 0
+    assert _keys(run_dir) == [(0, 0), (0, 1)]  # nothing recorded twice
+    assert _summary(run_dir)["complete"] is True
+
+
+def test_a_failed_start_does_not_claim_the_directory(tmp_path):
+    """A typo in the checkpoint used to write run_identity.json before the model loaded, so the corrected
+    command was refused."""
+    out = tmp_path / "run"
+    bad_ckpt = tmp_path / "ckpt"
+    bad_ckpt.mkdir()
+    (bad_ckpt / "config.json").write_text("{not json")
+    common = ["policy=vla", "model=openvla_tiny", "suite=libero_object", "tasks=[0]", "episodes_per_task=1",
+              "suite.max_steps=2", f"output_dir={out}"]
+    failed = run_cli(*common, f"model.checkpoint={bad_ckpt}")
+    assert failed.returncode != 0 and failed.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not (out / "run_identity.json").exists()
+    fixed = run_cli(*common)
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert _summary(out)["complete"] is True
+
+
+def test_a_sweep_checks_every_point_before_running_any(tmp_path):
+    result = run_cli("-m", *NOOP, "tasks=[0]", "episodes_per_task=1", "keep=0.5,2.0", f"output_root={tmp_path}")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: keep=2.0 is outside (0, 1]") and "sweep point" in last, result.stderr[-2000:]
+    assert not list(tmp_path.rglob("*.jsonl"))  # the good point did not run either
+
+
+def test_a_sweep_point_that_fails_while_running_does_not_stop_the_others(tmp_path):
+    """The garbage checkpoint passes the file checks but cannot be loaded: that point fails at run time."""
+    bad_ckpt = tmp_path / "ckpt"
+    from tests.conftest import FIXTURES
+
+    if not FIXTURES.is_dir():
+        pytest.skip("needs ../shared/fixtures")
+    bad_ckpt.mkdir()
+    for f in (FIXTURES / "openvla_tiny_hf").iterdir():
+        (bad_ckpt / f.name).write_bytes(f.read_bytes())
+    (bad_ckpt / "model.safetensors").write_bytes(b"garbage, not a safetensors file")
+    result = run_cli("-m", "policy=vla,noop", "suite=libero_object", "suite.max_steps=2", "tasks=[0]",
+                     "episodes_per_task=1", f"model.checkpoint={bad_ckpt}", f"output_root={tmp_path / 'runs'}")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("error: 1 sweep point(s) failed"))
+    assert "policy=vla" in lines[at + 1] and "model.safetensors" in lines[at + 1], result.stderr[-3000:]
+    noop_dir = tmp_path / "runs" / "noop" / "libero_object" / "none-keep1.0" / "seed7"
+    assert _summary(noop_dir)["complete"] is True  # the point after the failed one ran
