@@ -1,7 +1,10 @@
-"""Figures from the per-suite table (evaluate.report.suite_table): success vs retention per pruner, and
+"""Figures from the per-suite table (evaluate.report.suite_table): success vs retention per method, and
 success vs FLOPs and vs latency with the Pareto front (the best success at no more cost). PNG + PDF.
 
 One figure per model (and device, for latency), one panel per suite; error bars are 95% Wilson intervals.
+One series per table row label: the method with its changed options, the `settings` that tell look-alike
+experiments apart, and "(incomplete)" for runs that are not finished, so variants and partial runs never share
+a line.
 """
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
-from evaluate.report import DENSE_PRUNER, METHOD_NAMES  # noqa: E402
+from evaluate.labels import DENSE_PRUNER, method_order  # noqa: E402
+from evaluate.runset import INCOMPLETE  # noqa: E402
+
 FORMATS = ("png", "pdf")
 # x axis of each cost view: column of the suite table, axis label
 COST_AXES = {
@@ -28,16 +33,30 @@ def _panels(n: int):
     return fig, axes[0]
 
 
-def palette(pruners) -> dict[str, dict]:
-    """The same colour and name for a pruner in every figure: known pruners first, in the tables' order."""
-    known = list(METHOD_NAMES)
-    ordered = sorted(set(pruners), key=lambda p: (known.index(p) if p in known else len(known), p))
-    return {p: {"color": f"C{i % 10}", "label": METHOD_NAMES.get(p, p)} for i, p in enumerate(ordered)}
+def series_label(row) -> str:
+    """What a suite-table row is called in a legend."""
+    label = f"{row.method} [{row.settings}]" if row.settings else row.method
+    return f"{label} (incomplete)" if row.run_status == INCOMPLETE else label
+
+
+def with_series(per_suite: pd.DataFrame) -> pd.DataFrame:
+    return per_suite.assign(series=[series_label(row) for row in per_suite.itertuples()])
+
+
+def palette(rows: pd.DataFrame) -> dict[str, dict]:
+    """The same colour and name for a series in every figure: known pruners first, in the tables' order."""
+    ordered = sorted(set(zip(rows.pruner.map(method_order), rows.series)))
+    return {series: {"color": f"C{i % 10}", "label": series} for i, (_, series) in enumerate(ordered)}
+
+
+def error_bars(rows: pd.DataFrame) -> list[pd.Series]:
+    """Lower and upper error bar lengths; never negative (a 0% or 100% rate sits on its interval's bound, and
+    100 * k / n and 100 * bound can differ in the last bit)."""
+    return [(rows.sr - rows.sr_ci_low).clip(lower=0.0), (rows.sr_ci_high - rows.sr).clip(lower=0.0)]
 
 
 def _errorbar(ax, rows: pd.DataFrame, x: str, style: dict, **extra):
-    yerr = [rows.sr - rows.sr_ci_low, rows.sr_ci_high - rows.sr]
-    ax.errorbar(rows[x], rows.sr, yerr=yerr, marker="o", capsize=3, **style, **extra)
+    ax.errorbar(rows[x], rows.sr, yerr=error_bars(rows), marker="o", capsize=3, **style, **extra)
 
 
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
@@ -56,10 +75,10 @@ def success_vs_retention(per_suite: pd.DataFrame, model: str, out_dir: Path, sty
     fig, axes = _panels(len(suites))
     for ax, suite in zip(axes, suites):
         data = rows[rows.suite == suite]
-        for pruner, g in data[data.pruner != DENSE_PRUNER].groupby("pruner"):
-            _errorbar(ax, g.sort_values("keep").assign(retention=lambda d: 100 * d.keep), "retention", styles[pruner])
-        for sr in data[data.pruner == DENSE_PRUNER].sr:
-            ax.axhline(sr, linestyle="--", linewidth=1, **styles[DENSE_PRUNER])
+        for series, g in data[data.pruner != DENSE_PRUNER].groupby("series"):
+            _errorbar(ax, g.sort_values("keep").assign(retention=lambda d: 100 * d.keep), "retention", styles[series])
+        for _, dense in data[data.pruner == DENSE_PRUNER].iterrows():
+            ax.axhline(dense.sr, linestyle="--", linewidth=1, **styles[dense.series])
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(100 * rows[rows.pruner != DENSE_PRUNER].keep.unique()))
         ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -92,8 +111,8 @@ def success_vs_cost(per_suite: pd.DataFrame, model: str, device: str, axis: str,
     fig, axes = _panels(len(suites))
     for ax, suite in zip(axes, suites):
         data = rows[rows.suite == suite]
-        for pruner, g in data.groupby("pruner"):
-            _errorbar(ax, g.sort_values(x), x, styles[pruner], linestyle="-" if len(g) > 1 else "none")
+        for series, g in data.groupby("series"):
+            _errorbar(ax, g.sort_values(x), x, styles[series], linestyle="-" if len(g) > 1 else "none")
         front = pareto_front(data, x)
         ax.step(front[x], front.sr, where="post", color="grey", alpha=0.5, linewidth=3, label="Pareto front")
         ax.set_xlabel(xlabel)
@@ -105,7 +124,8 @@ def success_vs_cost(per_suite: pd.DataFrame, model: str, device: str, axis: str,
 
 def write_plots(per_suite: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Every figure for every model (and device) in the table."""
-    paths, styles = [], palette(per_suite.pruner)
+    per_suite = with_series(per_suite)
+    paths, styles = [], palette(per_suite)
     for model in sorted(per_suite.model.unique()):
         paths += success_vs_retention(per_suite, model, out_dir, styles)
         for device in sorted(per_suite[per_suite.model == model].device.unique()):

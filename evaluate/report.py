@@ -1,106 +1,62 @@
 """Tables over any set of run directories: success per task and suite (95% Wilson intervals), relative
 accuracy vs the dense run, kept tokens, FLOPs, latency and speedup; CSV, Markdown and LaTeX.
 
-A run directory is one that holds `config.yaml` and `episodes/` (see evaluate/store.py). Runs of the same
-experiment (model, suite, pruner, keep) with different seeds, or task shards of one run, are pooled:
-success rates over all their episodes, latency over all their queries.
+Rows never mix experiments. A row is one experiment: the full run identity (every pruner option,
+`suite.max_steps`, model and checkpoint, keep, device as used; see evaluate/runset.py for how it is read)
+with the seed left out, and one completion state:
+- seeds: runs that differ only in `seed` are pooled as seeds of one experiment (success over all their
+  episodes, latency over all their queries); `seeds` and `seed_values` say how many and which;
+- completeness: `completeness` = episodes done / wanted ("/?" for runs older than the store's `wanted/`) and
+  `run_status` = complete | incomplete | unknown. An incomplete run is a row of its own marked incomplete,
+  never pooled with finished runs of its experiment; the dense reference of relative accuracy and speedup is
+  a complete (or unknown) dense run, never an incomplete one;
+- names: `method` is the pruner's name, with the options that differ from configs/pruner/<name>.yaml in
+  brackets (`VLA-Pruner (criterion=semantic_only)`, evaluate/labels.py); when rows still look alike,
+  `settings` lists the identity fields that tell them apart (`suite.max_steps=40`), else it is empty;
+- Table 1 rows span suites, so they leave out what belongs to one suite (suite name and step limit, model
+  checkpoint and statistics key), unless two runs of one row and suite differ in it: then they are two rows.
 
 Definitions used in every table:
 - success rate (%) with a 95% Wilson interval; skipped episodes are not attempted and do not count;
 - relative accuracy (%) = 100 x mean over suites of SR_method / SR_dense, over the suites where the dense
-  run (pruner none) of the same model exists and succeeded at least once;
+  run (pruner none, same identity otherwise) exists and succeeded at least once;
 - FLOPs = the paper's analytic LLM-prefill count in TMACs (= the paper's "FLOPs (T)"), mean over queries;
   `full_tmacs` = end to end (vision, projector, prefill, decode), see evaluate/flops.py;
 - latency = median (and p90) ms per policy query, warm-up queries excluded;
-- speedup = dense latency / method latency, same model and device.
+- speedup = dense latency / method latency, same model and device;
+- keep and retention are printed as configured (0.25, 25), never rounded.
 
-`python -m evaluate.report RUN_OR_ROOT... --out DIR` writes the tables and the plots (evaluate/plots.py).
+`python -m evaluate.report RUN_OR_ROOT... --out DIR` writes the tables and the plots (evaluate/plots.py);
+files it cannot read are named in a `warning:` line on stderr.
 """
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+import logging
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from evaluate.metrics import add_flops, cost_stats, has_prefill_tokens, latency_stats, query_frame
+from evaluate.labels import DENSE_PRUNER, METHOD_NAMES, SUITE_COLUMNS, method_order  # noqa: F401 (re-exported)
+from evaluate.metrics import cost_stats, latency_stats
+from evaluate.plots import write_plots
+from evaluate.runset import COMPLETE, GROUP_KEYS, INCOMPLETE, RunSet, flatten, load_runs  # noqa: F401 (re-exported)
 from evaluate.stats import wilson_interval
-from evaluate.store import EPISODES_DIR, ResultStore
 
-EXPERIMENT_KEYS = ["model", "device", "suite", "pruner", "keep"]
-METHOD_KEYS = ["model", "device", "pruner", "keep"]
-DENSE_PRUNER = "none"
-# The paper's column and row names.
-SUITE_COLUMNS = {"libero_spatial": "spatial", "libero_object": "object", "libero_goal": "goal",
-                 "libero_10": "long", "libero_long": "long", "libero_90": "libero_90"}
-METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "vla": "VLA-Pruner",
-                "random": "Random"}
+# Identity fields that belong to one suite; a Table 1 row spans suites (see the module docstring).
+PER_SUITE_FIELDS = ("suite.name", "suite.max_steps", "model.checkpoint", "model.unnorm_key")
+EXACT_COLUMNS = ("keep", "retention_pct")  # printed as configured: 0.25 stays 0.25 (not 0.2)
 RELATIVE_ACC_NOTE = "relative accuracy = 100 x mean over suites of SR_method / SR_dense (same model)"
 UNITS_NOTE = ("success rates in % with 95% Wilson intervals; FLOPs = analytic LLM prefill in TMACs "
               "(the paper's 'FLOPs (T)'), mean over queries; latency = median ms per query without warm-up; "
               "speedup = dense latency / method latency (same model and device)")
+ROWS_NOTE = ("one row per experiment (full run identity; method options that differ from the defaults in "
+             "brackets); seeds = runs differing only in seed, pooled; completeness = episodes done / wanted, "
+             "incomplete runs are rows of their own")
 
 
-@dataclass
-class RunSet:
-    runs: pd.DataFrame  # one row per run directory
-    episodes: pd.DataFrame  # one row per episode, with its run's keys
-    queries: pd.DataFrame  # one row per policy query, with its run's keys and FLOPs
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / EPISODES_DIR).is_dir()
-
-
-def find_run_dirs(paths: list[str | Path]) -> list[Path]:
-    """The run directories at or below each path, each once."""
-    found = set()
-    for path in map(Path, paths):
-        if not path.exists():
-            raise FileNotFoundError(f"no such run directory or root: {path}")
-        candidates = [path, *(p.parent for p in path.rglob("config.yaml"))]
-        found.update(p.resolve() for p in candidates if is_run_dir(p))
-    return sorted(found)
-
-
-def run_keys(run_dir: Path) -> dict:
-    """What identifies a run's experiment, from its config.yaml (and the device it really ran on, if the
-    policy recorded it in summary.json)."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    device = (summary.get("policy") or {}).get("device", cfg.get("device"))
-    return {"run_dir": str(run_dir), "model": cfg["policy"]["label"], "device": str(device),
-            "suite": cfg["suite"]["name"], "pruner": cfg["pruner"]["name"], "keep": float(cfg["keep"]),
-            "seed": int(cfg["seed"]), "complete": summary.get("complete"), "model_cfg": cfg.get("model")}
-
-
-def load_runs(paths: list[str | Path]) -> RunSet:
-    from evaluate.flops import model_dims
-
-    run_rows, episode_frames, query_frames = [], [], []
-    for run_dir in find_run_dirs(paths):
-        keys = run_keys(run_dir)
-        model_cfg = keys.pop("model_cfg")
-        records = ResultStore(run_dir).records()
-        run_rows.append({**keys, "episodes": len(records)})
-        episodes = pd.DataFrame([{"task_id": r.task_id, "task": r.task, "init_index": r.init_index,
-                                  "success": r.success, "steps": r.steps, "status": r.status} for r in records],
-                                columns=["task_id", "task", "init_index", "success", "steps", "status"])
-        episode_frames.append(episodes.assign(**keys))
-        queries = query_frame(records)
-        dims = model_dims(model_cfg) if model_cfg and has_prefill_tokens(queries) else None
-        query_frames.append(add_flops(queries, dims).drop(columns=["suite"]).assign(**keys))
-    if not run_rows:
-        raise FileNotFoundError(f"no run directories (config.yaml + {EPISODES_DIR}/) under {', '.join(map(str, paths))}")
-    return RunSet(pd.DataFrame(run_rows), pd.concat(episode_frames, ignore_index=True),
-                  pd.concat(query_frames, ignore_index=True))
-
-
-# ---------------------------------------------------------------------------------------------- tables
+# ---------------------------------------------------------------------------------------------- groups
 
 
 def success_stats(episodes: pd.DataFrame) -> dict:
@@ -111,57 +67,160 @@ def success_stats(episodes: pd.DataFrame) -> dict:
             "sr_ci_low": 100 * lo, "sr_ci_high": 100 * hi}
 
 
-def _grouped(rs: RunSet, keys: list[str]) -> pd.DataFrame:
-    """Success (pooled episodes) and cost (pooled queries) per group of `keys`."""
-    query_groups = dict(iter(rs.queries.groupby(keys, sort=False)))
+def seed_stats(seeds: pd.Series) -> dict:
+    values = sorted(seeds.dropna().unique())
+    return {"seeds": len(values), "seed_values": ", ".join(map(str, values))}
+
+
+def completeness_label(done: int, wanted: int | None) -> str:
+    return f"{done}/{'?' if wanted is None else wanted}"
+
+
+def _run_completeness(runs: pd.DataFrame) -> str:
+    wanted = None if runs.episodes_wanted.isna().any() else int(runs.episodes_wanted.sum())
+    return completeness_label(int(runs.episodes_done.sum()), wanted)
+
+
+def _with_row(frame: pd.DataFrame, row_of: dict) -> pd.DataFrame:
+    return frame.assign(identity=[row_of[k] for k in zip(frame.experiment, frame.run_status)])
+
+
+def _groups(rs: RunSet, row_of: dict[tuple[str, str], str]) -> pd.DataFrame:
+    """One row per (row identity, run_status): success over the pooled episodes, cost over the pooled queries,
+    seeds and completeness. `row_of` maps each (experiment, run_status) to the identity of its row."""
+    keys = ["identity", "run_status"]
+    episodes = dict(iter(_with_row(rs.episodes, row_of).groupby(keys, sort=False)))
+    queries = dict(iter(_with_row(rs.queries, row_of).groupby(keys, sort=False)))
     rows = []
-    for group, episodes in rs.episodes.groupby(keys, sort=True):
-        queries = query_groups.get(group, rs.queries.iloc[:0])
-        rows.append({**dict(zip(keys, group)), "seeds": episodes.seed.nunique(), **success_stats(episodes),
-                     **cost_stats(queries), **latency_stats(queries)})
+    for key, runs in _with_row(rs.runs, row_of).groupby(keys, sort=False):
+        mine = episodes.get(key, rs.episodes.iloc[:0])
+        cost = queries.get(key, rs.queries.iloc[:0])
+        rows.append({**rs.columns[runs.experiment.iloc[0]], **dict(zip(keys, key)),
+                     **seed_stats(runs.seed), "completeness": _run_completeness(runs), **success_stats(mine),
+                     **cost_stats(cost), **latency_stats(cost)})
     return pd.DataFrame(rows)
 
 
-def task_table(rs: RunSet) -> pd.DataFrame:
-    """Success per task (%, Wilson interval)."""
-    rows = []
-    for group, episodes in rs.episodes.groupby([*EXPERIMENT_KEYS, "task_id", "task"], sort=True):
-        rows.append({**dict(zip([*EXPERIMENT_KEYS, "task_id", "task"], group)), **success_stats(episodes)})
-    return pd.DataFrame(rows)
+def _shown(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
-def _with_dense(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Add the dense run's success rate and latency (same `keys` minus pruner/keep) and the speedup."""
-    match = [k for k in keys if k not in ("pruner", "keep")]
-    dense = table[table.pruner == DENSE_PRUNER][[*match, "sr", "latency_total_median_ms"]]
-    dense = dense.rename(columns={"sr": "dense_sr", "latency_total_median_ms": "dense_latency_ms"})
-    out = table.merge(dense, on=match, how="left")
+def varying_fields(flats: list[dict], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The fields (but `ignore`) whose values are not the same in all of `flats` (flattened identities)."""
+    fields = dict.fromkeys(f for flat in flats for f in flat if f not in ignore)
+    return sorted(f for f in fields if len({_shown(flat.get(f)) for flat in flats}) > 1)
+
+
+def settings_labels(table: pd.DataFrame, flats: dict[str, dict], alike: list[str]) -> list[str]:
+    """For rows of one method that look the same in the `alike` columns (keep aside, so that a method's points
+    at several retentions keep one label) but are different experiments, the identity fields that tell them
+    apart (`suite.max_steps=40`); '' for a method with one experiment per retention."""
+    out = pd.Series("", index=table.index, dtype=object)
+    for _, rows in table.groupby(alike, dropna=False, sort=False):
+        mine = [flats[i] for i in rows.identity]
+        varying = varying_fields(mine, ignore=("keep",))
+        out[rows.index] = [", ".join(f"{f}={_shown(flat.get(f))}" for f in varying) for flat in mine]
+    return list(out)
+
+
+def _dense_key(flat: dict, ignore: tuple[str, ...]) -> str:
+    """The identity a row's dense reference has: the same, but for the pruner, keep and `ignore`."""
+    return json.dumps({k: v for k, v in flat.items() if not k.startswith("pruner.") and k != "keep"
+                       and k not in ignore}, sort_keys=True)
+
+
+def _with_dense(table: pd.DataFrame, flats: dict[str, dict], ignore: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Add the dense reference's success rate and latency, and the speedup. The reference is a complete dense
+    run of the same identity but for the fields in `ignore` (else one of unknown completeness), never an
+    incomplete one."""
+    table = table.assign(dense_key=[_dense_key(flats[i], ignore) for i in table.identity])
+    dense = table[(table.pruner == DENSE_PRUNER) & (table.run_status != INCOMPLETE)]
+    dense = dense.sort_values("run_status", key=lambda s: s != COMPLETE, kind="stable").drop_duplicates("dense_key")
+    dense = dense[["dense_key", "sr", "latency_total_median_ms"]].rename(
+        columns={"sr": "dense_sr", "latency_total_median_ms": "dense_latency_ms"})
+    out = table.merge(dense, on="dense_key", how="left").drop(columns="dense_key")
     out["speedup"] = out.dense_latency_ms / out.latency_total_median_ms
     return out
 
 
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _sorted(table: pd.DataFrame, by: list[str], descending: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Sorted by `by` (a method by the paper's pruner order, then by name), then settings and completion."""
+    keys = [k for c in by for k in (("_order", "method") if c == "method" else (c,))] + ["settings", "run_status"]
+    table = table.assign(_order=table.pruner.map(method_order))
+    table = table.sort_values(keys, ascending=[k not in descending for k in keys], ignore_index=True, kind="stable")
+    return table.drop(columns="_order")
+
+
+def task_table(rs: RunSet) -> pd.DataFrame:
+    """Success per task (%, Wilson interval), with the task's completeness (done / wanted)."""
+    runs = dict(iter(rs.runs.groupby(GROUP_KEYS, sort=False)))
+    rows = []
+    for (experiment, status, task_id, task), episodes in rs.episodes.groupby([*GROUP_KEYS, "task_id", "task"]):
+        wanted_by_task = list(runs[(experiment, status)].wanted_by_task)
+        wanted = None if any(w is None for w in wanted_by_task) else sum(w.get(task_id, 0) for w in wanted_by_task)
+        done = int(episodes.wanted.fillna(1.0).sum())  # episodes of runs older than `wanted/` all count
+        rows.append({**rs.columns[experiment], "identity": experiment, "run_status": status,
+                     "task_id": task_id, "task": task, **seed_stats(episodes.seed),
+                     "completeness": completeness_label(done, wanted), **success_stats(episodes)})
+    table = pd.DataFrame(rows)
+    flats = {e: flatten(rs.identities[e]) for e in table.identity}
+    table["settings"] = settings_labels(table, flats, ["model", "device", "suite", "method", "task_id"])
+    table = _sorted(table, ["model", "device", "suite", "method", "keep", "task_id"], descending=("keep",))
+    return table.drop(columns="identity")
+
+
 def suite_table(rs: RunSet) -> pd.DataFrame:
-    """One row per experiment (model, device, suite, pruner, keep), seeds pooled, with SR_method/SR_dense."""
-    table = _with_dense(_grouped(rs, EXPERIMENT_KEYS), EXPERIMENT_KEYS)
+    """One row per experiment and suite (seeds pooled), with SR_method / SR_dense and the speedup."""
+    table = _groups(rs, {k: k[0] for k in zip(rs.runs.experiment, rs.runs.run_status)})
+    flats = {e: flatten(rs.identities[e]) for e in table.identity}
+    table = _with_dense(table, flats)
     table["relative_sr"] = table.sr / table.dense_sr.where(table.dense_sr > 0)
-    return table
+    table["settings"] = settings_labels(table, flats, ["model", "device", "suite", "method"])
+    return _sorted(table, ["model", "device", "suite", "method", "keep"], descending=("keep",))
 
 
 def retention_pct(pruner: str, keep: float) -> float:
     """The dense model keeps everything whatever `keep` says."""
-    return 100.0 if pruner == DENSE_PRUNER else round(100 * keep, 2)
+    return 100.0 if pruner == DENSE_PRUNER else round(100 * keep, 10)
+
+
+def table1_rows(per_suite: pd.DataFrame, rs: RunSet) -> dict[tuple[str, str], str]:
+    """The Table 1 row of each (experiment, run_status) of the suite table: its identity without the per-suite
+    fields, which are kept only where two runs of one row would otherwise share a suite column."""
+    flats = {e: flatten(rs.identities[e]) for e in per_suite.identity}
+
+    def row_identity(experiment: str, keep_fields=()) -> str:
+        flat = flats[experiment]
+        return json.dumps({k: v for k, v in flat.items() if k not in PER_SUITE_FIELDS or k in keep_fields},
+                          sort_keys=True)
+
+    table = per_suite.assign(base=[row_identity(e) for e in per_suite.identity],
+                             column=per_suite.suite.map(lambda s: SUITE_COLUMNS.get(s, s)))
+    extra: dict[tuple[str, str], set] = {}
+    for (base, status, _), cell in table.groupby(["base", "run_status", "column"], sort=False):
+        if len(cell) > 1:
+            extra.setdefault((base, status), set()).update(varying_fields([flats[e] for e in cell.identity]))
+    return {(e, s): row_identity(e, extra.get((b, s), ())) for e, s, b in zip(table.identity, table.run_status,
+                                                                             table.base)}
 
 
 def method_table(rs: RunSet) -> pd.DataFrame:
     """The paper's Table 1 layout: rows model x retention x method; success per suite (%, Wilson interval),
     relative accuracy, FLOPs, kept tokens, latency and speedup (cost pooled over the row's suites)."""
     per_suite = suite_table(rs)
-    overall = _with_dense(_grouped(rs, METHOD_KEYS), METHOD_KEYS)
+    row_of = table1_rows(per_suite, rs)
+    overall = _groups(rs, row_of)
+    flats = {i: json.loads(i) for i in overall.identity}
+    overall = _with_dense(overall, flats, ignore=PER_SUITE_FIELDS)  # a row split by step limit: the dense row
+    per_suite = per_suite.assign(row=[row_of[k] for k in zip(per_suite.identity, per_suite.run_status)])
     rows = []
     for _, row in overall.iterrows():
-        mine = per_suite[(per_suite[METHOD_KEYS] == row[METHOD_KEYS]).all(axis=1)]
+        mine = per_suite[(per_suite.row == row.identity) & (per_suite.run_status == row.run_status)]
         out = {"model": row.model, "device": row.device, "retention_pct": retention_pct(row.pruner, row.keep),
-               "method": METHOD_NAMES.get(row.pruner, row.pruner)}
+               "method": row.method}
         for _, s in mine.iterrows():
             col = SUITE_COLUMNS.get(s.suite, s.suite)
             out.update({col: s.sr, f"{col}_ci_low": s.sr_ci_low, f"{col}_ci_high": s.sr_ci_high})
@@ -170,27 +229,31 @@ def method_table(rs: RunSet) -> pd.DataFrame:
         out.update({"prefill_tmacs": row.prefill_tmacs_mean, "full_tmacs": row.full_tmacs_mean,
                     "kept_visual": row.kept_visual_mean, "latency_ms": row.latency_total_median_ms,
                     "latency_p90_ms": row.latency_total_p90_ms, "speedup": row.speedup,
-                    "episodes": row.episodes})
+                    "episodes": row.episodes, "seeds": row.seeds, "seed_values": row.seed_values,
+                    "completeness": row.completeness, "run_status": row.run_status,
+                    "pruner": row.pruner, "identity": row.identity})
         rows.append(out)
     table = pd.DataFrame(rows)
+    table["settings"] = settings_labels(table, flats, ["model", "device", "method"])
     suites = [c for c in dict.fromkeys(SUITE_COLUMNS.values()) if c in table.columns]
     front = ["model", "device", "retention_pct", "method"]
     ordered = front + [c for s in suites for c in (s, f"{s}_ci_low", f"{s}_ci_high")]
     table = table[ordered + [c for c in table.columns if c not in ordered]]
-    return table.sort_values(["model", "device", "retention_pct", "method"], ascending=[True, True, False, True],
-                             key=lambda c: c.map(_method_order) if c.name == "method" else c, ignore_index=True)
-
-
-def _method_order(name: str) -> int:
-    order = list(METHOD_NAMES.values())
-    return order.index(name) if name in order else len(order)
+    table = _sorted(table, ["model", "device", "retention_pct", "method"], descending=("retention_pct",))
+    return table.drop(columns=["pruner", "identity"])
 
 
 # --------------------------------------------------------------------------------------------- writing
 
 
+def _exact(value) -> str:
+    """A configured number as written: 0.25 -> '0.25', 25.0 -> '25', 12.5 -> '12.5'."""
+    return "" if pd.isna(value) else format(value, ".12g")
+
+
 def display_frame(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """Human-readable copy: each `X` with `X_ci_low`/`X_ci_high` becomes "X [lo, hi]", floats rounded."""
+    """Human-readable copy: each `X` with `X_ci_low`/`X_ci_high` becomes "X [lo, hi]", floats rounded, keep and
+    retention as configured."""
     out = table.copy()
     for col in [c for c in table.columns if f"{c}_ci_low" in table.columns]:
         out[col] = [
@@ -199,7 +262,9 @@ def display_frame(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
         ]
         out = out.drop(columns=[f"{col}_ci_low", f"{col}_ci_high"])
     for col in out.columns:
-        if not pd.api.types.is_numeric_dtype(out[col]):
+        if col in EXACT_COLUMNS:
+            out[col] = out[col].map(_exact)
+        elif not pd.api.types.is_numeric_dtype(out[col]):
             out[col] = out[col].fillna("")
         elif pd.api.types.is_float_dtype(out[col]):
             # FLOPs with 4 significant digits: a tiny model's 0.0004 T must not print as 0.000
@@ -221,15 +286,20 @@ def write_table(table: pd.DataFrame, out_dir: Path, name: str, caption: str) -> 
 
 def write_report(rs: RunSet, out_dir: Path) -> list[Path]:
     """All tables (per task, per suite, Table 1 layout) and all plots into out_dir."""
-    from evaluate.plots import write_plots
-
     per_suite = suite_table(rs)
     written = [
-        *write_table(task_table(rs), out_dir, "tasks", f"Success per task. {UNITS_NOTE}."),
-        *write_table(per_suite, out_dir, "suites", f"Per suite. {UNITS_NOTE}; relative_sr = SR_method / SR_dense."),
-        *write_table(method_table(rs), out_dir, "table1", f"Table 1 layout. {UNITS_NOTE}; {RELATIVE_ACC_NOTE}."),
+        *write_table(task_table(rs), out_dir, "tasks", f"Success per task. {UNITS_NOTE}; {ROWS_NOTE}."),
+        *write_table(per_suite.drop(columns="identity"), out_dir, "suites",
+                     f"Per suite. {UNITS_NOTE}; relative_sr = SR_method / SR_dense; {ROWS_NOTE}."),
+        *write_table(method_table(rs), out_dir, "table1",
+                     f"Table 1 layout. {UNITS_NOTE}; {RELATIVE_ACC_NOTE}; {ROWS_NOTE}."),
     ]
     return written + write_plots(per_suite, out_dir)
+
+
+def show_warnings() -> None:
+    """Warnings of the run loader (unreadable files) as one `warning:` line each on stderr."""
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="run directories or directories above them (e.g. runs/)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="where tables and plots go")
     args = parser.parse_args(argv)
+    show_warnings()
     try:
         runs = load_runs(args.runs)
     except FileNotFoundError as e:

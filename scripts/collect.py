@@ -4,7 +4,11 @@
 
 Rows: model x retention x method (the paper's rows of every model we have runs of, plus ours); columns per
 suite: ours, paper, ours - paper (success rate, %), the same for relative accuracy, then our FLOPs
-(TMACs = the paper's "FLOPs (T)"), our latency and the paper's (RTX 4090: compare only the trend).
+(TMACs = the paper's "FLOPs (T)"), our latency and the paper's (RTX 4090: compare only the trend), and how
+each of our rows was made: seeds pooled, completeness (episodes done / wanted), settings. Our rows are
+evaluate.report's Table 1 rows (one per experiment, never pooled across pruner options, step limits or
+checkpoints; incomplete runs are rows of their own): a variant such as `VLA-Pruner (criterion=semantic_only)`
+has no paper row and stands alone.
 Writes table1_vs_paper.{csv,md,tex} and prints the Markdown.
 """
 from __future__ import annotations
@@ -18,7 +22,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evaluate.report import RELATIVE_ACC_NOTE, load_runs, method_table, write_table  # noqa: E402
+from evaluate.report import (RELATIVE_ACC_NOTE, ROWS_NOTE, load_runs, method_table, show_warnings,  # noqa: E402
+                             write_table)
 
 DEFAULT_PAPER = REPO / ".." / "shared" / "reference" / "paper_table1_libero.csv"
 ROW_KEYS = ["model", "retention_pct", "method"]
@@ -43,7 +48,8 @@ def compare(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
         merged[f"{col}_diff"] = merged[col] - merged[f"{col}_paper"]
         extra = [c for c in (f"{col}_ci_low", f"{col}_ci_high") if c in merged]
         columns += [col, *extra, f"{col}_paper", f"{col}_diff"]
-    columns += ["prefill_tmacs", "latency_ms", "latency_ms_rtx4090", "episodes"]
+    columns += ["prefill_tmacs", "latency_ms", "latency_ms_rtx4090", "episodes", "seeds", "completeness",
+                "run_status", "settings"]
     merged = merged.reindex(columns=columns)
     order = list(dict.fromkeys([*paper.method, *ours.method]))  # the paper's row order, our extra methods after
     return merged.sort_values(["model", "retention_pct", "method"], ascending=[True, False, True], ignore_index=True,
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paper", type=Path, default=DEFAULT_PAPER, help="the paper's Table 1 as CSV")
     args = parser.parse_args(argv)
     paper = read_paper(args.paper)
+    show_warnings()
     try:
         runs = load_runs(args.runs)
     except FileNotFoundError as e:
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     table = compare(method_table(runs), paper)
     caption = (f"Ours vs the paper (VLA-Pruner, Table 1): success rates in %, ours with 95% Wilson intervals; "
                f"_diff = ours - paper; {RELATIVE_ACC_NOTE}; prefill_tmacs = analytic LLM prefill, TMACs "
-               f"(the paper's FLOPs (T)); latency: ours median ms per query, the paper's on an RTX 4090")
+               f"(the paper's FLOPs (T)); latency: ours median ms per query, the paper's on an RTX 4090; {ROWS_NOTE}")
     paths = write_table(table, args.out, "table1_vs_paper", caption)
     print(paths[1].read_text())
     print("\n".join(map(str, paths)))

@@ -39,6 +39,7 @@ def write_run(root: Path, suite: str, pruner: str, keep: float, seed: int, outco
     cfg = {"policy": {"name": "vla", "label": model}, "model": {"name": model, "family": "openvla", "checkpoint": None},
            "pruner": {"name": pruner}, "suite": {"name": suite, "max_steps": 220}, "keep": keep, "seed": seed,
            "device": device}
+    run_dir.mkdir(parents=True)
     store = ResultStore(run_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
     kept = 256 if pruner == "none" else round(keep * 256)

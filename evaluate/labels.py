@@ -1,0 +1,34 @@
+"""Names shown in tables and figures: the dense baseline, the paper's suite columns and method names, and the
+label of a pruner variant. Tables (evaluate.report), figures (evaluate.plots) and overlays read them here, so
+a variant is named the same everywhere and plots need not import the report.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from omegaconf import OmegaConf
+
+from evaluate.config import pruner_tag
+
+DENSE_PRUNER = "none"
+# The paper's column and row names.
+SUITE_COLUMNS = {"libero_spatial": "spatial", "libero_object": "object", "libero_goal": "goal",
+                 "libero_10": "long", "libero_long": "long", "libero_90": "libero_90"}
+METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "vla": "VLA-Pruner",
+                "random": "Random"}
+
+
+def method_label(identity: Mapping) -> str:
+    """`VLA-Pruner`, or `VLA-Pruner (criterion=semantic_only)` when pruner options differ from the defaults in
+    configs/pruner/<name>.yaml: the rule that names run directories (evaluate.config.pruner_tag), so a table row
+    and its directory say the same. `identity` is the whole run identity, so that defaults depending on more than
+    the pruner (e.g. per model) are added here and nowhere else."""
+    name, *changed = pruner_tag(OmegaConf.create(dict(identity["pruner"]))).split(",")
+    base = METHOD_NAMES.get(name, name)
+    return f"{base} ({', '.join(changed)})" if changed else base
+
+
+def method_order(pruner: str) -> int:
+    """Rows and legends list the known pruners in the paper's order, others after."""
+    known = list(METHOD_NAMES)
+    return known.index(pruner) if pruner in known else len(known)
