@@ -3,24 +3,68 @@
 Protocol (spec/openvla.md): 256x256 cameras, `env.seed(0)`, reset, episode i uses init state i, ten wait
 steps with a no-op that keeps the gripper open, then the policy acts for at most the suite's max steps.
 `done` from `env.step` means success; the step limit is enforced by the rollout loop.
+
+The simulator's own chatter (robosuite's macro-file warnings, libero's task-order notes) goes to the run's log
+file, not the console, where a user should see the run's settings, the progress bar and the summary.
 """
 from __future__ import annotations
 
+import io
+import logging
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before robosuite imports mujoco
 if os.environ.get("CUDA_VISIBLE_DEVICES") == "":  # job launchers hide GPUs so; robosuite would then parse ""
     os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", "0")  # as an EGL device id: name the first device instead
 
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 CAMERA_SIZE = 256
 WAIT_STEPS = 10
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+
+
+class _RunLogFileOnly(logging.Filter):
+    """On a simulator logger: hand each record to the root logger's file handlers (the run's log file that
+    Hydra opens) and drop it for every other handler, robosuite's own console handler and Hydra's included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+        return False
+
+
+def _run_log_only(name: str) -> logging.Logger:
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _RunLogFileOnly) for f in logger.filters):
+        logger.addFilter(_RunLogFileOnly())
+    return logger
+
+
+# Set before anything imports robosuite: its import warns (three lines, no private macro file) through the
+# logger "robosuite_logs", on a console handler of its own and, propagated, on Hydra's.
+_run_log_only("robosuite_logs")
+LIBERO_LOG = _run_log_only("libero")
+
+
+@contextmanager
+def _prints_to_run_log() -> Iterator[None]:
+    """libero prints notes on stdout (a suite's task order whenever its benchmark is built); log them instead."""
+    captured = io.StringIO()
+    try:
+        with redirect_stdout(captured):
+            yield
+    finally:
+        for line in captured.getvalue().splitlines():
+            if line.strip():
+                LIBERO_LOG.info(line)
 
 
 @dataclass(frozen=True)
@@ -37,9 +81,10 @@ class LiberoTask:
 
 
 def _benchmark(suite: str):
-    from libero.libero import benchmark
+    with _prints_to_run_log():
+        from libero.libero import benchmark
 
-    return benchmark.get_benchmark_dict()[suite]()
+        return benchmark.get_benchmark_dict()[suite]()
 
 
 def load_suite(suite: str) -> list[LiberoTask]:
@@ -64,12 +109,13 @@ class TaskEnv:
     """One task's simulator; create it once per task, reuse it across that task's episodes."""
 
     def __init__(self, task: LiberoTask):
-        from libero.libero.envs import OffScreenRenderEnv
-
         self.task = task
-        self.env = OffScreenRenderEnv(
-            bddl_file_name=str(task.bddl_file), camera_heights=CAMERA_SIZE, camera_widths=CAMERA_SIZE
-        )
+        with _prints_to_run_log():
+            from libero.libero.envs import OffScreenRenderEnv
+
+            self.env = OffScreenRenderEnv(
+                bddl_file_name=str(task.bddl_file), camera_heights=CAMERA_SIZE, camera_widths=CAMERA_SIZE
+            )
         self.env.seed(0)
 
     def start_episode(self, init_index: int) -> dict:
@@ -80,8 +126,9 @@ class TaskEnv:
                 f"init state {init_index} out of range: task {self.task.task_id} of {self.task.suite} "
                 f"has {len(states)} init states (0..{len(states) - 1})"
             )
-        self.env.reset()
-        obs = self.env.set_init_state(states[init_index])
+        with _prints_to_run_log():
+            self.env.reset()
+            obs = self.env.set_init_state(states[init_index])
         for _ in range(WAIT_STEPS):
             obs, _, _, _ = self.env.step(WAIT_ACTION)
         return obs

@@ -17,3 +17,15 @@ python_bin="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+
+# robosuite warns on every import (three lines on the console) until it has a private macro file: create it
+# as its scripts/setup_macros.py does, a copy of the defaults, so no setting changes.
+.venv/bin/python - <<'PY'
+import shutil
+from importlib.util import find_spec
+from pathlib import Path
+
+package = Path(find_spec("robosuite").submodule_search_locations[0])
+if not (package / "macros_private.py").exists():
+    shutil.copyfile(package / "macros.py", package / "macros_private.py")
+PY
