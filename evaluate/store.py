@@ -7,7 +7,7 @@ and `summary.json`/`per_task.csv`/`per_task.md`, rewritten at start and after ev
 Because every finished episode is on disk before the next starts, a crash, Ctrl-C or SIGTERM loses nothing
 finished and a re-run with the same directory skips what is done.
 
-One writer per task: `lock_tasks` takes an exclusive lock per task file (POSIX record locks, which the
+One writer per task: `lock_tasks` takes an exclusive lock per task (`locks/taskNN.lock`) (POSIX record locks, which the
 kernel drops when the holder dies, also on NFS with lockd), so a resubmitted job cannot run beside the old
 one; reading de-duplicates (task, init) anyway, so directories written before locks existed never count an
 episode twice.
@@ -28,6 +28,7 @@ from typing import Iterable, Iterator
 
 EPISODES_DIR = "episodes"
 WANTED_DIR = "wanted"
+LOCKS_DIR = "locks"
 IDENTITY_FILE = "run_identity.json"
 WRITE_ATTEMPTS = 3
 RECOVERY_ROOT = Path(tempfile.gettempdir()) / "vla_pruner_recovered"
@@ -69,11 +70,14 @@ class StoreWriteError(StoreError):
 
 
 def check_writable(directory: str | Path) -> None:
-    """Create `directory` and a file in it, or fail with one line saying why (checked before any work)."""
-    directory = Path(directory)
+    """Fail with one line when `directory` cannot be created or written (checked before any work; creates
+    nothing: the nearest existing ancestor must be a writable directory)."""
+    directory = Path(directory).absolute()
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
             pass
     except OSError as e:
         raise StoreError(f"output directory {directory} is not writable ({e.strerror or e}); "
@@ -179,11 +183,12 @@ class ResultStore:
     def lock_tasks(self, task_ids: Iterable[int]) -> Iterator[None]:
         """Hold an exclusive lock on each task's file for the life of the run; refuse (RunLocked) when another
         process holds one, naming it."""
-        self.episodes_dir.mkdir(parents=True, exist_ok=True)
+        locks_dir = self.run_dir / LOCKS_DIR
+        locks_dir.mkdir(parents=True, exist_ok=True)
         held = []
         try:
             for task_id in sorted(set(task_ids)):
-                path = self.episodes_dir / f"task{task_id:02d}.lock"
+                path = locks_dir / f"task{task_id:02d}.lock"
                 handle = open(path, "a+")
                 try:
                     fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
