@@ -93,8 +93,15 @@ def test_cost_columns_latency_without_warmup_flops_tokens_speedup(runs):
     fastv = (3 * layer_macs(291, D, M) + 29 * layer_macs(PROMPT + 128, D, M)) / 1e12
     assert table.loc["FastV", "prefill_tmacs"] == pytest.approx(fastv)
     assert table.loc["FastV", "kept_visual"] == 128
-    # warm-up queries are dense and count towards FLOPs and kept tokens (one in three queries)
-    assert table.loc["VLA-Pruner", "kept_visual"] == pytest.approx((256 + 2 * 64) / 3)
+    # headline FLOPs and kept tokens leave the dense warm-up queries out (the paper's convention: the same
+    # token counts as FastV at the same keep); the all-query means (one warm-up in three) stand beside them
+    assert table.loc["VLA-Pruner", "kept_visual"] == 64
+    vla = (3 * layer_macs(291, D, M) + 29 * layer_macs(PROMPT + 64, D, M)) / 1e12
+    assert table.loc["VLA-Pruner", "prefill_tmacs"] == pytest.approx(vla)
+    per_suite = suite_table(rs)
+    row = per_suite[per_suite.pruner == "vla"].iloc[0]
+    assert row.kept_visual_mean_all_queries == pytest.approx((256 + 2 * 64) / 3)
+    assert row.prefill_tmacs_mean_all_queries == pytest.approx((32 * layer_macs(291, D, M) / 1e12 + 2 * vla) / 3)
     metrics = query_metrics(ResultStore(runs / "openvla/libero_spatial/vla-keep0.25/seed7").records(),
                             {"name": "openvla", "family": "openvla"})
     assert metrics["warmup_queries"] == 2 and metrics["latency_total_median_ms"] == 80.0
@@ -152,3 +159,12 @@ def test_collect_fails_clearly_without_the_paper_table(runs, tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(runs), "--paper",
                              str(tmp_path / "absent.csv")], capture_output=True, text=True, cwd=REPO)
     assert result.returncode != 0 and "absent.csv" in result.stderr and "--paper" in result.stderr
+
+
+def test_headline_flops_of_vla_pruner_equal_fastv_at_the_same_keep(tmp_path):
+    """Issue 11: warm-up queries (dense, while VLA-Pruner's history fills) are not in the headline cost."""
+    write_run(tmp_path, "libero_spatial", "fastv", 0.25, 7, {0: [True]}, total_ms=80.0)
+    write_run(tmp_path, "libero_spatial", "vla", 0.25, 7, {0: [True]}, total_ms=80.0, warmup_ms=190.0)
+    table = method_table(load_runs([tmp_path])).set_index("method")
+    assert table.loc["VLA-Pruner", "prefill_tmacs"] == table.loc["FastV", "prefill_tmacs"]
+    assert table.loc["VLA-Pruner", "kept_visual"] == table.loc["FastV", "kept_visual"] == 64
