@@ -50,7 +50,8 @@ PER_SUITE_FIELDS = ("suite.name", "suite.max_steps", "model.checkpoint", "model.
 EXACT_COLUMNS = ("keep", "retention_pct")  # printed as configured: 0.25 stays 0.25 (not 0.2)
 RELATIVE_ACC_NOTE = "relative accuracy = 100 x mean over suites of SR_method / SR_dense (same model)"
 UNITS_NOTE = ("success rates in % with 95% Wilson intervals; FLOPs = analytic LLM prefill in TMACs "
-              "(the paper's 'FLOPs (T)'), mean over queries without warm-up (all queries: prefill_tmacs_all_queries); latency = median ms per query without warm-up; "
+              "(the paper's 'FLOPs (T)'), mean over queries without warm-up (all queries: "
+              "prefill_tmacs_all_queries); latency = median ms per query without warm-up; "
               "speedup = dense latency / method latency (same model and device)")
 ROWS_NOTE = ("one row per experiment (full run identity; method options that differ from the defaults in "
              "brackets); seeds = runs differing only in seed, pooled; completeness = episodes done / wanted, "
