@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from evaluate.report import METHOD_NAMES
+from evaluate.labels import method_label
 from evaluate.store import ResultStore
 from vla_pruner.models.preprocess import IMAGE_SIZE, libero_image
 from vla_pruner.pruning import hex_to_indices
@@ -59,7 +59,7 @@ def run_label(run_dir: Path) -> str:
     if not config.exists():
         return run_dir.name
     cfg = OmegaConf.load(config)
-    return f"{METHOD_NAMES.get(cfg.pruner.name, cfg.pruner.name)} keep {cfg.keep}"
+    return f"{method_label(cfg)} keep {cfg.keep}"  # named as its table row
 
 
 def query_mask(query: dict) -> tuple[np.ndarray | None, bool]:
