@@ -16,6 +16,7 @@ class FastVConfig(PrunerConfig):
     prune_layer: int = 3
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("source", self.source, ("last", "prefill"))
 
 

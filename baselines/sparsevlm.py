@@ -30,6 +30,7 @@ class SparseVLMConfig(PrunerConfig):
     prune_layer: int = 3  # single mode only: tokens dropped before this layer
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("mode", self.mode, ("single", "progressive"))
 
 

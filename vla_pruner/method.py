@@ -37,17 +37,16 @@ class VLAPrunerConfig(PrunerConfig):
     temporal_order: str = "paper"
 
     def __post_init__(self):
+        super().__post_init__()  # field types
         check_choice("criterion", self.criterion, CRITERIA)
         check_choice("semantic_source", self.semantic_source, ("prefill", "last"))
         check_choice("warmup", self.warmup, WARMUPS)
         check_choice("temporal_order", self.temporal_order, TEMPORAL_ORDERS)
-        check_choice("redundancy_filter", self.redundancy_filter, (True, False))
         layers = self.action_layers
-        if layers != "later_half" and (isinstance(layers, str) or not layers
-                                       or not all(isinstance(i, int) for i in layers)):
+        if layers != "later_half" and (isinstance(layers, str) or not layers):
             raise ValueError(f"action_layers={layers!r} is not valid; use 'later_half' or a list of layer "
                              "indices such as [15]")
-        if not isinstance(self.window, int) or self.window < 1:
+        if self.window < 1:
             raise ValueError(f"window={self.window!r} must be a positive integer")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma={self.gamma!r} must be in (0, 1]")

@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Mapping, Sequence
 
@@ -179,12 +181,45 @@ def check_choice(option: str, value: Any, choices: Sequence[Any]) -> None:
 def check_prune_layer(prune_layer: int, num_layers: int) -> None:
     """Layer K must leave a scoring layer (K-1 >= 0) and at least one layer after pruning (K < L)."""
     if not 1 <= prune_layer < num_layers:
-        raise ValueError(f"prune_layer={prune_layer} must be in 1..{num_layers - 1} for a {num_layers}-layer model")
+        raise ValueError(f"prune_layer={prune_layer} must be in 1..{num_layers - 1} "
+                         f"for a model with {num_layers} layers")
+
+
+def matches_type(value: Any, hint: Any) -> bool:
+    """Whether an option value fits its annotation: int (not bool), float (int or float, not bool), bool, str,
+    `tuple[T, ...]` and unions of these. Config values come from the command line, so they are checked."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, h) for h in typing.get_args(hint))
+    if origin is tuple:
+        return isinstance(value, tuple) and all(matches_type(v, typing.get_args(hint)[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(h) for h in typing.get_args(hint))
+    if origin is tuple:
+        return f"a list of {type_name(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, hint.__name__)
 
 
 @dataclass(frozen=True)
 class PrunerConfig:
-    """Base of the typed per-pruner options; subclasses validate in __post_init__."""
+    """Base of the typed per-pruner options: every field must fit its annotation (`prune_layer=2.5` is refused
+    here, not at the first query); subclasses check ranges and choices in __post_init__ after super()'s."""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not matches_type(value, hints[f.name]):
+                raise ValueError(f"{f.name}={value!r} must be {type_name(hints[f.name])}")
 
 
 # --------------------------------------------------------------------------------------------- pruners
