@@ -123,3 +123,59 @@ def test_sharded_checkpoint_loads_like_a_single_file(tiny_checkpoint, tmp_path):
     (target / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     single, sharded = OpenVLA.from_pretrained(tiny_checkpoint, device="cpu"), OpenVLA.from_pretrained(target, device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(single.state_dict().values(), sharded.state_dict().values()))
+
+
+def broken_copy(source, target, files: dict):
+    """`source` with some files replaced by the given bytes (None: removed); the weights are linked, not copied,
+    unless replaced."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("model.safetensors"))
+    (target / "model.safetensors").symlink_to(source / "model.safetensors")
+    for name, data in files.items():
+        (target / name).unlink(missing_ok=True)
+        if data is not None:
+            (target / name).write_bytes(data)
+    return target
+
+
+def half(path) -> bytes:
+    data = path.read_bytes()
+    return data[: len(data) // 2]
+
+
+UNREADABLE = {  # files replaced -> the start of the error, naming the file
+    "empty directory": (lambda ckpt: {p.name: None for p in ckpt.iterdir()},
+                        "no config.json in checkpoint directory {d}"),
+    "truncated weights": (lambda ckpt: {"model.safetensors": half(ckpt / "model.safetensors")},
+                          "cannot read {d}/model.safetensors: not a complete safetensors file"),
+    "empty weights file": (lambda ckpt: {"model.safetensors": b""},
+                           "cannot read {d}/model.safetensors: not a complete safetensors file"),
+    "garbage weights": (lambda ckpt: {"model.safetensors": b"Access denied\n" * 100},
+                        "cannot read {d}/model.safetensors: not a complete safetensors file"),
+    "truncated config.json": (lambda ckpt: {"config.json": half(ckpt / "config.json")},
+                              "cannot read {d}/config.json: not valid JSON"),
+    "config.json not an OpenVLA": (lambda ckpt: {"config.json": b'{"architectures": ["LlamaForCausalLM"]}'},
+                                   "cannot use {d}/config.json: only the fused (two-ViT) OpenVLA vision backbone"),
+    "config.json without text_config": (
+        lambda ckpt: {"config.json": json.dumps({**json.loads((ckpt / "config.json").read_text()),
+                                                 "text_config": None}).encode()},
+        "cannot use {d}/config.json: no text_config object"),
+    "binary dataset_statistics.json": (lambda ckpt: {"dataset_statistics.json": bytes(range(256))},
+                                       "cannot read {d}/dataset_statistics.json: not valid JSON"),
+    "garbage shard index": (lambda ckpt: {"model.safetensors": None, "model.safetensors.index.json": b"weight_map"},
+                            "cannot read {d}/model.safetensors.index.json: not valid JSON"),
+    "index naming a missing shard": (
+        lambda ckpt: {"model.safetensors": None, "model.safetensors.index.json": json.dumps(
+            {"weight_map": {"projector.fc1.weight": "model-00001-of-00002.safetensors"}}).encode()},
+        "{d}/model.safetensors.index.json lists shards that are not in {d}: model-00001-of-00002.safetensors"),
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE)
+def test_unreadable_file_is_one_line_naming_it(case, tiny_checkpoint, tmp_path):
+    files, expected = UNREADABLE[case]
+    path = broken_copy(tiny_checkpoint, tmp_path / "ckpt", files(tiny_checkpoint))
+    with pytest.raises(CheckpointError) as error:
+        OpenVLA.from_pretrained(path, device="cpu")
+    message = str(error.value)
+    assert message.startswith(expected.format(d=path)), message
+    assert "\n" not in message

@@ -3,7 +3,9 @@
 A checkpoint is a directory with config.json, model.safetensors (or a sharded model.safetensors.index.json),
 the tokenizer files, preprocessor_config.json and optionally dataset_statistics.json. Loading is strict:
 every stored tensor must map onto a parameter and every parameter must be stored, except the vision
-weights that never run (see `vision.unused_parameter_prefixes`).
+weights that never run (see `vision.unused_parameter_prefixes`). A file that cannot be read (missing,
+truncated, not JSON, not safetensors) is a `CheckpointError` naming the file, and `check_checkpoint_files`
+finds those without reading a tensor, so that a run can refuse a broken checkpoint before it starts.
 """
 from __future__ import annotations
 
@@ -13,12 +15,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .config import OpenVLAConfig
 
+CONFIG_FILE = "config.json"
+STATS_FILE = "dataset_statistics.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # either: the fast or the sentencepiece vocabulary
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 EXAMPLE_OVERRIDE = "model.checkpoint=/path/to/openvla-7b-finetuned-libero-spatial"
 
@@ -27,14 +34,22 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be found or does not fit the model; the message says what to do."""
 
 
-def resolve_checkpoint(path_or_id: str | Path) -> Path:
-    """A local checkpoint directory, or a hub id fetched through the Hugging Face cache where a hub is reachable."""
+def _local_dir(path_or_id: str | Path) -> Path | None:
+    """The local directory `path_or_id` names, None for a hub id, CheckpointError for neither."""
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
-    text = str(path_or_id)
-    if not _HUB_ID.match(text):
+    if not _HUB_ID.match(str(path_or_id)):
         raise CheckpointError(f"checkpoint directory not found: {path}")
+    return None
+
+
+def resolve_checkpoint(path_or_id: str | Path) -> Path:
+    """A local checkpoint directory, or a hub id fetched through the Hugging Face cache where a hub is reachable."""
+    local = _local_dir(path_or_id)
+    if local is not None:
+        return local
+    text = str(path_or_id)
     try:
         from huggingface_hub import snapshot_download
 
@@ -46,27 +61,86 @@ def resolve_checkpoint(path_or_id: str | Path) -> Path:
         ) from None
 
 
+def locate_checkpoint(path_or_id: str | Path) -> Path | None:
+    """`resolve_checkpoint` without a download: the local directory, a hub id's snapshot already in the Hugging
+    Face cache, or None for a hub id only a download can bring (whether a hub is reachable is not known
+    before trying)."""
+    local = _local_dir(path_or_id)
+    if local is not None:
+        return local
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(str(path_or_id), CONFIG_FILE)
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of the checkpoint; anything else is a CheckpointError naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"cannot read {path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
 def read_config(directory: Path) -> tuple[OpenVLAConfig, dict[str, Any]]:
     """Typed config plus the raw dict; `dataset_statistics.json` (if present) replaces config.norm_stats."""
-    config_file = directory / "config.json"
+    config_file = directory / CONFIG_FILE
     if not config_file.is_file():
-        raise CheckpointError(f"no config.json in checkpoint directory {directory}")
-    raw = json.loads(config_file.read_text())
-    stats_file = directory / "dataset_statistics.json"
+        raise CheckpointError(f"no {CONFIG_FILE} in checkpoint directory {directory}")
+    raw = read_json(config_file)
+    stats_file = directory / STATS_FILE
     if stats_file.is_file():
-        raw["norm_stats"] = json.loads(stats_file.read_text())
-    return OpenVLAConfig.from_dict(raw), raw
+        raw["norm_stats"] = read_json(stats_file)
+    try:
+        return OpenVLAConfig.from_dict(raw), raw
+    except ValueError as e:
+        raise CheckpointError(f"cannot use {config_file}: {e}") from None
 
 
 def weight_files(directory: Path) -> list[Path]:
     index = directory / WEIGHTS_INDEX_FILE
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [directory / s for s in shards]
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"cannot read {index}: no weight_map of tensor names to shard files")
+        shards = [directory / s for s in sorted(set(map(str, weight_map.values())))]
+        missing = [s.name for s in shards if not s.is_file()]
+        if missing:
+            raise CheckpointError(f"{index} lists shards that are not in {directory}: {', '.join(missing)}")
+        return shards
     single = directory / WEIGHTS_FILE
     if single.is_file():
         return [single]
     raise CheckpointError(f"no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE} in checkpoint directory {directory}")
+
+
+def open_weights(file: Path):
+    """`safe_open` on one weights file (reads its header only); a truncated or non-safetensors file is a
+    CheckpointError naming it."""
+    try:
+        return safe_open(str(file), framework="pt")
+    except SafetensorError as e:
+        raise CheckpointError(f"cannot read {file}: not a complete safetensors file ({e})") from None
+
+
+def check_checkpoint_files(directory: Path) -> tuple[OpenVLAConfig, dict[str, Any]]:
+    """Everything loading reads, checked without reading a tensor: config.json (+ dataset_statistics.json),
+    every weights file's header (which must cover the file), the tokenizer and the preprocessor config.
+    Returns what `read_config` does."""
+    config, raw = read_config(directory)
+    for file in weight_files(directory):
+        with open_weights(file):
+            pass
+    for name in (TOKENIZER_CONFIG_FILE, PREPROCESSOR_FILE):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"no {name} in checkpoint directory {directory}")
+        read_json(directory / name)
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise CheckpointError(f"no {' or '.join(TOKENIZER_FILES)} (tokenizer) in checkpoint directory {directory}")
+    return config, raw
 
 
 def to_module_key(stored: str) -> str:
@@ -81,7 +155,7 @@ def to_stored_key(module_key: str) -> str:
 def iter_tensors(directory: Path) -> Iterator[tuple[str, Any]]:
     """(module key, lazy tensor slice) for every stored tensor, shard by shard."""
     for file in weight_files(directory):
-        with safe_open(str(file), framework="pt") as f:
+        with open_weights(file) as f:
             for key in f.keys():
                 yield to_module_key(key), f.get_tensor(key)
 

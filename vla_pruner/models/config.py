@@ -46,8 +46,15 @@ class OpenVLAConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "OpenVLAConfig":
-        if not raw.get("use_fused_vision_backbone", False) or len(raw.get("timm_model_ids", [])) != 2:
-            raise ValueError("only the fused (two-ViT) OpenVLA vision backbone is supported")
+        """ValueError (one line) for a config.json this model cannot be built from."""
+        if not raw.get("use_fused_vision_backbone", False) or len(raw.get("timm_model_ids") or []) != 2:
+            raise ValueError("only the fused (two-ViT) OpenVLA vision backbone is supported "
+                             "(use_fused_vision_backbone: true and two timm_model_ids)")
+        if not isinstance(raw.get("text_config"), dict):
+            raise ValueError("no text_config object (the language model's dimensions)")
+        for name, kind in (("norm_stats", dict), ("image_sizes", list)):
+            if raw.get(name) is not None and not isinstance(raw[name], kind):
+                raise ValueError(f"{name} is a {type(raw[name]).__name__}, not a {kind.__name__}")
         names = cls.__dataclass_fields__.keys()
         return cls(**{k: v for k, v in raw.items() if k in names and v is not None})
 
