@@ -93,10 +93,11 @@ def check_group_overrides(args: list[str]) -> None:
 
 
 def validate(cfg: DictConfig, policies: dict) -> None:
+    """Everything a run needs that can be checked without loading weights or building an environment: the
+    values here, then the policy's own registered check (for `vla`: model, checkpoint files, device, pruner)."""
     if cfg.policy.name not in policies:
         raise ConfigError(f"unknown policy '{cfg.policy.name}'; valid choices: {', '.join(sorted(policies))}")
-    if not 0.0 < cfg.keep <= 1.0:
-        raise ConfigError(f"keep={cfg.keep} is outside (0, 1]: it is the fraction of visual tokens kept")
+    check_keep(cfg.keep)
     if not 1 <= cfg.episodes_per_task <= EPISODES_PER_TASK_MAX:
         raise ConfigError(
             f"episodes_per_task={cfg.episodes_per_task} must be in 1..{EPISODES_PER_TASK_MAX} "
@@ -106,6 +107,48 @@ def validate(cfg: DictConfig, policies: dict) -> None:
         raise ConfigError(f"suite.max_steps={cfg.suite.max_steps} must be at least 1")
     if not DEVICE_PATTERN.match(cfg.device):
         raise ConfigError(f"device '{cfg.device}' is not one of: auto, cpu, cuda, cuda:N, mps")
+    if cfg.tasks is not None and len(cfg.tasks) == 0:
+        raise ConfigError("tasks=[] selects no task; list task ids, e.g. tasks=[0,3], or tasks=null for all")
+    from evaluate.policy import check_policy
+
+    check_policy(cfg)
+
+
+def check_keep(keep: float) -> None:
+    if not 0.0 < keep <= 1.0:
+        raise ConfigError(f"keep={keep} is outside (0, 1]: it is the fraction of visual tokens kept")
+
+
+def check_device_available(device: str) -> None:
+    """`cuda`, `cuda:N` and `mps` must exist on this machine (`auto` falls back to the CPU by itself)."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "" if torch.version.cuda else f", and this torch {torch.__version__} is built without CUDA"
+            raise ConfigError(f"device={device}: no CUDA GPU is visible here{build}; use device=cpu or device=auto")
+        if index and int(index) >= count:
+            raise ConfigError(f"device={device}: this machine has {count} CUDA GPU(s); valid: cuda:0..cuda:{count - 1}")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps: MPS is not available here; use device=cpu or device=auto")
+
+
+def build_checked_pruner(pruner: DictConfig | dict, keep: float, layout=None):
+    """The pruner a run builds (same registry, same options) for a model of `layout` (`ModelLayout`); a bad
+    option, a prune layer outside the model or a `keep` that keeps no token is a ConfigError naming it.
+    Without a layout (an architecture not known before loading) only the options are checked; returns None."""
+    import baselines
+
+    options = OmegaConf.to_container(pruner, resolve=True) if isinstance(pruner, DictConfig) else dict(pruner)
+    try:
+        if layout is None:
+            baselines.pruner_config(options)
+            return None
+        return baselines.build_pruner(options, keep, layout)
+    except ValueError as e:
+        raise ConfigError(f"pruner {options.get('name')}: {e}") from None
 
 
 def select_tasks(cfg: DictConfig, n_tasks: int) -> list[int]:

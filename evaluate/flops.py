@@ -15,8 +15,10 @@ Two counts:
 Neither counts element-wise work (norms, activations, softmax, RoPE), embedding look-ups, pruning probes or
 OpenVLA-OFT's action head and proprio projector.
 
-CLI (no weights loaded): `python -m evaluate.flops model=openvla keep=0.25 [prompt_tokens=35] [pruner=...]`
-prints the dense and pruned prefill counts; its last line is the pruned count alone, in TMACs.
+CLI (no weights loaded): `python -m evaluate.flops model=openvla pruner=fastv keep=0.25 [prompt_tokens=35]`
+prints the dense and pruned prefill counts; its last line is the pruned count alone, in TMACs. The pruner is
+built and checked exactly as a run builds it (same options, same errors), and the per-layer token counts come
+from its plan: no stages (pruner=none) = dense, one stage = one cut, progressive SparseVLM = its stage counts.
 """
 from __future__ import annotations
 
@@ -110,6 +112,21 @@ def layer_macs(n: int, d: int, m: int) -> int:
 def prefill_macs(tokens_per_layer: Sequence[int], d: int, m: int) -> int:
     """The paper's analytic LLM-prefill count: layer l processes tokens_per_layer[l] tokens."""
     return sum(layer_macs(int(n), d, m) for n in tokens_per_layer)
+
+
+def plan_schedule(pruner, dims: VlaDims, prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> list[int]:
+    """Per-layer prefill tokens of a query that `pruner` (a built `vla_pruner.pruning.Pruner`) prunes, once its
+    history is warm: layer `stage.layer` still sees the stage's input, the layers after it what the stage left
+    (the visual budget; progressive SparseVLM: its `stage_counts`, kept + merged, per image)."""
+    stages = pruner.plan.stages
+    per_image = pruner.describe().get("stage_counts") or [[b] * len(stages) for b in pruner.budgets]
+    after_stage = {s.layer: dims.sequence_length(prompt_tokens, 0) + sum(c[j] for c in per_image)
+                   for j, s in enumerate(stages)}
+    tokens, schedule = dims.sequence_length(prompt_tokens), []
+    for layer in range(dims.llm.num_layers):
+        schedule.append(tokens)
+        tokens = after_stage.get(layer, tokens)
+    return schedule
 
 
 def pruned_schedule(dense_tokens: int, kept_tokens: int, num_layers: int,
@@ -233,10 +250,19 @@ ARCHITECTURES: dict[str, Callable[[], dict]] = {
 
 def model_family(model_cfg: Mapping) -> str:
     """The model's `family` field (configs/model/*.yaml)."""
+    from evaluate.config import ConfigError
+
     family = model_cfg.get("family")
     if family not in FAMILIES:
-        raise ValueError(f"model '{model_cfg.get('name')}' has family {family!r}; known: {', '.join(FAMILIES)}")
+        raise ConfigError(f"model '{model_cfg.get('name')}' has family {family!r}; known: {', '.join(FAMILIES)}")
     return family
+
+
+def model_layout(num_layers: int, family: str):
+    """What a pruner may know of a model of this depth and family (`ModelLayout`), as the policies build it."""
+    from vla_pruner.pruning import ModelLayout
+
+    return ModelLayout(num_layers=num_layers, image_tokens=(VISUAL_TOKENS_PER_IMAGE,) * FAMILIES[family].num_images)
 
 
 def local_config_dir(model_cfg: Mapping) -> Path | None:
@@ -260,73 +286,93 @@ _DIMS_CACHE: dict[str, VlaDims] = {}
 
 
 def _model_dims(model_cfg: Mapping) -> VlaDims:
+    return vla_dims(architecture(model_cfg), model_family(model_cfg))
+
+
+def architecture(model_cfg: Mapping):
+    """The `OpenVLAConfig` of the model a `cfg.model` node describes: a local checkpoint's config.json when there
+    is one, else the architecture registered for `model.name` (ConfigError when neither is known)."""
+    from evaluate.config import ConfigError
     from vla_pruner.models.checkpoint import read_config
     from vla_pruner.models.config import OpenVLAConfig
 
     directory = local_config_dir(model_cfg)
     if directory is not None:
-        config, _ = read_config(directory)
-    elif model_cfg["name"] in ARCHITECTURES:
-        config = OpenVLAConfig.from_dict(ARCHITECTURES[model_cfg["name"]]())
-    else:
-        raise ValueError(f"no architecture known for model '{model_cfg['name']}' without a local checkpoint; "
-                         f"known: {', '.join(sorted(ARCHITECTURES))}")
-    return vla_dims(config, model_family(model_cfg))
+        return read_config(directory)[0]
+    if model_cfg["name"] in ARCHITECTURES:
+        return OpenVLAConfig.from_dict(ARCHITECTURES[model_cfg["name"]]())
+    raise ConfigError(f"no architecture known for model '{model_cfg['name']}' without a local checkpoint; "
+                      f"known: {', '.join(sorted(ARCHITECTURES))}")
 
 
 # ------------------------------------------------------------------------------------------------- CLI
 
 
 def compose_config(overrides: list[str]):
-    """The project's configs/config.yaml composed with Hydra overrides, plus this CLI's own keys."""
+    """The project's configs/config.yaml composed with Hydra overrides, plus this CLI's own keys; a bad override
+    is a ConfigError in one line."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    from evaluate.config import CONFIG_DIR
+    from evaluate.config import CONFIG_DIR, ConfigError, check_group_overrides
 
+    check_group_overrides(overrides)
     own = {"prompt_tokens": DEFAULT_PROMPT_TOKENS}
     rest = []
     for arg in overrides:
         key, _, value = arg.partition("=")
         if key in own:
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigError(f"{key}={value} must be a positive integer (non-visual prompt tokens)")
             own[key] = int(value)
         else:
             rest.append(arg)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=rest)
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=rest)
+    except HydraException as e:  # an unknown key or a value of the wrong type
+        cause = f": {str(e.__cause__).splitlines()[0]}" if e.__cause__ else ""
+        raise ConfigError(f"{str(e).splitlines()[0].rstrip('.')}{cause}") from None
     return OmegaConf.to_container(cfg, resolve=True), own
 
 
-def report_lines(model_cfg: Mapping, keep: float, prompt_tokens: int, prune_layer: int) -> list[str]:
+def report_lines(model_cfg: Mapping, pruner_cfg: Mapping, keep: float, prompt_tokens: int) -> list[str]:
+    """The CLI's report; the pruner is built and checked as a run builds it (ConfigError for bad options)."""
+    from evaluate.config import build_checked_pruner, check_keep
+
+    check_keep(keep)
     dims = model_dims(model_cfg)
     llm = dims.llm
-    dense = query_schedule(dims, 1.0, prompt_tokens, prune_layer)
-    pruned = query_schedule(dims, keep, prompt_tokens, prune_layer)
+    pruner = build_checked_pruner(pruner_cfg, keep, model_layout(llm.num_layers, model_family(model_cfg)))
+    dense = [dims.sequence_length(prompt_tokens)] * llm.num_layers
+    pruned = plan_schedule(pruner, dims, prompt_tokens)
+    cuts = "; ".join(f"cut before layer K={s.layer + 1}, {pruned[s.layer + 1]} tokens from there"
+                     for s in pruner.plan.stages) or "no cut: it keeps every token"
     to_t = lambda macs: format(macs / TERA, ".6g")  # noqa: E731
+    pruned_tmacs = to_t(analytic_prefill_macs(dims, pruned))
     return [
         f"model {model_cfg['name']}: LLM d={llm.hidden} m={llm.intermediate} L={llm.num_layers}, "
         f"{dims.family.num_images} image(s) x {VISUAL_TOKENS_PER_IMAGE} visual tokens, prompt {prompt_tokens} tokens",
         f"unit: {UNIT_NOTE}",
         f"dense  prefill ({dense[0]} tokens): {to_t(analytic_prefill_macs(dims, dense))} {UNIT}",
-        f"pruned prefill (keep={keep}, one cut before layer K={prune_layer}, {pruned[-1]} tokens from there): "
-        f"{to_t(analytic_prefill_macs(dims, pruned))} {UNIT}",
+        f"pruned prefill (pruner={pruner.name}, keep={keep}, {cuts}): {pruned_tmacs} {UNIT}",
         f"full query, dense / pruned (vision + projector + prefill + decode): "
         f"{to_t(full_query_macs(dims, dense)['total'])} / {to_t(full_query_macs(dims, pruned)['total'])} {UNIT}",
-        to_t(analytic_prefill_macs(dims, pruned)),
+        pruned_tmacs,
     ]
 
 
 def main(argv: list[str]) -> None:
-    from evaluate.config import ConfigError, check_group_overrides
+    from evaluate.config import ConfigError
+    from vla_pruner.models.checkpoint import CheckpointError
 
     try:
-        check_group_overrides(argv)
-    except ConfigError as e:
+        cfg, own = compose_config(argv)
+        lines = report_lines(cfg["model"], cfg["pruner"], float(cfg["keep"]), own["prompt_tokens"])
+    except (ConfigError, CheckpointError) as e:
         raise SystemExit(f"error: {e}") from None
-    cfg, own = compose_config(argv)
-    prune_layer = cfg["pruner"].get("prune_layer", DEFAULT_PRUNE_LAYER)
-    keep = float(cfg["keep"])
-    print("\n".join(report_lines(cfg["model"], keep, own["prompt_tokens"], prune_layer)))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -48,15 +48,30 @@ class TaskNotSupported(Exception):
 
 
 PolicyFactory = Callable[..., Policy]
+PolicyCheck = Callable[[Any], None]
 POLICIES: dict[str, PolicyFactory] = {}
+# Per policy, what its factory will need, checked without loading weights or building an environment, so that
+# a bad value fails before a run starts (raises evaluate.config.ConfigError).
+POLICY_CHECKS: dict[str, PolicyCheck] = {}
 
 
-def register_policy(name: str) -> Callable[[PolicyFactory], PolicyFactory]:
+def register_policy(name: str, check: PolicyCheck | None = None) -> Callable[[PolicyFactory], PolicyFactory]:
     def deco(factory: PolicyFactory) -> PolicyFactory:
         POLICIES[name] = factory
+        if check is not None:
+            POLICY_CHECKS[name] = check
         return factory
 
     return deco
+
+
+def check_policy(cfg) -> None:
+    """Run `cfg.policy.name`'s registered check (policies without one need nothing beyond the config schema)."""
+    import evaluate.policies  # noqa: F401  (registers the built-in policies)
+
+    check = POLICY_CHECKS.get(cfg.policy.name)
+    if check is not None:
+        check(cfg)
 
 
 def build_policy(cfg) -> Policy:

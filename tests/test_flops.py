@@ -110,7 +110,11 @@ def test_decode_uses_each_layers_own_cache_length():
 
 
 @pytest.mark.parametrize("overrides, d, m, schedule", [
-    (["model=openvla", "keep=0.5"], 4096, 11008, [291] * 3 + [35 + 128] * 29),
+    (["model=openvla", "pruner=fastv", "keep=0.5"], 4096, 11008, [291] * 3 + [35 + 128] * 29),
+    (["model=openvla", "pruner=none", "keep=0.25"], 4096, 11008, [291] * 32),  # the dense model whatever keep says
+    # progressive SparseVLM: cuts after layers 2, 6, 15 to 114, 51, 23 visual tokens (layer average 64 = 0.25 * 256)
+    (["model=openvla", "pruner=sparsevlm", "pruner.mode=progressive", "keep=0.25"], 4096, 11008,
+     [291] * 3 + [35 + 114] * 4 + [35 + 51] * 9 + [35 + 23] * 16),
     (["model=openvla_tiny", "keep=0.25", "prompt_tokens=20", "pruner=fastv", "pruner.prune_layer=2"], 128, 344,
      [276] * 2 + [20 + 64] * 6),
 ])

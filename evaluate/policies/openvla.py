@@ -7,80 +7,31 @@ convention. Each query reports its latency per stage and what the pruner kept.
 """
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Iterator
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 
 import baselines
 from evaluate.policy import EpisodeContext, PolicyOutput
+from evaluate.policies.vla_model import FamilySpec, OpenVLAModelConfig, resolve_checkpoint_path
 from vla_pruner.engine import PruningEngine, SequenceLayout
 from vla_pruner.pruning import ModelLayout
 from vla_pruner.models.action_tokenizer import gripper_to_env, select_action_stats
-from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE, resolve_device_dtype
+from vla_pruner.models.checkpoint import resolve_device_dtype
 from vla_pruner.models.openvla import ACTION_DIM, OpenVLA, with_empty_token
 from vla_pruner.models.preprocess import libero_image
 from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
-from vla_pruner.models.tiny import ensure_tiny_checkpoint
+from vla_pruner.models.tiny import TINY_CONFIG
 
-LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
-
-
-@dataclass
-class OpenVLAModelConfig:
-    """The fields of configs/model/openvla*.yaml (documented there)."""
-
-    name: str
-    family: str = "openvla"
-    checkpoint: str | None = None
-    checkpoints: dict[str, str] = field(default_factory=dict)
-    build_seed: int | None = None
-    unnorm_key: str | None = None
-    dtype: str = "auto"
-    note: str = ""
-
-    @classmethod
-    def from_cfg(cls, model_cfg: DictConfig) -> "OpenVLAModelConfig":
-        values = OmegaConf.to_container(model_cfg, resolve=True)
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown model config fields {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
-        return cls(**values)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("VLA_PRUNER_CACHE", "~/.cache/vla_pruner")).expanduser()
-
-
-def libero_instructions() -> Iterator[str]:
-    """Every LIBERO task instruction: the vocabulary of the tiny model's tokenizer. A generator, so that
-    the benchmark is only loaded when a tiny checkpoint is actually built, not when it is cached."""
-    from libero.libero import benchmark
-
-    suites = benchmark.get_benchmark_dict()
-    for name in LIBERO_SUITES:
-        suite = suites[name]()
-        yield from (suite.get_task(i).language for i in range(suite.n_tasks))
-
-
-def resolve_checkpoint_path(model: OpenVLAModelConfig, suite: str) -> str:
-    """Explicit `checkpoint`, else the built tiny model, else the suite's entry in `checkpoints`."""
-    if model.build_seed is not None:
-        path = model.checkpoint or cache_root() / f"{model.name}-seed{model.build_seed}"
-        return str(ensure_tiny_checkpoint(path, model.build_seed, libero_instructions()))
-    if model.checkpoint:
-        return model.checkpoint
-    if suite not in model.checkpoints:
-        raise ValueError(
-            f"{model.name} has no checkpoint for suite {suite} (official ones: {', '.join(model.checkpoints)}); "
-            f"point at one with {EXAMPLE_OVERRIDE}"
-        )
-    return model.checkpoints[suite]
+OPENVLA = FamilySpec(
+    name="openvla",
+    part_files=(),  # the base checkpoint alone
+    default_unnorm_key=lambda suite: suite,
+    select_stats=select_action_stats,
+    tiny_norm_stats=lambda: TINY_CONFIG["norm_stats"],
+)
 
 
 class Stopwatch:
@@ -173,4 +124,4 @@ def build_openvla_policy(cfg: DictConfig) -> OpenVLAPolicy:
     layout = ModelLayout(num_layers=len(model.language_model.layers), image_tokens=(model.num_patches,))
     pruner = baselines.build_pruner(cfg.pruner, cfg.keep, layout)
     engine = PruningEngine(model.language_model, pruner)
-    return OpenVLAPolicy(model, processor, model_cfg.unnorm_key or cfg.suite.name, model_cfg, engine)
+    return OpenVLAPolicy(model, processor, OPENVLA.unnorm_key(model_cfg, cfg.suite.name), model_cfg, engine)

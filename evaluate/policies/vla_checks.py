@@ -1,0 +1,107 @@
+"""`policy=vla`'s check before a run: whatever building the policy would trip over that the config and the
+checkpoint's files tell without loading a tensor or starting a simulator. Model fields and dtype, the
+device, the checkpoint (there, complete, readable, of the model's family), the suite's statistics in it and
+the pruner built on the model's layout, as the policy builds it. Each failure is one ConfigError line.
+
+A tiny (seeded) model that is not in the cache yet is checked against what it will be built as, and not built.
+A hub id that is not in the Hugging Face cache is left to the load (only a download can tell).
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from omegaconf import DictConfig
+
+from evaluate.config import ConfigError, build_checked_pruner, check_device_available
+from evaluate.flops import architecture, model_layout
+from evaluate.policies.vla_model import FamilySpec, OpenVLAModelConfig, checkpoint_location
+from vla_pruner.models.checkpoint import (
+    CONFIG_FILE, CheckpointError, check_checkpoint_files, locate_checkpoint, resolve_device_dtype,
+)
+from vla_pruner.models.config import OpenVLAConfig
+from vla_pruner.models.tiny import TINY_CONFIG
+
+
+def check_vla_model(cfg: DictConfig, spec: FamilySpec, specs: Iterable[FamilySpec]) -> None:
+    """Raise ConfigError for the first thing `cfg` (a model of family `spec`) cannot run with; `specs` = every
+    family, to name the one a checkpoint of the wrong family belongs to."""
+    model = OpenVLAModelConfig.from_cfg(cfg.model)
+    try:
+        resolve_device_dtype("cpu", model.dtype)
+    except ValueError as e:
+        raise ConfigError(f"model.dtype: {e}") from None
+    check_device_available(cfg.device)
+    location = checkpoint_location(model, cfg.suite.name)
+    try:
+        config, norm_stats, source = inspect_checkpoint(cfg.model, model, location, spec, list(specs))
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    if norm_stats is not None:
+        key = spec.unnorm_key(model, cfg.suite.name)
+        try:
+            spec.select_stats(norm_stats, key)
+        except ValueError as e:
+            raise ConfigError(f"suite {cfg.suite.name}: {e} ({source}); choose statistics with model.unnorm_key=...")
+    layout = None if config is None else model_layout(config.llama_config().num_hidden_layers, spec.name)
+    build_checked_pruner(cfg.pruner, cfg.keep, layout)
+
+
+def inspect_checkpoint(model_node: DictConfig, model: OpenVLAModelConfig, location: str, spec: FamilySpec,
+                       specs: list[FamilySpec]) -> tuple[OpenVLAConfig | None, dict[str, Any] | None, str]:
+    """(architecture, statistics, where they come from) of the checkpoint at `location`; None for what only
+    a download would tell."""
+    if model.build_seed is not None:
+        directory = Path(location).expanduser()
+        if not (directory / CONFIG_FILE).is_file():  # built on first use: check what it will be built as
+            return OpenVLAConfig.from_dict(TINY_CONFIG), spec.tiny_norm_stats(), f"{model.name} as it will be built"
+        config, raw = check_checkpoint_files(directory)
+        # a tiny base of the same seed whose family parts are added when the policy is built
+        parts_pending = (bool(spec.part_files) and raw.get("build_seed") == model.build_seed
+                         and not family_parts(directory, spec))
+        check_family(directory, spec, specs, parts_pending)
+        stats = spec.tiny_norm_stats() if parts_pending else config.norm_stats
+        return config, stats, f"checkpoint {directory}"
+    directory = locate_checkpoint(location)
+    if directory is None:  # a hub id not in the local cache
+        try:
+            return architecture(model_node), None, location
+        except ConfigError:  # an architecture known only from the download; the options are still checked
+            return None, None, location
+    config, _ = check_checkpoint_files(directory)
+    check_family(directory, spec, specs, parts_pending=False)
+    return config, config.norm_stats, f"checkpoint {directory}"
+
+
+def family_parts(directory: Path, spec: FamilySpec) -> list[Path]:
+    return [f for pattern in spec.part_files for f in sorted(directory.glob(pattern))]
+
+
+def detect_family(directory: Path, specs: list[FamilySpec]) -> tuple[FamilySpec, list[Path]]:
+    """The family whose own files the checkpoint holds (and those files), else the one that has none."""
+    for spec in specs:
+        found = family_parts(directory, spec)
+        if spec.part_files and found:
+            return spec, found
+    return next(s for s in specs if not s.part_files), []
+
+
+def check_family(directory: Path, spec: FamilySpec, specs: list[FamilySpec], parts_pending: bool) -> None:
+    """The checkpoint must be of `spec`'s family: one of another family loads too (the base weights are the
+    same) and would run with the wrong observation and decoding, silently. Its own files must be readable."""
+    found_spec, found = detect_family(directory, specs)
+    if parts_pending:
+        return
+    if found_spec is not spec:
+        what = f"it has {', '.join(f.name for f in found)}" if found else f"it has no {' or '.join(spec.part_files)}"
+        raise ConfigError(f"checkpoint {directory} is an {found_spec.name} checkpoint ({what}), but the model's "
+                          f"family is {spec.name}: use a model of family {found_spec.name}, "
+                          f"e.g. model={found_spec.name}")
+    for pattern in spec.part_files:
+        files = sorted(directory.glob(pattern))
+        if len(files) != 1:
+            raise ConfigError(f"checkpoint {directory} needs exactly one {pattern}, found "
+                              f"{', '.join(f.name for f in files) or 'none'}")
+        if not zipfile.is_zipfile(files[0]):
+            raise ConfigError(f"cannot read {files[0]}: not a complete torch checkpoint (zip archive)")

@@ -1,0 +1,96 @@
+"""The `model` group of `policy=vla`: its typed fields, where its checkpoint is, and what a model family's
+checkpoint holds (`FamilySpec`). Shared by the policies, which load the checkpoint, and by their checks
+(`evaluate.policies.vla_checks`), which read its files only.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from evaluate.config import ConfigError
+from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE
+from vla_pruner.models.tiny import ensure_tiny_checkpoint
+
+LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
+
+
+@dataclass
+class OpenVLAModelConfig:
+    """The fields of configs/model/openvla*.yaml (documented there)."""
+
+    name: str
+    family: str = "openvla"
+    checkpoint: str | None = None
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    build_seed: int | None = None
+    unnorm_key: str | None = None
+    dtype: str = "auto"
+    note: str = ""
+
+    @classmethod
+    def from_cfg(cls, model_cfg: DictConfig) -> "OpenVLAModelConfig":
+        values = OmegaConf.to_container(model_cfg, resolve=True)
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown model config fields {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        seed = values.get("build_seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ConfigError(f"model.build_seed={seed!r} must be an integer (or null for a checkpoint loaded as is)")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What tells a model family's checkpoints apart and which statistics its policy reads; checked from the
+    files alone, before any weight loads."""
+
+    name: str  # the `family` of configs/model/*.yaml
+    part_files: tuple[str, ...]  # glob patterns of files only this family's checkpoints hold, exactly one each
+    default_unnorm_key: Callable[[str], str]  # suite name -> statistics key, when model.unnorm_key is null
+    select_stats: Callable[[dict, str], Any]  # the statistics the policy reads; ValueError when absent
+    tiny_norm_stats: Callable[[], dict]  # the statistics a tiny (seeded) model of this family is built with
+
+    def unnorm_key(self, model: OpenVLAModelConfig, suite: str) -> str:
+        return model.unnorm_key or self.default_unnorm_key(suite)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VLA_PRUNER_CACHE", "~/.cache/vla_pruner")).expanduser()
+
+
+def libero_instructions() -> Iterator[str]:
+    """Every LIBERO task instruction: the vocabulary of the tiny model's tokenizer. A generator, so that
+    the benchmark is only loaded when a tiny checkpoint is actually built, not when it is cached."""
+    from libero.libero import benchmark
+
+    suites = benchmark.get_benchmark_dict()
+    for name in LIBERO_SUITES:
+        suite = suites[name]()
+        yield from (suite.get_task(i).language for i in range(suite.n_tasks))
+
+
+def checkpoint_location(model: OpenVLAModelConfig, suite: str) -> str:
+    """Explicit `checkpoint`, else (a tiny model) its cache directory, else the suite's entry in `checkpoints`.
+    Builds nothing: the tiny model may not exist there yet."""
+    if model.checkpoint:
+        return model.checkpoint
+    if model.build_seed is not None:
+        return str(cache_root() / f"{model.name}-seed{model.build_seed}")
+    if suite not in model.checkpoints:
+        raise ConfigError(
+            f"{model.name} has no checkpoint for suite {suite} (official ones: {', '.join(model.checkpoints)}); "
+            f"point at one with {EXAMPLE_OVERRIDE}"
+        )
+    return model.checkpoints[suite]
+
+
+def resolve_checkpoint_path(model: OpenVLAModelConfig, suite: str) -> str:
+    """`checkpoint_location`, with a tiny model built there first when it is not yet."""
+    location = checkpoint_location(model, suite)
+    if model.build_seed is not None:
+        return str(ensure_tiny_checkpoint(location, model.build_seed, libero_instructions()))
+    return location
