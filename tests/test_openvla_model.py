@@ -11,13 +11,15 @@ from vla_pruner.models.llama import KVCache
 from vla_pruner.models.openvla import EMPTY_TOKEN_ID, with_empty_token
 from vla_pruner.models.tiny import ensure_tiny_checkpoint
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from tests.conftest import FIXTURES, require_fixtures
+
 CHECKPOINT = FIXTURES / "openvla_tiny_hf"
 REFERENCE = FIXTURES / "openvla_tiny_hf_reference.npz"
 
-pytestmark = pytest.mark.skipif(
-    not REFERENCE.is_file(), reason=f"fixture checkpoint not found at {FIXTURES} (shared/ beside the checkout)"
-)
+
+@pytest.fixture(autouse=True)
+def _needs_fixtures():
+    require_fixtures()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_command, run_cli
+from tests.conftest import REPO, cli_command, require_fixtures, run_cli
 
 pytestmark = pytest.mark.sim
 NOOP = ["policy=noop", "suite=libero_object", "suite.max_steps=3"]
@@ -91,12 +91,8 @@ def test_a_sweep_checks_every_point_before_running_any(tmp_path):
 def test_a_sweep_point_that_fails_while_running_does_not_stop_the_others(tmp_path):
     """The garbage checkpoint passes the file checks but cannot be loaded: that point fails at run time."""
     bad_ckpt = tmp_path / "ckpt"
-    from tests.conftest import FIXTURES
-
-    if not FIXTURES.is_dir():
-        pytest.skip("needs ../shared/fixtures")
     bad_ckpt.mkdir()
-    for f in (FIXTURES / "openvla_tiny_hf").iterdir():
+    for f in (require_fixtures() / "openvla_tiny_hf").iterdir():
         (bad_ckpt / f.name).write_bytes(f.read_bytes())
     (bad_ckpt / "model.safetensors").write_bytes(b"garbage, not a safetensors file")
     result = run_cli("-m", "policy=vla,noop", "suite=libero_object", "suite.max_steps=2", "tasks=[0]",
