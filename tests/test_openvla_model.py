@@ -17,18 +17,15 @@ CHECKPOINT = FIXTURES / "openvla_tiny_hf"
 REFERENCE = FIXTURES / "openvla_tiny_hf_reference.npz"
 
 
-@pytest.fixture(autouse=True)
-def _needs_fixtures():
-    require_fixtures()
-
-
 @pytest.fixture(scope="module")
 def fixture_model():
+    require_fixtures()
     return OpenVLA.from_pretrained(CHECKPOINT, device="cpu", dtype="float32"), OpenVLAProcessor.from_pretrained(CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
 def reference():
+    require_fixtures()
     data = np.load(REFERENCE)
     return {k: data[k] for k in data.files}
 
