@@ -87,7 +87,7 @@ def test_model_configs():
 
 
 def test_flops_cli_models_oft(capsys):
-    flops.main(["model=openvla_oft", "keep=0.25"])
+    flops.main(["model=openvla_oft", "keep=0.25", "pruner=fastv"])
     out = capsys.readouterr().out
     assert "2 image(s) x 256 visual tokens" in out and "dense  prefill (605 tokens)" in out
     assert "221 tokens from there" in out  # 35 prompt + 58 extra + 2 x 64 visual

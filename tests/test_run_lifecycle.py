@@ -89,17 +89,22 @@ def test_a_sweep_checks_every_point_before_running_any(tmp_path):
 
 
 def test_a_sweep_point_that_fails_while_running_does_not_stop_the_others(tmp_path):
-    """The garbage checkpoint passes the file checks but cannot be loaded: that point fails at run time."""
+    """Weights re-saved without one tensor pass the pre-run file checks (a readable safetensors header) but
+    cannot be loaded: that point fails at run time."""
+    from safetensors.torch import load_file, save_file
+
     bad_ckpt = tmp_path / "ckpt"
     bad_ckpt.mkdir()
     for f in (require_fixtures() / "openvla_tiny_hf").iterdir():
         (bad_ckpt / f.name).write_bytes(f.read_bytes())
-    (bad_ckpt / "model.safetensors").write_bytes(b"garbage, not a safetensors file")
+    weights = load_file(bad_ckpt / "model.safetensors")
+    weights.pop(sorted(weights)[0])
+    save_file(weights, bad_ckpt / "model.safetensors", metadata={"format": "pt"})
     result = run_cli("-m", "policy=vla,noop", "suite=libero_object", "suite.max_steps=2", "tasks=[0]",
                      "episodes_per_task=1", f"model.checkpoint={bad_ckpt}", f"output_root={tmp_path / 'runs'}")
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("error: 1 sweep point(s) failed"))
-    assert "policy=vla" in lines[at + 1] and "model.safetensors" in lines[at + 1], result.stderr[-3000:]
+    assert "policy=vla" in lines[at + 1] and "mismatched weights" in lines[at + 1], result.stderr[-3000:]
     noop_dir = tmp_path / "runs" / "noop" / "libero_object" / "none-keep1.0" / "seed7"
     assert _summary(noop_dir)["complete"] is True  # the point after the failed one ran

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import evaluate.libero_env  # noqa: F401  (MUJOCO_GL and the simulator's log routing, before robosuite loads)
 import mujoco
 import numpy as np
 import robosuite.utils.transform_utils as T

@@ -65,12 +65,10 @@ def cache_root() -> Path:
 def libero_instructions() -> Iterator[str]:
     """Every LIBERO task instruction: the vocabulary of the tiny model's tokenizer. A generator, so that
     the benchmark is only loaded when a tiny checkpoint is actually built, not when it is cached."""
-    from libero.libero import benchmark
+    from evaluate.libero_env import load_suite  # quiet: the benchmark's own prints go to the log
 
-    suites = benchmark.get_benchmark_dict()
     for name in LIBERO_SUITES:
-        suite = suites[name]()
-        yield from (suite.get_task(i).language for i in range(suite.n_tasks))
+        yield from (task.instruction for task in load_suite(name))
 
 
 def checkpoint_location(model: OpenVLAModelConfig, suite: str) -> str:
