@@ -44,6 +44,7 @@ class EvalConfig:
     seed: int = 7
     episodes_per_task: int = 50
     tasks: Optional[list[int]] = None
+    expected_tasks: Optional[list[int]] = None
     device: str = "auto"
     video: bool = False
     record_demos: bool = False
@@ -73,7 +74,7 @@ def _plain(value) -> str:
 OmegaConf.register_new_resolver("pruner_tag", pruner_tag, replace=True)
 
 # Fields that do not change what an episode's outcome is; a resumed run may change them.
-NON_IDENTITY_FIELDS = ("tasks", "episodes_per_task", "video", "record_demos", "output_root", "output_dir", "run_name")
+NON_IDENTITY_FIELDS = ("tasks", "expected_tasks", "episodes_per_task", "video", "record_demos", "output_root", "output_dir", "run_name")
 
 
 def group_choices(group: str) -> list[str]:
@@ -151,13 +152,14 @@ def build_checked_pruner(pruner: DictConfig | dict, keep: float, layout=None):
         raise ConfigError(f"pruner {options.get('name')}: {e}") from None
 
 
-def select_tasks(cfg: DictConfig, n_tasks: int) -> list[int]:
-    if cfg.tasks is None:
+def select_tasks(cfg: DictConfig, n_tasks: int, key: str = "tasks") -> list[int]:
+    """The task ids `cfg[key]` names (null = every task of the suite)."""
+    if cfg[key] is None:
         return list(range(n_tasks))
-    bad = [t for t in cfg.tasks if not 0 <= t < n_tasks]
+    bad = [t for t in cfg[key] if not 0 <= t < n_tasks]
     if bad:
-        raise ConfigError(f"tasks {bad} do not exist in {cfg.suite.name}: valid task ids are 0..{n_tasks - 1}")
-    return sorted(set(cfg.tasks))
+        raise ConfigError(f"{key} {bad} do not exist in {cfg.suite.name}: valid task ids are 0..{n_tasks - 1}")
+    return sorted(set(cfg[key]))
 
 
 def run_identity(cfg: DictConfig) -> dict:

@@ -39,13 +39,14 @@ def run(cfg: DictConfig) -> dict:
     tasks = load_suite(cfg.suite.name)
     task_ids = select_tasks(cfg, len(tasks))
     wanted = [(t, i) for t in task_ids for i in range(cfg.episodes_per_task)]
+    expected = [] if cfg.expected_tasks is None else select_tasks(cfg, len(tasks), "expected_tasks")
 
     with store.lock_tasks(task_ids), InterruptGuard() as guard:
         policy = build_policy(cfg)
         store.write_identity(identity)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         restored = store.recover()
-        store.want(wanted)
+        store.want(wanted + [(t, i) for t in expected for i in range(cfg.episodes_per_task)])
         meta = {"run_dir": str(run_dir), "policy": policy.describe(), "simulator": simulator_versions(),
                 "suite": cfg.suite.name, "keep": cfg.keep, "seed": cfg.seed}
         done = store.done_keys()

@@ -8,7 +8,7 @@
 Per model two multiruns: the dense baseline once per suite (`pruner=none keep=1.0`: the dense model ignores
 `keep`, so it is not repeated per retention) and the pruners x retentions grid. `--shard-tasks` makes every
 task its own job (`tasks=[0],[1],...`): the shards of one experiment write to the same run directory, each to
-its own `episodes/taskNN.jsonl`. Re-running the same sweep resumes every run (finished episodes are skipped).
+its own `episodes/taskNN.jsonl`, and the directory is `complete` only once every shard is. Re-running the same sweep resumes every run (finished episodes are skipped).
 Anything after `--` is passed to every multirun as Hydra overrides.
 With `--launcher slurm` the multiruns are submitted together (each waits for its job array); otherwise they
 run one after another on this machine.
@@ -38,8 +38,10 @@ LAUNCHERS = {"basic": None, "local": "hydra/launcher=local", "slurm": "hydra/lau
 CONCURRENT = {"slurm"}  # launchers whose multiruns only wait for a cluster: submit them together
 
 
-def task_shards(n_tasks: int) -> str:
-    return "tasks=" + ",".join(f"[{t}]" for t in range(n_tasks))
+def task_shards(n_tasks: int) -> list[str]:
+    """One job per task; each declares every task, so the directory is complete only once all shards are."""
+    return ["tasks=" + ",".join(f"[{t}]" for t in range(n_tasks)),
+            "expected_tasks=[" + ",".join(map(str, range(n_tasks))) + "]"]
 
 
 def build_commands(args: argparse.Namespace) -> list[list[str]]:
@@ -50,7 +52,7 @@ def build_commands(args: argparse.Namespace) -> list[list[str]]:
     commands = []
     for model in args.models:
         for suites in suite_groups:
-            shards = [task_shards(by_tasks(suites[0]))] if args.shard_tasks else []
+            shards = task_shards(by_tasks(suites[0])) if args.shard_tasks else []
             for grid in grids:
                 commands.append([sys.executable, "-m", "evaluate", "-m", f"model={model}", f"suite={','.join(suites)}",
                                  *grid, f"seed={','.join(args.seeds)}", *shards, *launcher, *args.overrides])

@@ -27,20 +27,22 @@ def _keys(run_dir: Path) -> list[tuple[int, int]]:
                   for r in map(json.loads, p.read_text().splitlines()))
 
 
-def test_extending_a_finished_run_is_incomplete_until_done_and_shards_share_completeness(tmp_path):
+def test_task_shards_share_completeness_and_extending_a_run_makes_it_incomplete(tmp_path):
     run_dir = _run_dir(tmp_path)
-    assert run_cli(*NOOP, "tasks=[0]", "episodes_per_task=1", f"output_root={tmp_path}").returncode == 0
-    assert _summary(run_dir)["complete"] is True
-    # a second shard of the same directory wants task 1 as well: until it ran, the directory is incomplete
+    shard = [*NOOP, "episodes_per_task=1", "expected_tasks=[0,1]", f"output_root={tmp_path}"]
+    assert run_cli(*shard, "tasks=[0]").returncode == 0
+    summary = _summary(run_dir)  # the other shard has not run: not complete
+    assert (summary["complete"], summary["episodes_wanted"], summary["episodes_done"]) == (False, 2, 1)
+    result = run_cli(*shard, "tasks=[1]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _summary(run_dir)["complete"] is True and _keys(run_dir) == [(0, 0), (1, 0)]
+    # extending the finished run: incomplete (from its start) until the new episode is in
     from evaluate.store import ResultStore
 
-    ResultStore(run_dir).want([(1, 0)])
+    ResultStore(run_dir).want([(1, 1)])
     assert ResultStore(run_dir).progress()["complete"] is False
-    result = run_cli(*NOOP, "tasks=[1]", "episodes_per_task=1", f"output_root={tmp_path}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = _summary(run_dir)
-    assert summary["complete"] is True and summary["episodes_wanted"] == 2 and summary["episodes"] == 2
-    assert _keys(run_dir) == [(0, 0), (1, 0)]
+    assert run_cli(*NOOP, "tasks=[1]", "episodes_per_task=2", f"output_root={tmp_path}").returncode == 0
+    assert _summary(run_dir)["complete"] is True and _summary(run_dir)["episodes"] == 3
 
 
 def test_a_second_writer_on_the_same_tasks_is_refused(tmp_path):

@@ -55,6 +55,8 @@ def test_task_shards_slurm_launcher_and_passthrough_overrides():
     spatial = [j for m in multiruns for j in jobs(m) if j["suite"] == "libero_spatial"]
     assert len(spatial) == 2 * 2 * 10  # (dense, vla) x seeds x tasks
     assert {j["tasks"] for j in spatial} == {f"[{t}]" for t in range(10)}
+    # every shard declares all ten tasks, so the directory is complete only when every shard is
+    assert {j["expected_tasks"] for j in spatial} == {"[0,1,2,3,4,5,6,7,8,9]"}
     assert sum(j["suite"] == "libero_90" for m in multiruns for j in jobs(m)) == 2 * 2 * 90
     for overrides in multiruns:
         assert "hydra/launcher=slurm" in overrides
