@@ -56,22 +56,67 @@ class EvalConfig:
 ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
 
 
-def pruner_tag(pruner: DictConfig) -> str:
-    """A run-directory name for a pruner: `fastv`, or `vla,criterion=fusion,window=5` when options differ
-    from the group file's defaults, so that ablations get directories of their own."""
-    path = CONFIG_DIR / "pruner" / f"{pruner.name}.yaml"
-    defaults = OmegaConf.load(path) if path.is_file() else {}
-    changed = [f"{k}={_plain(v)}" for k, v in pruner.items() if k != "name" and defaults.get(k) != v]
-    return ",".join([pruner.name, *changed])
+# Pruner options whose default depends on the model family, in one place: the pruner group files refer to them
+# as ${model_default:OPTION}. "*" = every family not listed.
+MODEL_PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
+    # layers 0..K-1 see every token; the VLA-Pruner repository's OpenVLA-OFT port prunes after 4 layers
+    "prune_layer": {"*": 3, "openvla_oft": 4},
+    # FastV's scoring rows; the OFT port's FastV baseline averages all prefill rows
+    "fastv_source": {"*": "last", "openvla_oft": "prefill"},
+}
+
+
+def model_default(option: str, family: str | None) -> Any:
+    """The default of a pruner option for a model family (MODEL_PRUNER_DEFAULTS)."""
+    if option not in MODEL_PRUNER_DEFAULTS:
+        raise ConfigError(f"no model-dependent default '{option}'; known: {', '.join(MODEL_PRUNER_DEFAULTS)}")
+    defaults = MODEL_PRUNER_DEFAULTS[option]
+    return defaults.get(family, defaults["*"])
+
+
+def _model_default_resolver(option: str, _root_: DictConfig) -> Any:
+    return model_default(option, OmegaConf.select(_root_, "model.family"))
+
+
+def pruner_presets(name: str, family: str | None = None) -> dict[str, dict]:
+    """The group files (configs/pruner/<stem>.yaml) that configure pruner `name`, by stem, with their option
+    values resolved for `family` (e.g. vla.yaml and the vla_released.yaml preset both configure `vla`)."""
+    presets = {}
+    for path in sorted((CONFIG_DIR / "pruner").glob("*.yaml")):
+        raw = OmegaConf.load(path)
+        if raw.get("name") == name:
+            context = OmegaConf.create({"model": {"family": family}, "pruner": raw})
+            presets[path.stem] = OmegaConf.to_container(context.pruner, resolve=True)
+    return presets
+
+
+def pruner_tag(pruner: DictConfig | dict, family: str | None = None) -> str:
+    """A run-directory name for a pruner: its group file's stem (`fastv`, `vla_released`), then the options that
+    differ from that file's defaults for the model's family (`vla,criterion=fusion,window=5`), so that
+    ablations get directories of their own. Of several files configuring the pruner, the closest one names it."""
+    values = dict(pruner)
+    presets = pruner_presets(values["name"], family) or {values["name"]: {}}
+
+    def changed(stem: str) -> list[str]:
+        defaults = presets[stem]
+        return [f"{k}={_plain(v)}" for k, v in values.items() if k != "name" and defaults.get(k) != v]
+
+    stem = min(presets, key=lambda s: (len(changed(s)), s != values["name"]))
+    return ",".join([stem, *changed(stem)])
+
+
+def _pruner_tag_resolver(pruner: DictConfig, _root_: DictConfig) -> str:
+    return pruner_tag(OmegaConf.to_container(pruner, resolve=True), OmegaConf.select(_root_, "model.family"))
 
 
 def _plain(value) -> str:
-    if OmegaConf.is_list(value):
+    if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
         return "+".join(map(str, value))
     return str(value)
 
 
-OmegaConf.register_new_resolver("pruner_tag", pruner_tag, replace=True)
+OmegaConf.register_new_resolver("pruner_tag", _pruner_tag_resolver, replace=True)
+OmegaConf.register_new_resolver("model_default", _model_default_resolver, replace=True)
 
 # Fields that do not change what an episode's outcome is; a resumed run may change them.
 NON_IDENTITY_FIELDS = ("tasks", "expected_tasks", "episodes_per_task", "video", "record_demos", "output_root", "output_dir", "run_name")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from omegaconf import OmegaConf
 
 from evaluate.config import pruner_tag
 
@@ -16,6 +15,8 @@ SUITE_COLUMNS = {"libero_spatial": "spatial", "libero_object": "object", "libero
                  "libero_10": "long", "libero_long": "long", "libero_90": "libero_90"}
 METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "vla": "VLA-Pruner",
                 "random": "Random"}
+# Group files that preset a pruner's options (configs/pruner/<stem>.yaml): a row's name says which reading it is.
+PRESET_NAMES = {"vla_released": "VLA-Pruner (as released)"}
 
 
 def method_label(identity: Mapping) -> str:
@@ -23,8 +24,9 @@ def method_label(identity: Mapping) -> str:
     configs/pruner/<name>.yaml: the rule that names run directories (evaluate.config.pruner_tag), so a table row
     and its directory say the same. `identity` is the whole run identity, so that defaults depending on more than
     the pruner (e.g. per model) are added here and nowhere else."""
-    name, *changed = pruner_tag(OmegaConf.create(dict(identity["pruner"]))).split(",")
-    base = METHOD_NAMES.get(name, name)
+    family = (identity.get("model") or {}).get("family")
+    name, *changed = pruner_tag(dict(identity["pruner"]), family).split(",")
+    base = PRESET_NAMES.get(name) or METHOD_NAMES.get(name, name)
     return f"{base} ({', '.join(changed)})" if changed else base
 
 
