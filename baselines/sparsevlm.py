@@ -6,6 +6,25 @@ prompt tokens most related to the image.
   depth), each scored by that layer's own attention, with per-stage counts whose layer average equals the
   budget; deleted tokens are partly recycled: the best 30% (+1) are clustered (DPC-kNN) and each cluster is
   merged into one token. Merged tokens count towards the budget, so FLOPs stay comparable.
+
+Raters (both modes, chosen once per query from the LLM input embeddings): relevance(j) = mean over visual
+tokens of softmax_j(H_v H_t^T), the softmax running over the candidate text rows only; the rule (`raters`)
+says which rows are candidates and how they compare with the mean relevance:
+
+- `repository` (default): the VLA-Pruner repository's OpenVLA baseline, which produced the paper's SparseVLM
+  rows (MINT-SJTU/VLA-Pruner, src/openvla/transformers/src/transformers/models/llama/modeling_llama.py,
+  `fastv_forward`): candidates are the text rows without the first one and without the final 29871 row
+  (OpenVLA rows 258..S-2), the softmax is taken over these candidates alone, raters are those `>=` the mean.
+- `paper`: the SparseVLM code (Gumpest/SparseVLMs, llava/model/language_model/modelling_sparse_llama.py,
+  "Select Text Raters"): every text row after the image is a candidate (OpenVLA rows 257..S-1), raters are
+  those `>` the mean (all of them when none is, where that code would average over no rows).
+
+The engine's "text" rows for OpenVLA are rows 257..S-1. OpenVLA-OFT: the repository's OFT port
+(src/openvla-oft/) has FastV and VLA-Pruner but no SparseVLM baseline, so the rule is translated: the
+proprio token is not text and never a candidate, and the first prompt token and the 29871 row are dropped
+as for OpenVLA. `repository` drops the first and last of the "text" rows the engine hands over, so it is
+that translation once OFT's sequence layout leaves the proprio token out of its "text" rows; while they
+start with it, the proprio row is dropped in place of the first prompt token (and `paper` counts it).
 """
 from __future__ import annotations
 
@@ -25,20 +44,44 @@ RECYCLE_FRACTION = 0.3
 
 
 @dataclass(frozen=True)
+class RaterRule:
+    """Which "text" rows may rate (the rows between the first `skip_first` and the last `skip_last`) and
+    whether a rater's relevance may equal the candidates' mean (`>=`) or must exceed it (`>`)."""
+
+    skip_first: int
+    skip_last: int
+    at_mean: bool
+
+
+RATER_RULES = {
+    "repository": RaterRule(skip_first=1, skip_last=1, at_mean=True),  # VLA-Pruner's baseline: rows 258..S-2, >=
+    "paper": RaterRule(skip_first=0, skip_last=0, at_mean=False),  # SparseVLM's code: rows 257..S-1, >
+}
+
+
+@dataclass(frozen=True)
 class SparseVLMConfig(PrunerConfig):
     mode: str = "single"
     prune_layer: int = 3  # single mode only: tokens dropped before this layer
+    raters: str = "repository"  # rater rule, see RATER_RULES
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("mode", self.mode, ("single", "progressive"))
+        check_choice("raters", self.raters, tuple(RATER_RULES))
 
 
-def rater_rows(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """Text rows whose relevance to the image is at least the mean; relevance(j) = mean over visual tokens i
-    of softmax_j(H_v H_t^T) on LLM input embeddings."""
-    relevance = torch.softmax(visual.float() @ text.float().T, dim=-1).mean(0)
-    return torch.nonzero(relevance >= relevance.mean()).flatten()
+def rater_rows(visual: torch.Tensor, text: torch.Tensor, rule: RaterRule) -> torch.Tensor:
+    """Indices into the text rows of the raters: relevance(j) = mean over visual tokens i of softmax_j(H_v H_t^T)
+    on LLM input embeddings, the softmax over the rule's candidate rows only, compared with their mean."""
+    stop = len(text) - rule.skip_last
+    if stop <= rule.skip_first:
+        raise ValueError(f"SparseVLM's rater rule {rule} leaves no candidate among {len(text)} text rows")
+    relevance = torch.softmax(visual.float() @ text[rule.skip_first:stop].float().T, dim=-1).mean(0)
+    chosen = relevance >= relevance.mean() if rule.at_mean else relevance > relevance.mean()
+    if not chosen.any():  # `>` with every candidate at the mean (one candidate, or all alike): all of them rate
+        chosen = torch.ones_like(chosen)
+    return torch.nonzero(chosen).flatten() + rule.skip_first
 
 
 def progressive_layers(num_layers: int) -> tuple[int, ...]:
@@ -152,7 +195,8 @@ class SparseVLM(Pruner):
 
     def choose(self, inputs: StageInputs) -> Selection:
         if inputs.stage == 0:  # raters are chosen once per query, from the input embeddings
-            self.raters = rater_rows(torch.cat(inputs.visual_embeddings), inputs.text_embeddings)
+            self.raters = rater_rows(torch.cat(inputs.visual_embeddings), inputs.text_embeddings,
+                                     RATER_RULES[self.config.raters])
         scores = [a.float()[self.raters].mean(0) for a in inputs.attention]
         rows = self.rows_per_image(inputs)
         if self.config.mode == "single":

@@ -4,7 +4,7 @@ import torch
 
 from baselines.random_keep import query_seed
 from baselines.sparsevlm import (
-    dpc_knn, kept_for_total, progressive_layers, rater_rows, recycle_sizes, stage_counts,
+    RATER_RULES, dpc_knn, kept_for_total, progressive_layers, rater_rows, recycle_sizes, stage_counts,
 )
 from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner
 
@@ -34,7 +34,8 @@ def test_fastv_prefill_source_averages_the_rows():
 # --------------------------------------------------------------------------------------- SparseVLM single
 
 def rater_setup():
-    """Visual embeddings along e0; text rows 0 and 2 along e0 (raters), rows 1 and 3 orthogonal."""
+    """Visual embeddings along e0; text rows 0 and 2 along e0, rows 1 and 3 orthogonal: row 2 is the one
+    rater of the repository rule (rows 1..2 are its candidates), rows 0 and 2 those of the paper's."""
     visual = torch.zeros(M, 4)
     visual[:, 0] = 1.0
     text = torch.tensor([[3.0, 0, 0, 0], [0, 3.0, 0, 0], [3.0, 0, 0, 0], [0, 0, 3.0, 0]])
@@ -43,7 +44,8 @@ def rater_setup():
 
 def test_raters_are_text_rows_with_at_least_mean_relevance():
     visual, text = rater_setup()
-    assert rater_rows(visual, text).tolist() == [0, 2]
+    assert rater_rows(visual, text, RATER_RULES["paper"]).tolist() == [0, 2]
+    assert rater_rows(visual, text, RATER_RULES["repository"]).tolist() == [2]
 
 
 def test_sparsevlm_single_scores_by_rater_rows_only():
@@ -52,10 +54,10 @@ def test_sparsevlm_single_scores_by_rater_rows_only():
     assert stage.rows == "text" and stage.visual_embeddings and stage.text_embeddings
     visual, text = rater_setup()
     attention = torch.zeros(4, M)
-    attention[[0, 2], 3] = 0.5  # raters look at 3 and 11
-    attention[[0, 2], 11] = 0.3
-    attention[[1, 3], 5] = 0.9  # non-raters look at 5 and 6
-    attention[[1, 3], 6] = 0.8
+    attention[2, 3] = 0.5  # the rater looks at 3 and 11
+    attention[2, 11] = 0.3
+    attention[[0, 1, 3], 5] = 0.9  # non-raters look at 5 and 6
+    attention[[0, 1, 3], 6] = 0.8
     selection = pruner.select(StageInputs(stage=0, attention=[attention], visual_embeddings=[visual],
                                           text_embeddings=text))
     assert selection.kept[0].tolist() == [3, 11]
