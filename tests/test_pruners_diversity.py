@@ -1,5 +1,6 @@
 """select_diverse against a plain pairwise reference on small inputs."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -9,11 +10,15 @@ from vla_pruner.diversity import select_diverse
 
 def reference_max_min(features: torch.Tensor, k: int) -> list[int]:
     """The rule as written, one pair at a time (the reference implementation's shape)."""
-    n = len(features)
 
     def d(i, j):
         return 1.0 - torch.nn.functional.cosine_similarity(features[i], features[j], dim=0).item()
 
+    return reference_greedy(len(features), k, d)
+
+
+def reference_greedy(n: int, k: int, d) -> list[int]:
+    """Greedy max-min over a pair distance d(i, j), ties to the lowest index."""
     nearest = [min(d(i, j) for j in range(n) if j != i) for i in range(n)]
     chosen = [max(range(n), key=lambda i: (nearest[i], -i))]
     while len(chosen) < k:
@@ -93,3 +98,58 @@ def test_integer_like_k_selects_as_int():
     expected = reference_max_min(features, 5)
     for k in (5, np.int64(5), torch.tensor(5)):
         assert select_diverse(features, k).tolist() == expected
+
+
+def bf16(value: float) -> float:
+    """A Python float rounded to the nearest bfloat16 (through float32, as a float32 result is stored)."""
+    return torch.tensor(value, dtype=torch.float32).to(torch.bfloat16).item()
+
+
+def bf16_distances(features: torch.Tensor) -> list[list[float]]:
+    """1 - cos(f_i, f_j) with every stored value in bfloat16, as the public VLA-Pruner code keeps them
+    (features, norms, unit vectors, similarities, distances); sums exact (math.fsum), one pair at a time."""
+    rows = [[bf16(v) for v in row] for row in features.tolist()]
+    units = []
+    for row in rows:
+        norm = bf16(math.sqrt(math.fsum(v * v for v in row)))
+        units.append([bf16(v / norm) for v in row])
+    return [[bf16(1.0 - bf16(math.fsum(a * b for a, b in zip(u, w)))) for w in units] for u in units]
+
+
+@pytest.mark.parametrize("seed, n, k", [(s, n, k) for s in range(6) for n, k in ((6, 3), (20, 10), (24, 23))])
+def test_bfloat16_matches_pairwise_reference_in_bfloat16(seed, n, k):
+    features = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
+    distances = bf16_distances(features)
+    expected = reference_greedy(n, k, lambda i, j: distances[i][j])
+    assert select_diverse(features, k, dtype=torch.bfloat16).tolist() == expected
+
+
+def test_bfloat16_picks_differ_from_float32_where_rounding_ties_distances():
+    """bf16 distances step by 2^-8 near 1, so close candidates tie and the lower index wins: on some inputs
+    the picks differ from float32 (the precision is a real switch), always as the bf16 reference says."""
+    differing = 0
+    for seed in range(20):
+        features = torch.randn(20, 8, generator=torch.Generator().manual_seed(seed))
+        picks = select_diverse(features, 10, dtype=torch.bfloat16).tolist()
+        distances = bf16_distances(features)
+        assert picks == reference_greedy(20, 10, lambda i, j: distances[i][j])
+        differing += picks != select_diverse(features, 10).tolist()
+    assert differing > 0
+
+
+def test_float32_dtype_is_the_default_path():
+    features = torch.randn(30, 16, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(select_diverse(features, 12, dtype=torch.float32), select_diverse(features, 12))
+
+
+def test_bfloat16_of_bfloat16_features_on_their_device():
+    features = torch.randn(12, 8, generator=torch.Generator().manual_seed(4))
+    picks = select_diverse(features.to(torch.bfloat16), 5, dtype=torch.bfloat16)
+    assert picks.tolist() == select_diverse(features, 5, dtype=torch.bfloat16).tolist()
+    assert picks.dtype == torch.long and picks.device == features.device
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64, "bfloat16"])
+def test_other_dtypes_are_refused(dtype):
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.bfloat16"):
+        select_diverse(torch.randn(6, 4), 2, dtype=dtype)
