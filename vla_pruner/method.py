@@ -2,13 +2,15 @@
 for the actions (decode attention, estimated from the last few queries), then drop redundant ones.
 
 Each switch where the public code differs from the paper is an option whose default follows the paper
-(see ../shared/spec/vla_pruner.md); `criterion` and `redundancy_filter` express the paper's ablations.
+(see ../shared/spec/vla_pruner.md; configs/pruner/vla_released.yaml sets them all as released);
+`criterion` and `redundancy_filter` express the paper's ablations.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -21,6 +23,23 @@ from vla_pruner.pruning import (
 CRITERIA = ("dual", "semantic_only", "action_only", "fusion")
 WARMUPS = ("dense", "semantic")
 TEMPORAL_ORDERS = ("paper", "reversed")
+# precision of the scores the top-k ranks and of the diversity filter's distances: the public code selects in the
+# model's bfloat16, where near-equal scores tie
+SELECTION_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+RELEASED_LAYER, RELEASED_DEPTH = 15, 32  # the public code's action layer: layer 15 of OpenVLA's 32
+
+
+def released_layer(num_layers: int) -> tuple[int, ...]:
+    """The public code's action layer, 15 of 32, at the same relative depth of an L-layer model:
+    round(15 * L / 32), half up (layer 4 of the 8-layer tiny models)."""
+    return (math.floor(RELEASED_LAYER * num_layers / RELEASED_DEPTH + 0.5),)
+
+
+# symbolic `action_layers`, as functions of the model's depth L
+ACTION_LAYER_RULES: dict[str, Callable[[int], tuple[int, ...]]] = {
+    "later_half": lambda num_layers: tuple(range(num_layers // 2, num_layers)),  # paper: L/2..L-1
+    "released": released_layer,
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,7 @@ class VLAPrunerConfig(PrunerConfig):
     action_layers: str | tuple[int, ...] = "later_half"
     warmup: str = "dense"
     temporal_order: str = "paper"
+    selection_dtype: str = "float32"
 
     def __post_init__(self):
         super().__post_init__()  # field types
@@ -42,10 +62,11 @@ class VLAPrunerConfig(PrunerConfig):
         check_choice("semantic_source", self.semantic_source, ("prefill", "last"))
         check_choice("warmup", self.warmup, WARMUPS)
         check_choice("temporal_order", self.temporal_order, TEMPORAL_ORDERS)
+        check_choice("selection_dtype", self.selection_dtype, tuple(SELECTION_DTYPES))
         layers = self.action_layers
-        if layers != "later_half" and (isinstance(layers, str) or not layers):
-            raise ValueError(f"action_layers={layers!r} is not valid; use 'later_half' or a list of layer "
-                             "indices such as [15]")
+        if layers not in ACTION_LAYER_RULES and (isinstance(layers, str) or not layers):
+            raise ValueError(f"action_layers={layers!r} is not valid; use one of "
+                             f"{', '.join(map(repr, ACTION_LAYER_RULES))} or a list of layer indices such as [15]")
         if self.window < 1:
             raise ValueError(f"window={self.window!r} must be a positive integer")
         if not 0.0 < self.gamma <= 1.0:
@@ -110,10 +131,10 @@ class VLAPruner(Pruner):
         return PrunePlan(stages=(stage,), action_layers=self.resolve_action_layers() if cfg.uses_action else ())
 
     def resolve_action_layers(self) -> tuple[int, ...]:
-        if self.config.action_layers == "later_half":
-            num_layers = self.layout.num_layers
-            return tuple(range(num_layers // 2, num_layers))
-        return tuple(sorted(set(self.config.action_layers)))
+        layers = self.config.action_layers
+        if isinstance(layers, str):
+            return ACTION_LAYER_RULES[layers](self.layout.num_layers)
+        return tuple(sorted(set(layers)))
 
     def reset(self, seed: int = 0, episode: int | str = 0) -> None:
         self.history.clear()
@@ -135,7 +156,7 @@ class VLAPruner(Pruner):
         else:
             semantic = [a.float().mean(0) for a in inputs.attention]
             if self.warming_up or cfg.criterion == "semantic_only":
-                kept = [top_k(s, k) for s, k in zip(semantic, self.budgets)]
+                kept = [self.rank(s, k) for s, k in zip(semantic, self.budgets)]
             else:
                 embeddings = inputs.visual_embeddings or [None] * len(semantic)
                 kept = [self.choose_image(s, a, e, k)
@@ -149,15 +170,25 @@ class VLAPruner(Pruner):
                      k: int) -> torch.Tensor:
         cfg = self.config
         action = action.to(semantic.device)
+        if cfg.selection_dtype == "bfloat16":  # the OpenVLA release divides its guide by its sum before the cast
+            action = action / action.sum().clamp_min(torch.finfo(torch.float32).tiny)
         if cfg.criterion == "action_only":
-            return top_k(action, k)
+            return self.rank(action, k)
         if cfg.criterion == "fusion":
-            return top_k(cfg.alpha * min_max(semantic) + (1 - cfg.alpha) * min_max(action), k)
-        by_semantic, by_action = top_k(semantic, k), top_k(action, k)
+            return self.rank(cfg.alpha * min_max(semantic) + (1 - cfg.alpha) * min_max(action), k)
+        by_semantic, by_action = self.rank(semantic, k), self.rank(action, k)
         if not cfg.redundancy_filter:
             return interleave_union(by_semantic, by_action, k)
         candidates = torch.unique(torch.cat([by_semantic, by_action]))  # sorted
-        return candidates[select_diverse(embeddings[candidates], k)]
+        return candidates[select_diverse(embeddings[candidates], k, SELECTION_DTYPES[cfg.selection_dtype])]
+
+    def rank(self, scores: torch.Tensor, k: int) -> torch.Tensor:
+        """top_k of the scores rounded to `selection_dtype`: in bfloat16, scores closer than its 8-bit mantissa
+        resolves become equal and the tie goes to the lower index (the public code's CUDA top-k leaves the
+        order of ties unspecified)."""
+        if self.config.selection_dtype == "bfloat16":
+            scores = scores.to(torch.bfloat16).float()
+        return top_k(scores, k)
 
     def observe(self, action_attention: Sequence[torch.Tensor]) -> None:
         """Append this query's action scores (in original token order, zero where pruned) to the history."""
