@@ -63,6 +63,11 @@ MODEL_PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
     "prune_layer": {"*": 3, "openvla_oft": 4},
     # FastV's scoring rows; the OFT port's FastV baseline averages all prefill rows
     "fastv_source": {"*": "last", "openvla_oft": "prefill"},
+    # the released VLA-Pruner code (configs/pruner/vla_released.yaml): the Feb-2026 OpenVLA scripts rank by the last
+    # prompt row with the newest history entry weighted least; its later OpenVLA-OFT port uses all prefill rows
+    # and the paper's order
+    "released_semantic_source": {"*": "last", "openvla_oft": "prefill"},
+    "released_temporal_order": {"*": "reversed", "openvla_oft": "paper"},
 }
 
 

@@ -60,3 +60,16 @@ def test_flops_cli_uses_the_oft_defaults(capsys):
     out = capsys.readouterr().out.splitlines()
     assert "cut before layer K=4, 221 tokens from there" in out[3]
     assert float(out[-1]) == pytest.approx(1.76524, abs=1e-5)  # K=3 would give 1.68493
+
+
+@pytest.mark.parametrize("model, semantic_source, temporal_order", [("openvla_tiny", "last", "reversed"),
+                                                                    ("openvla_oft_tiny", "prefill", "paper")])
+def test_released_preset_follows_each_models_release(model, semantic_source, temporal_order):
+    """The OpenVLA scripts and the later OpenVLA-OFT port of the released code differ in two switches."""
+    cfg = composed(f"model={model}", "pruner=vla_released", "keep=0.25")
+    assert (cfg.pruner.semantic_source, cfg.pruner.temporal_order) == (semantic_source, temporal_order)
+    assert cfg.pruner.selection_dtype == "bfloat16" and cfg.pruner.action_layers == "released"
+    assert f"/vla_released-keep0.25/" in cfg.run_name  # named by its preset, on either model
+    identity = {"model": {"family": OmegaConf.select(cfg, "model.family")},
+                "pruner": OmegaConf.to_container(cfg.pruner, resolve=True)}
+    assert method_label(identity) == "VLA-Pruner (as released)"

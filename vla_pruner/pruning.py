@@ -80,7 +80,7 @@ class Stage:
     layer: int
     # query rows whose head-averaged attention to the visual keys `select()` needs (None: no attention):
     # "prefill" = all prefill query rows, "last" = the last prompt row (the one that emits action token 1),
-    # "text" = each prompt token after the visual block (and OFT's proprio token) up to and including 29871.
+    # "text" = each prompt token after the visual block (after OFT's proprio token) up to and including 29871.
     rows: Rows | None = None
     visual_embeddings: bool = False  # LLM input embeddings (projector outputs) of the current visual rows
     text_embeddings: bool = False  # LLM input embeddings of the "text" rows

@@ -42,7 +42,7 @@ def sequence_layout(length: int) -> SequenceLayout:
     return SequenceLayout(
         length,
         visual=tuple(slice(1 + i * PATCHES_PER_IMAGE, 1 + (i + 1) * PATCHES_PER_IMAGE) for i in range(NUM_IMAGES)),
-        text=slice(visual_end, slots_start),  # proprio token + prompt up to and including 29871
+        text=slice(visual_end + 1, slots_start),  # the prompt up to and including 29871 (after the proprio token)
         last_prompt=slots_start - 1,
         action_queries=slice(slots_start, length - 1),
         prompt_end=slots_start,
