@@ -17,6 +17,13 @@ METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "vl
                 "random": "Random"}
 # Group files that preset a pruner's options (configs/pruner/<stem>.yaml): a row's name says which reading it is.
 PRESET_NAMES = {"vla_released": "VLA-Pruner (as released)"}
+# Our rows that read a paper row two ways (scripts/collect.py): both are compared with the paper's numbers.
+READINGS = {"VLA-Pruner": ("VLA-Pruner", "paper"), "VLA-Pruner (as released)": ("VLA-Pruner", "as released")}
+
+
+def paper_row(method: str) -> tuple[str, str]:
+    """(the paper's method name this row is compared with, which reading it is: 'paper', 'as released' or '')."""
+    return READINGS.get(method, (method, ""))
 
 
 def method_label(identity: Mapping) -> str:

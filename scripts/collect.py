@@ -22,6 +22,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from evaluate.labels import paper_row  # noqa: E402
 from evaluate.report import (RELATIVE_ACC_NOTE, ROWS_NOTE, load_runs, method_table, show_warnings,  # noqa: E402
                              write_table)
 
@@ -38,12 +39,17 @@ def read_paper(path: Path) -> pd.DataFrame:
 
 
 def compare(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Outer join on (model, retention, method) for the models we ran; per compared column: ours, paper, diff."""
+    """Outer join on (model, retention, method) for the models we ran; per compared column: ours, paper, diff.
+    Both readings of VLA-Pruner (the paper's defaults, `pruner=vla`; the released code, `pruner=vla_released`)
+    are compared with the paper's VLA-Pruner row, the `reading` column says which a row is."""
     paper = paper[paper.model.isin(ours.model.unique())]
-    paper = paper.rename(columns={c: f"{c}_paper" for c in COMPARED})
+    paper = paper.rename(columns={"method": "paper_method", **{c: f"{c}_paper" for c in COMPARED}})
+    ours = ours.assign(paper_method=[paper_row(m)[0] for m in ours.method],
+                       reading=[paper_row(m)[1] for m in ours.method])
     merged = ours.reindex(columns=[*ours.columns, *(c for c in COMPARED if c not in ours)])
-    merged = merged.merge(paper, on=ROW_KEYS, how="outer")
-    columns = [*ROW_KEYS, "device"]
+    merged = merged.merge(paper, on=["model", "retention_pct", "paper_method"], how="outer")
+    merged["method"] = merged.method.fillna(merged.paper_method)  # the paper's rows we did not run
+    columns = [*ROW_KEYS, "reading", "device"]
     for col in COMPARED:
         merged[f"{col}_diff"] = merged[col] - merged[f"{col}_paper"]
         extra = [c for c in (f"{col}_ci_low", f"{col}_ci_high") if c in merged]
@@ -51,7 +57,7 @@ def compare(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     columns += ["prefill_tmacs", "latency_ms", "latency_ms_rtx4090", "episodes", "seeds", "completeness",
                 "run_status", "settings"]
     merged = merged.reindex(columns=columns)
-    order = list(dict.fromkeys([*paper.method, *ours.method]))  # the paper's row order, our extra methods after
+    order = list(dict.fromkeys([*paper.paper_method, *ours.method]))  # the paper's row order, our extra ones after
     return merged.sort_values(["model", "retention_pct", "method"], ascending=[True, False, True], ignore_index=True,
                               key=lambda c: c.map(order.index) if c.name == "method" else c)
 

@@ -229,3 +229,30 @@ def test_zero_and_full_success_over_500_episodes_plot(tmp_path):
     for stem in ("openvla_success_vs_retention", "openvla_cuda_success_vs_flops", "openvla_cuda_success_vs_latency"):
         assert (tmp_path / "results" / f"{stem}.png").stat().st_size > 0
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_collect_compares_both_readings_of_vla_pruner_with_the_papers_row(tmp_path):
+    """`pruner=vla` (the paper's reading) and `pruner=vla_released` (the released code) both sit beside the paper's
+    VLA-Pruner numbers, labelled by reading."""
+    import subprocess
+    import sys
+
+    from tests.test_report import REPO, write_run
+
+    write_run(tmp_path, "libero_spatial", "vla", 0.25, 7, {0: [True]}, total_ms=80.0)
+    released = write_run(tmp_path, "libero_spatial", "vla_released", 0.25, 7, {0: [False]}, total_ms=80.0)
+    import yaml
+
+    cfg = yaml.safe_load((released / "config.yaml").read_text())  # a run of the preset: name vla, its values
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        preset = compose(config_name="config", overrides=["pruner=vla_released", "model=openvla_tiny"])
+    cfg["pruner"] = OmegaConf.to_container(preset.pruner, resolve=True)
+    (released / "config.yaml").write_text(yaml.safe_dump(cfg))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(tmp_path), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "out" / "table1_vs_paper.csv")
+    rows = table[(table.model == "openvla") & (table.retention_pct == 25)].set_index("method")
+    assert rows.loc["VLA-Pruner", "reading"] == "paper"
+    assert rows.loc["VLA-Pruner (as released)", "reading"] == "as released"
+    assert rows.loc["VLA-Pruner", "spatial_paper"] == rows.loc["VLA-Pruner (as released)", "spatial_paper"] > 0
