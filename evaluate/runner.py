@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from evaluate.config import run_identity, select_tasks
-from evaluate.metrics import query_metrics
+from evaluate.analysis.metrics import query_metrics
 from evaluate.interrupt import InterruptGuard
 from evaluate.libero_env import TaskEnv, load_suite, simulator_versions
 from evaluate.policy import EpisodeContext, build_policy

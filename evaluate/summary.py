@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluate.stats import wilson_interval
+from evaluate.analysis.stats import wilson_interval
 from evaluate.store import EpisodeRecord, atomic_write
 
 

@@ -16,7 +16,7 @@ import time
 import torch
 
 import baselines
-from evaluate.flops import prefill_macs
+from evaluate.analysis.flops import prefill_macs
 from vla_pruner.engine import PruningEngine, SequenceLayout
 from vla_pruner.models.openvla import ACTION_DIM
 from vla_pruner.models.tiny import seven_b_shaped

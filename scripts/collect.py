@@ -6,7 +6,7 @@ Rows: model x retention x method (the paper's rows of every model we have runs o
 suite: ours, paper, ours - paper (success rate, %), the same for relative accuracy, then our FLOPs
 (TMACs = the paper's "FLOPs (T)"), our latency and the paper's (RTX 4090: compare only the trend), and how
 each of our rows was made: seeds pooled, completeness (episodes done / wanted), settings. Our rows are
-evaluate.report's Table 1 rows (one per experiment, never pooled across pruner options, step limits or
+evaluate.analysis.report's Table 1 rows (one per experiment, never pooled across pruner options, step limits or
 checkpoints; incomplete runs are rows of their own): a variant such as `VLA-Pruner (criterion=semantic_only)`
 has no paper row and stands alone.
 Writes table1_vs_paper.{csv,md,tex} and prints the Markdown.
@@ -22,9 +22,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evaluate.labels import paper_row  # noqa: E402
-from evaluate.report import (RELATIVE_ACC_NOTE, ROWS_NOTE, load_runs, method_table, show_warnings,  # noqa: E402
-                             write_table)
+from evaluate.analysis.labels import paper_row  # noqa: E402
+from evaluate.analysis.report import (RELATIVE_ACC_NOTE, ROWS_NOTE, load_runs, method_table,  # noqa: E402
+                                      show_warnings, write_table)
 
 DEFAULT_PAPER = REPO / ".." / "shared" / "reference" / "paper_table1_libero.csv"
 ROW_KEYS = ["model", "retention_pct", "method"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from evaluate import flops
+from evaluate.analysis import flops
 from evaluate.config import CONFIG_DIR, ConfigError, validate
 from evaluate.policy import POLICIES
 import evaluate.policies  # noqa: F401,E402  (fills POLICIES)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import LlamaConfig, LlamaModel
 
-from evaluate.flops import (
+from evaluate.analysis.flops import (
     LlmDims, full_query_macs, layer_macs, llm_pass_macs, model_dims, prefill_macs, pruned_schedule,
     query_schedule, vit_dims,
 )

@@ -5,9 +5,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from evaluate import flops
+from evaluate.analysis import flops
 from evaluate.config import CONFIG_DIR, pruner_tag
-from evaluate.labels import method_label
+from evaluate.analysis.labels import method_label
 
 
 def composed(*overrides: str):

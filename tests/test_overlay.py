@@ -1,4 +1,4 @@
-"""evaluate.overlay on a synthetic run directory (real episode records and an MP4, no simulator): shaded
+"""evaluate.analysis.overlay on a synthetic run directory (real episode records and an MP4, no simulator): shaded
 pixels follow the kept mask, the comparison files are written, a run without video is refused."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluate import overlay
+from evaluate.analysis import overlay
 from evaluate.store import EpisodeRecord
 from vla_pruner.pruning import indices_to_hex
 

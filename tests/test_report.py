@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from evaluate.flops import layer_macs
-from evaluate.metrics import query_metrics
-from evaluate.report import load_runs, method_table, suite_table, task_table, write_report
-from evaluate.stats import wilson_interval
+from evaluate.analysis.flops import layer_macs
+from evaluate.analysis.metrics import query_metrics
+from evaluate.analysis.report import load_runs, method_table, suite_table, task_table, write_report
+from evaluate.analysis.stats import wilson_interval
 from evaluate.store import EpisodeRecord, ResultStore
 
 REPO = Path(__file__).resolve().parents[1]

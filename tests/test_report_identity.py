@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from evaluate.config import CONFIG_DIR, run_identity
-from evaluate.plots import error_bars
-from evaluate.report import load_runs, method_table, success_stats, suite_table, task_table, write_report
+from evaluate.analysis.plots import error_bars
+from evaluate.analysis.report import load_runs, method_table, success_stats, suite_table, task_table, write_report
 from evaluate.store import EpisodeRecord, ResultStore
 from test_report import vla_query
 

@@ -1,4 +1,4 @@
-from evaluate.stats import wilson_interval
+from evaluate.analysis.stats import wilson_interval
 
 
 def test_wilson_interval_known_values():

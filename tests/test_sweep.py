@@ -12,7 +12,7 @@ import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from evaluate.report import load_runs
+from evaluate.analysis.report import load_runs
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = [sys.executable, str(REPO / "scripts" / "sweep.py")]

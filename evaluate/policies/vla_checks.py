@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from omegaconf import DictConfig
 
 from evaluate.config import ConfigError, build_checked_pruner, check_device_available
-from evaluate.flops import architecture, model_layout
+from evaluate.analysis.flops import architecture, model_layout
 from evaluate.policies.vla_model import FamilySpec, OpenVLAModelConfig, checkpoint_location
 from vla_pruner.models.checkpoint import (
     CONFIG_FILE, CheckpointError, check_checkpoint_files, locate_checkpoint, resolve_device_dtype,

@@ -32,8 +32,8 @@ import pandas as pd
 import yaml
 
 from evaluate.config import NON_IDENTITY_FIELDS
-from evaluate.labels import method_label
-from evaluate.metrics import add_flops, has_prefill_tokens, query_frame
+from evaluate.analysis.labels import method_label
+from evaluate.analysis.metrics import add_flops, has_prefill_tokens, query_frame
 from evaluate.store import EPISODES_DIR, IDENTITY_FILE, ResultStore
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def completeness(store: ResultStore, records: list, summary: dict | None) -> dic
 
 
 def load_runs(paths: list[str | Path]) -> RunSet:
-    from evaluate.flops import model_dims
+    from evaluate.analysis.flops import model_dims
 
     run_rows, episode_frames, query_frames, identities, columns = [], [], [], {}, {}
     seen: dict[tuple[str, object], tuple[Path, set]] = {}  # (experiment, seed) -> first directory, its episodes

@@ -23,7 +23,6 @@ from its plan: no stages (pruner=none) = dense, one stage = one cut, progressive
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -374,6 +373,3 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"error: {e}") from None
     print("\n".join(lines))
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

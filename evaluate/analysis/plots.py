@@ -1,4 +1,4 @@
-"""Figures from the per-suite table (evaluate.report.suite_table): success vs retention per method, and
+"""Figures from the per-suite table (evaluate.analysis.report.suite_table): success vs retention per method, and
 success vs FLOPs and vs latency with the Pareto front (the best success at no more cost). PNG + PDF.
 
 One figure per model (and device, for latency), one panel per suite; error bars are 95% Wilson intervals.
@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
-from evaluate.labels import DENSE_PRUNER, method_order  # noqa: E402
-from evaluate.runset import INCOMPLETE  # noqa: E402
+from evaluate.analysis.labels import DENSE_PRUNER, method_order  # noqa: E402
+from evaluate.analysis.runset import INCOMPLETE  # noqa: E402
 
 FORMATS = ("png", "pdf")
 # x axis of each cost view: column of the suite table, axis label

@@ -1,6 +1,6 @@
 """Names shown in tables and figures: the dense baseline, the paper's suite columns and method names, and the
-label of a pruner variant. Tables (evaluate.report), figures (evaluate.plots) and overlays read them here, so
-a variant is named the same everywhere and plots need not import the report.
+label of a pruner variant. Tables (analysis/report.py), figures (analysis/plots.py) and overlays read them here,
+so a variant is named the same everywhere and plots need not import the report.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 accuracy vs the dense run, kept tokens, FLOPs, latency and speedup; CSV, Markdown and LaTeX.
 
 Rows never mix experiments. A row is one experiment: the full run identity (every pruner option,
-`suite.max_steps`, model and checkpoint, keep, device as used; see evaluate/runset.py for how it is read)
+`suite.max_steps`, model and checkpoint, keep, device as used; see evaluate/analysis/runset.py for how it is read)
 with the seed left out, and one completion state:
 - seeds: runs that differ only in `seed` are pooled as seeds of one experiment (success over all their
   episodes, latency over all their queries); `seeds` and `seed_values` say how many and which;
@@ -11,7 +11,7 @@ with the seed left out, and one completion state:
   never pooled with finished runs of its experiment; the dense reference of relative accuracy and speedup is
   a complete (or unknown) dense run, never an incomplete one;
 - names: `method` is the pruner's name, with the options that differ from configs/pruner/<name>.yaml in
-  brackets (`VLA-Pruner (criterion=semantic_only)`, evaluate/labels.py); when rows still look alike,
+  brackets (`VLA-Pruner (criterion=semantic_only)`, evaluate/analysis/labels.py); when rows still look alike,
   `settings` lists the identity fields that tell them apart (`suite.max_steps=40`), else it is empty;
 - Table 1 rows span suites, so they leave out what belongs to one suite (suite name and step limit, model
   checkpoint and statistics key), unless two runs of one row and suite differ in it: then they are two rows.
@@ -22,12 +22,12 @@ Definitions used in every table:
   run (pruner none, same identity otherwise) exists and succeeded at least once;
 - FLOPs = the paper's analytic LLM-prefill count in TMACs (= the paper's "FLOPs (T)"), mean over the pruned
   queries (warm-up excluded, as the paper counts); `prefill_tmacs_all_queries` = mean over all queries;
-  `full_tmacs` = end to end (vision, projector, prefill, decode), see evaluate/flops.py;
+  `full_tmacs` = end to end (vision, projector, prefill, decode), see evaluate/analysis/flops.py;
 - latency = median (and p90) ms per policy query, warm-up queries excluded;
 - speedup = dense latency / method latency, same model and device;
 - keep and retention are printed as configured (0.25, 25), never rounded.
 
-`python -m evaluate.report RUN_OR_ROOT... --out DIR` writes the tables and the plots (evaluate/plots.py);
+`python -m evaluate.report RUN_OR_ROOT... --out DIR` writes the tables and the plots (evaluate/analysis/plots.py);
 files it cannot read are named in a `warning:` line on stderr.
 """
 from __future__ import annotations
@@ -39,11 +39,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluate.labels import DENSE_PRUNER, METHOD_NAMES, SUITE_COLUMNS, method_order  # noqa: F401 (re-exported)
-from evaluate.metrics import cost_stats, latency_stats
-from evaluate.plots import write_plots
-from evaluate.runset import COMPLETE, GROUP_KEYS, INCOMPLETE, RunSet, flatten, load_runs  # noqa: F401 (re-exported)
-from evaluate.stats import wilson_interval
+from evaluate.analysis.labels import DENSE_PRUNER, SUITE_COLUMNS, method_order
+from evaluate.analysis.metrics import cost_stats, latency_stats
+from evaluate.analysis.plots import write_plots
+from evaluate.analysis.runset import COMPLETE, GROUP_KEYS, INCOMPLETE, RunSet, flatten, load_runs
+from evaluate.analysis.stats import wilson_interval
 
 # Identity fields that belong to one suite; a Table 1 row spans suites (see the module docstring).
 PER_SUITE_FIELDS = ("suite.name", "suite.max_steps", "model.checkpoint", "model.unnorm_key")
@@ -318,6 +318,3 @@ def main(argv: list[str] | None = None) -> None:
     for path in write_report(runs, args.out):
         print(path)
 
-
-if __name__ == "__main__":
-    main()

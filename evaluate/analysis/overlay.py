@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from evaluate.labels import method_label
+from evaluate.analysis.labels import method_label
 from evaluate.store import ResultStore
 from vla_pruner.models.preprocess import IMAGE_SIZE, libero_image
 from vla_pruner.pruning import hex_to_indices
@@ -176,6 +176,3 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {e}")
     print("\n".join(map(str, paths)))
 
-
-if __name__ == "__main__":
-    main()

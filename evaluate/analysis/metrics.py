@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from evaluate.flops import TERA, VlaDims, analytic_prefill_macs, full_query_macs, model_dims
+from evaluate.analysis.flops import TERA, VlaDims, analytic_prefill_macs, full_query_macs, model_dims
 from evaluate.store import EpisodeRecord
 
 LATENCY_STAGES = ("preprocess", "vision", "prefill", "decode", "total")  # preprocess: optional
