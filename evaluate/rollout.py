@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from evaluate.libero_env import TaskEnv
+from evaluate.envs.libero import TaskEnv
 from evaluate.policy import EpisodeContext, Policy, TaskNotSupported
 from evaluate.store import EpisodeRecord
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from evaluate.config import run_identity, select_tasks
 from evaluate.analysis.metrics import query_metrics
 from evaluate.interrupt import InterruptGuard
-from evaluate.libero_env import TaskEnv, load_suite, simulator_versions
+from evaluate.envs.libero import TaskEnv, load_suite, simulator_versions
 from evaluate.policy import EpisodeContext, build_policy
 from evaluate.rollout import run_episode
 from evaluate.store import EpisodeRecord, ResultStore

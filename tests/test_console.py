@@ -22,7 +22,7 @@ def test_simulator_logs_go_to_the_log_file_not_the_console(tmp_path):
         import logging
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # a console handler, as Hydra's
         logging.getLogger().addHandler(logging.FileHandler({str(log_file)!r}))
-        from evaluate.libero_env import load_suite
+        from evaluate.envs.libero import load_suite
         import robosuite
         logging.getLogger("robosuite_logs").warning("robosuite probe")
         load_suite("libero_spatial")

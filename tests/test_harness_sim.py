@@ -9,7 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from evaluate.libero_env import TaskEnv, load_suite
+from evaluate.envs.libero import TaskEnv, load_suite
 from evaluate.policy import EpisodeContext, PolicyOutput
 from evaluate.rollout import run_episode
 from tests.conftest import REPO, cli_command, run_cli

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 # torch/transformers before evaluate.policies (whose package imports robosuite): the other order segfaults
 from vla_pruner.models.openvla_oft import CHUNK
 from evaluate.config import CONFIG_DIR  # noqa: I001
-from evaluate.libero_env import TaskEnv, load_suite
+from evaluate.envs.libero import TaskEnv, load_suite
 from evaluate.policies.openvla_oft import build_openvla_oft_policy
 from evaluate.policy import EpisodeContext
 from evaluate.rollout import run_episode

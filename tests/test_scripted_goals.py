@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from evaluate.goals import PickPlace, UnsupportedGoal, parse_bddl, plan_goal
+from evaluate.envs.libero_goals import PickPlace, UnsupportedGoal, parse_bddl, plan_goal
 from evaluate.policies.scripted import ScriptedExpert
 from evaluate.policy import POLICIES, EpisodeContext, TaskNotSupported
 

@@ -5,7 +5,7 @@ observation entries, object meshes and region sites from the live env, the task'
 to tell a broken environment from a weak model: on a correctly installed stack it succeeds on nearly
 every libero_object / libero_spatial episode, so a low score points at the setup, not at the model.
 
-It follows the plan from `evaluate.goals` with delta end-effector actions (OSC_POSE, env convention
+It follows the plan from `evaluate.envs.libero_goals` with delta end-effector actions (OSC_POSE, env convention
 gripper -1 open / +1 close): above the object, descend, close, lift, above the target, lower, open, rise.
 Hollow objects (bowls, mugs, plates) are grasped by the rim on the fingers' closing axis; a failed grasp
 is retried. Tasks whose goal it cannot script raise `TaskNotSupported` from `reset()`.
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import evaluate.libero_env  # noqa: F401  (MUJOCO_GL and the simulator's log routing, before robosuite loads)
+import evaluate.envs.libero  # noqa: F401  (MUJOCO_GL and the simulator's log routing, before robosuite loads)
 import mujoco
 import numpy as np
 import robosuite.utils.transform_utils as T
 
-from evaluate.goals import PickPlace, UnsupportedGoal, plan_goal
+from evaluate.envs.libero_goals import PickPlace, UnsupportedGoal, plan_goal
 from evaluate.policy import EpisodeContext, PolicyOutput, TaskNotSupported, register_policy
 
 OPEN, CLOSE = -1.0, 1.0

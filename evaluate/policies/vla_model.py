@@ -65,7 +65,7 @@ def cache_root() -> Path:
 def libero_instructions() -> Iterator[str]:
     """Every LIBERO task instruction: the vocabulary of the tiny model's tokenizer. A generator, so that
     the benchmark is only loaded when a tiny checkpoint is actually built, not when it is cached."""
-    from evaluate.libero_env import load_suite  # quiet: the benchmark's own prints go to the log
+    from evaluate.envs.libero import load_suite  # quiet: the benchmark's own prints go to the log
 
     for name in LIBERO_SUITES:
         yield from (task.instruction for task in load_suite(name))
