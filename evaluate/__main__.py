@@ -26,8 +26,7 @@ FAILURES_ENV = "VLA_PRUNER_SWEEP_FAILURES"  # where the points of this sweep rec
 
 
 def policies() -> dict:
-    from evaluate.policy import POLICIES
-    import evaluate.policies  # noqa: F401  (fills POLICIES)
+    from evaluate.policies import POLICIES
 
     return POLICIES
 

@@ -145,7 +145,8 @@ def check_group_overrides(args: list[str]) -> None:
 
 def validate(cfg: DictConfig, policies: dict) -> None:
     """Everything a run needs that can be checked without loading weights or building an environment: the
-    values here, then the policy's own registered check (for `vla`: model, checkpoint files, device, pruner)."""
+    values here, then the check in the policy's row of `policies` (evaluate.policies.POLICIES; for `vla`: model,
+    checkpoint files, device, pruner)."""
     if cfg.policy.name not in policies:
         raise ConfigError(f"unknown policy '{cfg.policy.name}'; valid choices: {', '.join(sorted(policies))}")
     check_keep(cfg.keep)
@@ -160,9 +161,9 @@ def validate(cfg: DictConfig, policies: dict) -> None:
         raise ConfigError(f"device '{cfg.device}' is not one of: auto, cpu, cuda, cuda:N, mps")
     if cfg.tasks is not None and len(cfg.tasks) == 0:
         raise ConfigError("tasks=[] selects no task; list task ids, e.g. tasks=[0,3], or tasks=null for all")
-    from evaluate.policy import check_policy
-
-    check_policy(cfg)
+    check = policies[cfg.policy.name].check
+    if check is not None:
+        check(cfg)
 
 
 def check_keep(keep: float) -> None:

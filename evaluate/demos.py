@@ -19,6 +19,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from evaluate.envs.base import Observation
+from vla_pruner.models.proprio import quat_to_axis_angle
+
 OBS_KEYS = {  # LIBERO dataset key -> env observation key
     "agentview_rgb": "agentview_image",
     "eye_in_hand_rgb": "robot0_eye_in_hand_image",
@@ -26,13 +29,6 @@ OBS_KEYS = {  # LIBERO dataset key -> env observation key
     "gripper_states": "robot0_gripper_qpos",
     "ee_pos": "robot0_eef_pos",
 }
-
-
-def _quat2axisangle(q: np.ndarray) -> np.ndarray:
-    """(x, y, z, w) quaternion -> axis-angle, as LIBERO stores `ee_ori`."""
-    w = np.clip(q[3], -1.0, 1.0)
-    s = np.sqrt(max(1.0 - w * w, 0.0))
-    return np.zeros(3) if s < 1e-8 else q[:3] * 2.0 * np.arccos(w) / s
 
 
 def _slug(text: str) -> str:
@@ -51,14 +47,15 @@ class DemoRecorder:
         self._ep = {"ctx": ctx, "obs": {k: [] for k in OBS_KEYS}, "ee_ori": [], "robot_states": [],
                     "actions": [], "states": []}
 
-    def add(self, obs: dict, action: np.ndarray) -> None:
-        """The observation the action was chosen on, and that action (env convention)."""
-        ep = self._ep
+    def add(self, obs: Observation, action: np.ndarray) -> None:
+        """The observation the action was chosen on, and that action (env convention). LIBERO's own format:
+        read from the simulator's observation (`obs.raw`), images as rendered."""
+        ep, raw = self._ep, obs.raw
         for key, env_key in OBS_KEYS.items():
-            ep["obs"][key].append(np.asarray(obs[env_key]))
-        quat = np.asarray(obs["robot0_eef_quat"])
-        ep["ee_ori"].append(_quat2axisangle(quat))
-        ep["robot_states"].append(np.r_[obs["robot0_gripper_qpos"], obs["robot0_eef_pos"], quat])
+            ep["obs"][key].append(np.asarray(raw[env_key]))
+        quat = np.asarray(raw["robot0_eef_quat"])
+        ep["ee_ori"].append(quat_to_axis_angle(quat))  # as LIBERO stores `ee_ori`
+        ep["robot_states"].append(np.r_[raw["robot0_gripper_qpos"], raw["robot0_eef_pos"], quat])
         ep["actions"].append(np.asarray(action, dtype=np.float64))
         if ep["ctx"].env is not None:
             ep["states"].append(ep["ctx"].env.get_sim_state())

@@ -1,8 +1,9 @@
-"""The Policy interface every controller plugs into, and the policy registry.
+"""The Policy interface every controller plugs into (the table of built-in ones: evaluate/policies/__init__.py).
 
-A policy sees raw LIBERO observations (the env's dict) and returns a chunk of env-ready actions
-(OpenVLA: one action per query; OpenVLA-OFT: eight, executed open loop). What a query cost or chose
-(timings, kept tokens, ...) goes into `PolicyOutput.info` and lands in the episode record.
+A policy sees the benchmark seam's observations (evaluate.envs.base.Observation: upright camera images by role,
+proprio state, instruction) and returns a chunk of env-ready actions (OpenVLA: one action per query;
+OpenVLA-OFT: eight, executed open loop). What a query cost or chose (timings, kept tokens, ...) goes into
+`PolicyOutput.info` and lands in the episode record.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import numpy as np
+
+from evaluate.envs.base import Observation
 
 
 @dataclass
@@ -21,7 +24,7 @@ class EpisodeContext:
     instruction: str
     init_index: int
     seed: int
-    env: Any = None  # the live LIBERO env; only privileged policies (scripted expert) may read it
+    env: Any = None  # the live simulator (TaskEnv.live); only privileged policies (scripted expert) may read it
 
 
 @dataclass
@@ -36,7 +39,7 @@ class Policy(Protocol):
     def reset(self, ctx: EpisodeContext) -> None:
         """Start a new episode (clears per-episode state such as a pruner's history)."""
 
-    def act(self, obs: dict) -> PolicyOutput:
+    def act(self, obs: Observation) -> PolicyOutput:
         """One policy query on one observation."""
 
     def describe(self) -> dict:
@@ -47,35 +50,10 @@ class TaskNotSupported(Exception):
     """Raised by `Policy.reset` for a task the policy cannot attempt; the episode is recorded as skipped."""
 
 
-PolicyFactory = Callable[..., Policy]
-PolicyCheck = Callable[[Any], None]
-POLICIES: dict[str, PolicyFactory] = {}
-# Per policy, what its factory will need, checked without loading weights or building an environment, so that
-# a bad value fails before a run starts (raises evaluate.config.ConfigError).
-POLICY_CHECKS: dict[str, PolicyCheck] = {}
+@dataclass(frozen=True)
+class PolicyEntry:
+    """A row of the policy table: how to build the policy from the run's config, and what to check before a run
+    without loading weights or building an environment (raises evaluate.config.ConfigError)."""
 
-
-def register_policy(name: str, check: PolicyCheck | None = None) -> Callable[[PolicyFactory], PolicyFactory]:
-    def deco(factory: PolicyFactory) -> PolicyFactory:
-        POLICIES[name] = factory
-        if check is not None:
-            POLICY_CHECKS[name] = check
-        return factory
-
-    return deco
-
-
-def check_policy(cfg) -> None:
-    """Run `cfg.policy.name`'s registered check (policies without one need nothing beyond the config schema)."""
-    import evaluate.policies  # noqa: F401  (registers the built-in policies)
-
-    check = POLICY_CHECKS.get(cfg.policy.name)
-    if check is not None:
-        check(cfg)
-
-
-def build_policy(cfg) -> Policy:
-    """Instantiate `cfg.policy.name` from the registry (policy modules register themselves on import)."""
-    import evaluate.policies  # noqa: F401  (registers the built-in policies)
-
-    return POLICIES[cfg.policy.name](cfg)
+    build: Callable[[Any], Policy]
+    check: Callable[[Any], None] | None = None

@@ -8,15 +8,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
-from evaluate.envs.libero import TaskEnv
+from evaluate.envs.base import PRIMARY, Observation, TaskEnv
 from evaluate.policy import EpisodeContext, Policy, TaskNotSupported
 from evaluate.store import EpisodeRecord
 
 
 class VideoWriter:
-    """Streams agent-view frames to `<stem>.mp4` and renames it once the outcome is known."""
+    """Streams the primary camera's (upright) frames to `<stem>.mp4` and renames it once the outcome is known."""
 
     def __init__(self, directory: Path, stem: str, fps: int = 20):
         import imageio.v2 as imageio
@@ -26,8 +25,8 @@ class VideoWriter:
         self.tmp = directory / f"{stem}.partial.mp4"
         self.writer = imageio.get_writer(self.tmp, fps=fps, macro_block_size=1)
 
-    def add(self, obs: dict) -> None:
-        self.writer.append_data(np.ascontiguousarray(obs["agentview_image"][::-1, ::-1]))  # upright
+    def add(self, obs: Observation) -> None:
+        self.writer.append_data(obs.images[PRIMARY])
 
     def finish(self, success: bool) -> str:
         self.writer.close()
@@ -73,7 +72,7 @@ def run_episode(
     video = None
     try:
         obs = _sim(env.start_episode, ctx.init_index, check_interrupt=check_interrupt)
-        ctx.env = env.env
+        ctx.env = env.live
         policy.reset(ctx)
         if demos is not None:
             demos.start(ctx)

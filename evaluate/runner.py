@@ -13,11 +13,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from evaluate.config import run_identity, select_tasks
 from evaluate.analysis.metrics import query_metrics
+from evaluate.config import run_identity, select_tasks
+from evaluate.envs.suites import suite_family
 from evaluate.interrupt import InterruptGuard
-from evaluate.envs.libero import TaskEnv, load_suite, simulator_versions
-from evaluate.policy import EpisodeContext, build_policy
+from evaluate.policies import build_policy
+from evaluate.policy import EpisodeContext
 from evaluate.rollout import run_episode
 from evaluate.store import EpisodeRecord, ResultStore
 from evaluate.summary import write_summary
@@ -36,7 +37,8 @@ def run(cfg: DictConfig) -> dict:
     store = ResultStore(run_dir)
     identity = run_identity(cfg)
     store.check_identity(identity)
-    tasks = load_suite(cfg.suite.name)
+    family = suite_family(cfg.suite.name)
+    tasks = family.load_suite(cfg.suite.name)
     task_ids = select_tasks(cfg, len(tasks))
     wanted = [(t, i) for t in task_ids for i in range(cfg.episodes_per_task)]
     expected = [] if cfg.expected_tasks is None else select_tasks(cfg, len(tasks), "expected_tasks")
@@ -47,7 +49,7 @@ def run(cfg: DictConfig) -> dict:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         restored = store.recover()
         store.want(wanted + [(t, i) for t in expected for i in range(cfg.episodes_per_task)])
-        meta = {"run_dir": str(run_dir), "policy": policy.describe(), "simulator": simulator_versions(),
+        meta = {"run_dir": str(run_dir), "policy": policy.describe(), "simulator": family.versions(),
                 "suite": cfg.suite.name, "keep": cfg.keep, "seed": cfg.seed}
         done = store.done_keys()
         todo = [(tasks[t], i) for t, i in wanted if (t, i) not in done]
@@ -62,7 +64,7 @@ def run(cfg: DictConfig) -> dict:
         video_dir = run_dir / "videos" if cfg.video else None
         try:
             for task, group in groupby(todo, key=lambda item: item[0]):
-                env = TaskEnv(task)  # created and closed per task, as the official evaluation does
+                env = family.make_env(task)  # created and closed per task, as the official evaluation does
                 try:
                     for _, init_index in group:
                         ctx = EpisodeContext(cfg.suite.name, task.task_id, task.instruction, init_index, cfg.seed)
@@ -74,7 +76,7 @@ def run(cfg: DictConfig) -> dict:
                         summary = _publish(store, meta)
                         if record.status == "env_error":  # a failed simulator may be left in a bad state
                             env.close()
-                            env = TaskEnv(task)
+                            env = family.make_env(task)
                 finally:
                     env.close()
         finally:

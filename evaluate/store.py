@@ -131,11 +131,7 @@ class ResultStore:
         is ignored."""
         out, seen = [], set()
         for path in sorted(self.episodes_dir.glob("task*.jsonl")):
-            for line in path.read_text().splitlines():
-                try:
-                    record = EpisodeRecord(**json.loads(line))
-                except (json.JSONDecodeError, TypeError):
-                    continue
+            for record in _read_records(path):
                 if record.key not in seen:
                     seen.add(record.key)
                     out.append(record)
@@ -250,17 +246,22 @@ class ResultStore:
         directory = self.recovery_file(0).parent
         for path in sorted(directory.glob("task*.jsonl")):
             done = self.done_keys()
-            for line in path.read_text().splitlines():
-                try:
-                    record = EpisodeRecord(**json.loads(line))
-                except (json.JSONDecodeError, TypeError):
-                    continue
+            for record in _read_records(path):
                 if record.key not in done:
                     self.append(record)
                     done.add(record.key)
                     restored += 1
             path.unlink()
         return restored
+
+
+def _read_records(path: Path) -> Iterator[EpisodeRecord]:
+    """The records of a JSONL file; a torn line (a crash mid-write) is skipped."""
+    for line in path.read_text().splitlines():
+        try:
+            yield EpisodeRecord(**json.loads(line))
+        except (json.JSONDecodeError, TypeError):
+            continue
 
 
 def _repair_torn_tail(path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluate.analysis.stats import wilson_interval
+from evaluate.analysis.stats import Success, attempted, success_of
 from evaluate.store import EpisodeRecord, atomic_write
 
 
@@ -25,13 +25,12 @@ def per_task_table(records: list[EpisodeRecord]) -> pd.DataFrame:
     df = pd.DataFrame([asdict(r) for r in records])
     rows = []
     for (suite, task_id, task), g in df.groupby(["suite", "task_id", "task"], sort=True):
-        attempted = g[g.status != "skipped"]
-        n, k = len(attempted), int(attempted.success.sum())
-        lo, hi = wilson_interval(k, n)
+        success = success_of(g)
+        lo, hi = success.ci95()
         rows.append({
-            "suite": suite, "task_id": int(task_id), "task": task, "episodes": n, "successes": k,
-            "success_rate": k / n if n else float("nan"), "ci95_low": lo, "ci95_high": hi,
-            "mean_steps": float(attempted.steps.mean()) if n else float("nan"),
+            "suite": suite, "task_id": int(task_id), "task": task, "episodes": success.episodes,
+            "successes": success.successes, "success_rate": success.rate(), "ci95_low": lo, "ci95_high": hi,
+            "mean_steps": float(attempted(g).steps.mean()) if success.episodes else float("nan"),
             "env_errors": int((g.status == "env_error").sum()), "skipped": int((g.status == "skipped").sum()),
         })
     return pd.DataFrame(rows, columns=columns)
@@ -42,15 +41,14 @@ def write_summary(run_dir: Path, records: list[EpisodeRecord], meta: dict, progr
     table = per_task_table(records)
     atomic_write(run_dir / "per_task.csv", table.to_csv(index=False))
     atomic_write(run_dir / "per_task.md", table.to_markdown(index=False, floatfmt=".3f") + "\n")
-    n, k = int(table.episodes.sum()), int(table.successes.sum())
-    lo, hi = wilson_interval(k, n)
+    total = Success(episodes=int(table.episodes.sum()), successes=int(table.successes.sum()))
     summary = {
         **meta,
         **progress,
-        "episodes": n,
-        "successes": k,
-        "success_rate": k / n if n else None,
-        "ci95": [lo, hi],
+        "episodes": total.episodes,
+        "successes": total.successes,
+        "success_rate": total.rate() if total.episodes else None,
+        "ci95": list(total.ci95()),
         "env_errors": int(table.env_errors.sum()),
         "skipped": int(table.skipped.sum()),
         "wall_time_s": round(sum(r.wall_time_s for r in records), 1),

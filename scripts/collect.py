@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evaluate.analysis.labels import paper_row  # noqa: E402
-from evaluate.analysis.report import (RELATIVE_ACC_NOTE, ROWS_NOTE, load_runs, method_table,  # noqa: E402
-                                      show_warnings, write_table)
+from evaluate.analysis.report import (RELATIVE_ACC_NOTE, ROWS_NOTE, load_runs_for_cli, method_table,  # noqa: E402
+                                      write_table)
 
 DEFAULT_PAPER = REPO / ".." / "shared" / "reference" / "paper_table1_libero.csv"
 ROW_KEYS = ["model", "retention_pct", "method"]
@@ -69,12 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paper", type=Path, default=DEFAULT_PAPER, help="the paper's Table 1 as CSV")
     args = parser.parse_args(argv)
     paper = read_paper(args.paper)
-    show_warnings()
-    try:
-        runs = load_runs(args.runs)
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}") from None
-    table = compare(method_table(runs), paper)
+    table = compare(method_table(load_runs_for_cli(args.runs)), paper)
     caption = (f"Ours vs the paper (VLA-Pruner, Table 1): success rates in %, ours with 95% Wilson intervals; "
                f"_diff = ours - paper; {RELATIVE_ACC_NOTE}; prefill_tmacs = analytic LLM prefill, TMACs "
                f"(the paper's FLOPs (T)); latency: ours median ms per query, the paper's on an RTX 4090; {ROWS_NOTE}")

@@ -23,16 +23,19 @@ from itertools import groupby
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evaluate.config import ConfigError  # noqa: E402
+from evaluate.envs.suites import SUITES, suite_info  # noqa: E402
+
 PAPER = {
     "models": ["openvla", "openvla_oft"],
-    "suites": ["libero_spatial", "libero_object", "libero_goal", "libero_long"],
+    "suites": [s.option for s in SUITES if s.in_paper],
     "pruners": ["fastv", "sparsevlm", "vla"],
     "keeps": ["0.5", "0.25", "0.125"],
     "seeds": ["7"],
 }
 DENSE = ["pruner=none", "keep=1.0"]
-TASKS_PER_SUITE = {"libero_90": 90}  # every other LIBERO suite has 10 tasks
-DEFAULT_TASKS = 10
 # --launcher choice -> Hydra launcher override (None: Hydra's built-in sequential launcher)
 LAUNCHERS = {"basic": None, "local": "hydra/launcher=local", "slurm": "hydra/launcher=slurm"}
 CONCURRENT = {"slurm"}  # launchers whose multiruns only wait for a cluster: submit them together
@@ -46,7 +49,7 @@ def task_shards(n_tasks: int) -> list[str]:
 
 def build_commands(args: argparse.Namespace) -> list[list[str]]:
     launcher = [LAUNCHERS[args.launcher]] if LAUNCHERS[args.launcher] else []
-    by_tasks = lambda s: TASKS_PER_SUITE.get(s, DEFAULT_TASKS)  # noqa: E731  (a shard list fits one task count)
+    by_tasks = lambda s: suite_info(s).tasks  # noqa: E731  (a shard list fits one task count)
     suite_groups = [list(g) for _, g in groupby(sorted(args.suites, key=by_tasks), key=by_tasks)]
     grids = [DENSE, [f"pruner={','.join(args.pruners)}", f"keep={','.join(args.keeps)}"]] if args.pruners else [DENSE]
     commands = []
@@ -81,7 +84,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    commands = build_commands(args)
+    try:
+        commands = build_commands(args)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
     for command in commands:
         print(shlex.join(["python", *command[1:]]), flush=True)
     if not args.dry_run:

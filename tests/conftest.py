@@ -1,3 +1,6 @@
+import evaluate.envs.triton_before_mujoco  # noqa: F401,I001  (first: a test module may load MuJoCo directly)
+
+import json
 import os
 import subprocess
 import sys
@@ -7,6 +10,31 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def composed(*overrides: str):
+    """configs/config.yaml composed with Hydra overrides, as a run composes it."""
+    from hydra import compose, initialize_config_dir
+
+    from evaluate.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def noop_run_dir(root: Path, suite: str) -> Path:
+    """Where `policy=noop suite=SUITE output_root=ROOT` (keep and seed left at their defaults) writes."""
+    return root / "noop" / suite / "none-keep1.0" / "seed7"
+
+
+def episode_records(run_dir: Path) -> list[dict]:
+    """A run directory's episode records as written, task file by task file."""
+    return [json.loads(line) for path in sorted((run_dir / "episodes").glob("*.jsonl"))
+            for line in path.read_text().splitlines()]
+
+
+def run_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
 
 
 def cli_command(*overrides: str) -> list[str]:

@@ -2,8 +2,6 @@
 it (issue 10): pruner options, keep, device, tasks, model fields, checkpoint files and family, the suite's
 statistics; and the FLOPs CLI refuses what a run refuses. Nothing here builds a tiny model or an environment.
 """
-import torch  # noqa: F401  (before robosuite, which evaluate.policies imports: the other order segfaults)
-
 import json
 import shutil
 import subprocess
@@ -11,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+import torch
 
 from evaluate.analysis import flops
-from evaluate.config import CONFIG_DIR, ConfigError, validate
-from evaluate.policy import POLICIES
-import evaluate.policies  # noqa: F401,E402  (fills POLICIES)
-from tests.conftest import REPO, run_cli
+from evaluate.config import ConfigError, validate
+from evaluate.policies import POLICIES
+from tests.conftest import REPO, composed, run_cli
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 
@@ -28,11 +25,6 @@ def cache(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("VLA_PRUNER_CACHE", str(path))
     return path
-
-
-def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def refusal(*overrides: str) -> str:
@@ -188,15 +180,6 @@ OPENVLA_FILES = {  # edit of a copy of openvla_tiny_hf -> the start of the error
 }
 
 
-@pytest.mark.parametrize("case", OPENVLA_FILES)
-def test_broken_checkpoint_is_named_before_loading(case, fixtures_dir, tmp_path):
-    edit, expected = OPENVLA_FILES[case]
-    directory = checkpoint_copy(fixtures_dir / "openvla_tiny_hf", tmp_path / "ckpt")
-    edit(directory)
-    message = refusal("model=openvla", f"model.checkpoint={directory}")
-    assert message.startswith(expected.format(d=directory)), message
-
-
 OFT_FILES = {  # edit of a copy of openvla_oft_tiny_hf -> the start of the error
     "no action head": (lambda d: replace(d / "action_head--150000_checkpoint.pt", None),
                        "checkpoint {d} needs exactly one action_head--*_checkpoint.pt, found none"),
@@ -211,12 +194,16 @@ OFT_FILES = {  # edit of a copy of openvla_oft_tiny_hf -> the start of the error
 }
 
 
-@pytest.mark.parametrize("case", OFT_FILES)
-def test_broken_oft_parts_are_named_before_loading(case, fixtures_dir, tmp_path):
-    edit, expected = OFT_FILES[case]
-    directory = checkpoint_copy(fixtures_dir / "openvla_oft_tiny_hf", tmp_path / "ckpt")
+BROKEN_FILES = {"openvla": ("openvla_tiny_hf", OPENVLA_FILES), "openvla_oft": ("openvla_oft_tiny_hf", OFT_FILES)}
+
+
+@pytest.mark.parametrize("model, case", [(m, c) for m, (_, cases) in BROKEN_FILES.items() for c in cases])
+def test_broken_checkpoint_files_are_named_before_loading(model, case, fixtures_dir, tmp_path):
+    fixture, cases = BROKEN_FILES[model]
+    edit, expected = cases[case]
+    directory = checkpoint_copy(fixtures_dir / fixture, tmp_path / "ckpt")
     edit(directory)
-    message = refusal("model=openvla_oft", f"model.checkpoint={directory}")
+    message = refusal(f"model={model}", f"model.checkpoint={directory}")
     assert message.startswith(expected.format(d=directory)), message
 
 

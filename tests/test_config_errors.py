@@ -1,7 +1,7 @@
 """Bad config values fail early, in one line, naming the value and the valid choices."""
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import composed, run_cli
 
 
 @pytest.mark.parametrize(
@@ -33,10 +33,5 @@ def test_sweep_values_are_checked_each(tmp_path):
 
 def test_quickstart_preset_overrides_the_defaults():
     """The README's first command must be a few-minute run, not a 500-episode suite."""
-    from hydra import compose, initialize_config_dir
-
-    from evaluate.config import CONFIG_DIR
-
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=quickstart"])
+    cfg = composed("experiment=quickstart")
     assert list(cfg.tasks) == [0] and cfg.episodes_per_task == 2

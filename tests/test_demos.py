@@ -5,7 +5,10 @@ import h5py
 import numpy as np
 
 from evaluate.demos import DemoRecorder, load_demos
+from evaluate.envs.libero import observation
 from evaluate.policy import EpisodeContext
+
+INSTRUCTION = "pick up the ketchup and place it in the basket"
 
 
 def fake_obs(t: int) -> dict:
@@ -21,9 +24,9 @@ def fake_obs(t: int) -> dict:
 
 
 def record(rec: DemoRecorder, init_index: int, steps: int, success: bool):
-    rec.start(EpisodeContext("libero_object", 3, "pick up the ketchup and place it in the basket", init_index, seed=7))
+    rec.start(EpisodeContext("libero_object", 3, INSTRUCTION, init_index, seed=7))
     for t in range(steps):
-        rec.add(fake_obs(t), np.full(7, t, dtype=float))
+        rec.add(observation(fake_obs(t), INSTRUCTION), np.full(7, t, dtype=float))
     return rec.finish(success)
 
 
@@ -37,7 +40,7 @@ def test_round_trip_keeps_successes_only(tmp_path):
     assert [d["init_index"] for d in demos] == [0, 2]
     first = demos[0]
     assert first["suite"] == "libero_object" and first["task_id"] == 3 and first["seed"] == 7
-    assert first["instruction"] == "pick up the ketchup and place it in the basket"
+    assert first["instruction"] == INSTRUCTION
     np.testing.assert_array_equal(first["actions"][:, 0], np.arange(4))
     np.testing.assert_array_equal(first["obs"]["agentview_rgb"][1], fake_obs(1)["agentview_image"])
     np.testing.assert_array_equal(first["obs"]["eye_in_hand_rgb"][2], fake_obs(2)["robot0_eye_in_hand_image"])
@@ -57,6 +60,6 @@ def test_round_trip_keeps_successes_only(tmp_path):
 def test_unfinished_episode_is_not_written(tmp_path):
     rec = DemoRecorder(tmp_path)
     rec.start(EpisodeContext("libero_spatial", 0, "x", 0, seed=0))
-    rec.add(fake_obs(0), np.zeros(7))
+    rec.add(observation(fake_obs(0), "x"), np.zeros(7))
     rec.close()
     assert rec.finish(True) is None and load_demos(tmp_path) == []

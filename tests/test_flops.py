@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import timm
@@ -16,8 +15,7 @@ from evaluate.analysis.flops import (
     LlmDims, full_query_macs, layer_macs, llm_pass_macs, model_dims, prefill_macs, pruned_schedule,
     query_schedule, vit_dims,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 # torch's counter has no formula for the CPU flash-attention kernel (it would count attention as 0 on a

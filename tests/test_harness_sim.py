@@ -1,9 +1,7 @@
 """End-to-end harness runs on the real LIBERO simulator, through the real Hydra CLI."""
-import json
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -12,18 +10,9 @@ import pytest
 from evaluate.envs.libero import TaskEnv, load_suite
 from evaluate.policy import EpisodeContext, PolicyOutput
 from evaluate.rollout import run_episode
-from tests.conftest import REPO, cli_command, run_cli
+from tests.conftest import REPO, cli_command, episode_records, noop_run_dir, run_cli, run_summary
 
 pytestmark = pytest.mark.sim
-
-
-def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted((run_dir / "episodes").glob("*.jsonl"))
-            for line in path.read_text().splitlines()]
-
-
-def _run_dir(root: Path, suite: str) -> Path:
-    return root / "noop" / suite / "none-keep1.0" / "seed7"
 
 
 @pytest.mark.parametrize("suite, name", [("libero_spatial", "libero_spatial"), ("libero_object", "libero_object"),
@@ -33,13 +22,13 @@ def test_one_short_episode_per_suite(suite, name, tmp_path):
     result = run_cli("policy=noop", f"suite={suite}", "tasks=[1]", "episodes_per_task=1", "suite.max_steps=3",
                      f"output_root={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = _run_dir(tmp_path, name)
-    [record] = _records(run_dir)
+    run_dir = noop_run_dir(tmp_path, name)
+    [record] = episode_records(run_dir)
     instruction = load_suite(name)[1].instruction
     assert record["suite"] == name and record["task_id"] == 1 and record["init_index"] == 0
     assert record["task"] == instruction and record["status"] == "ok"
     assert record["steps"] == 3 and record["success"] is False and len(record["queries"]) == 3
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = run_summary(run_dir)
     assert summary["complete"] and summary["episodes"] == 1 and summary["success_rate"] == 0.0
     assert summary["simulator"]["mujoco"] == "2.3.7" and summary["simulator"]["MUJOCO_GL"]
     assert instruction in (run_dir / "per_task.md").read_text()
@@ -50,7 +39,7 @@ def test_one_short_episode_per_suite(suite, name, tmp_path):
 def test_interrupted_run_resumes_where_it_stopped(signum, tmp_path):
     overrides = ["policy=noop", "suite=libero_object", "tasks=[0]", "episodes_per_task=3", "suite.max_steps=5",
                  f"output_root={tmp_path}"]
-    run_dir = _run_dir(tmp_path, "libero_object")
+    run_dir = noop_run_dir(tmp_path, "libero_object")
     episodes = run_dir / "episodes" / "task00.jsonl"
     proc = subprocess.Popen(cli_command(*overrides), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -63,22 +52,22 @@ def test_interrupted_run_resumes_where_it_stopped(signum, tmp_path):
     assert proc.returncode != 0
     if signum != signal.SIGKILL:  # the others stop cleanly and say so
         assert stderr.strip().splitlines()[-1].startswith(f"error: stopped by {signal.Signals(signum).name}")
-    first = _records(run_dir)
+    first = episode_records(run_dir)
     assert 1 <= len(first) < 3, "the signal should land before the run finishes"
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = run_summary(run_dir)
     assert summary["complete"] is False
     assert (summary["episodes_wanted"], summary["episodes_done"], summary["episodes"]) == (3, len(first), len(first))
 
     result = run_cli(*overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{len(first)} already done, {3 - len(first)} to run" in result.stdout  # Hydra logs to stdout
-    records = _records(run_dir)
+    records = episode_records(run_dir)
     assert records[: len(first)] == first
     assert sorted(r["init_index"] for r in records) == [0, 1, 2]
-    assert json.loads((run_dir / "summary.json").read_text())["complete"] is True
+    assert run_summary(run_dir)["complete"] is True
 
     again = run_cli(*overrides)  # nothing left: no episode runs twice
-    assert "3 already done, 0 to run" in again.stdout and len(_records(run_dir)) == 3
+    assert "3 already done, 0 to run" in again.stdout and len(episode_records(run_dir)) == 3
 
 
 def test_changed_settings_do_not_mix_into_a_run_dir(tmp_path):
@@ -94,8 +83,8 @@ def test_video_has_one_frame_per_step(tmp_path):
     result = run_cli("policy=noop", "suite=libero_object", "tasks=[0]", "episodes_per_task=1", "suite.max_steps=6",
                      "video=true", f"output_root={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = _run_dir(tmp_path, "libero_object")
-    [record] = _records(run_dir)
+    run_dir = noop_run_dir(tmp_path, "libero_object")
+    [record] = episode_records(run_dir)
     frames = iio.imread(run_dir / "videos" / record["video"])
     assert record["video"] == "task00_init00_failure.mp4"
     assert frames.shape == (7, 256, 256, 3)  # the first observation + one per step

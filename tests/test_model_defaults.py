@@ -2,17 +2,12 @@
 with all prefill rows, as the VLA-Pruner repository's OFT port does; one table (evaluate.config
 MODEL_PRUNER_DEFAULTS) feeds configs, run names, table labels, the FLOPs CLI and what a run records."""
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from evaluate.analysis import flops
-from evaluate.config import CONFIG_DIR, pruner_tag
 from evaluate.analysis.labels import method_label
-
-
-def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+from evaluate.config import pruner_tag
+from tests.conftest import composed
 
 
 @pytest.mark.parametrize("model, prune_layer, source", [("openvla_tiny", 3, "last"), ("openvla", 3, "last"),

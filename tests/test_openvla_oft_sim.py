@@ -2,15 +2,13 @@
 policy built from the composed Hydra config as the CLI builds it."""
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-# torch/transformers before evaluate.policies (whose package imports robosuite): the other order segfaults
-from vla_pruner.models.openvla_oft import CHUNK
-from evaluate.config import CONFIG_DIR  # noqa: I001
 from evaluate.envs.libero import TaskEnv, load_suite
 from evaluate.policies.openvla_oft import build_openvla_oft_policy
 from evaluate.policy import EpisodeContext
 from evaluate.rollout import run_episode
+from tests.conftest import composed
+from vla_pruner.models.openvla_oft import CHUNK
 
 pytestmark = pytest.mark.sim
 
@@ -42,10 +40,8 @@ CASES = {
 @pytest.mark.parametrize("pruner", list(CASES))
 def test_two_chunks_per_pruner(env, checkpoint, pruner):
     overrides, kept = CASES[pruner]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "model=openvla_oft_tiny", f"model.checkpoint={checkpoint}", f"pruner={pruner}", "keep=0.25",
-            "device=cpu", f"suite={SUITE}", *overrides])
+    cfg = composed("model=openvla_oft_tiny", f"model.checkpoint={checkpoint}", f"pruner={pruner}", "keep=0.25",
+                   "device=cpu", f"suite={SUITE}", *overrides)
     policy = build_openvla_oft_policy(cfg)
     ctx = EpisodeContext(suite=SUITE, task_id=0, instruction=env.task.instruction, init_index=0, seed=cfg.seed)
     record = run_episode(env, policy, ctx, max_steps=2 * CHUNK)

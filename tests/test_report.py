@@ -15,8 +15,8 @@ from evaluate.analysis.metrics import query_metrics
 from evaluate.analysis.report import load_runs, method_table, suite_table, task_table, write_report
 from evaluate.analysis.stats import wilson_interval
 from evaluate.store import EpisodeRecord, ResultStore
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PROMPT = 35  # non-visual tokens of the prompt
 D, M, L = 4096, 11008, 32  # OpenVLA-7B's Llama-2
 

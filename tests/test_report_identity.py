@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from evaluate.config import CONFIG_DIR, run_identity
 from evaluate.analysis.plots import error_bars
 from evaluate.analysis.report import load_runs, method_table, success_stats, suite_table, task_table, write_report
+from evaluate.config import run_identity
 from evaluate.store import EpisodeRecord, ResultStore
+from tests.conftest import REPO, composed
 from test_report import vla_query
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def harness_run(root: Path, overrides: list[str], outcomes: dict[int, list[bool]], wanted: int | None = None,
@@ -29,8 +28,7 @@ def harness_run(root: Path, overrides: list[str], outcomes: dict[int, list[bool]
     """A run directory as `python -m evaluate <overrides>` leaves it. `wanted` = init states wanted per task
     (None: a directory older than `wanted/`); `device` = what the policy reports in summary.json; `complete`
     = summary.json's flag (None: no summary.json)."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["model=openvla", *overrides, f"output_root={root}"])
+    cfg = composed("model=openvla", *overrides, f"output_root={root}")
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True)
     store = ResultStore(run_dir)
@@ -244,8 +242,7 @@ def test_collect_compares_both_readings_of_vla_pruner_with_the_papers_row(tmp_pa
     import yaml
 
     cfg = yaml.safe_load((released / "config.yaml").read_text())  # a run of the preset: name vla, its values
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        preset = compose(config_name="config", overrides=["pruner=vla_released", "model=openvla_tiny"])
+    preset = composed("pruner=vla_released", "model=openvla_tiny")
     cfg["pruner"] = OmegaConf.to_container(preset.pruner, resolve=True)
     (released / "config.yaml").write_text(yaml.safe_dump(cfg))
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(tmp_path), "--out",

@@ -1,53 +1,43 @@
 """What a week-long sweep relies on, through the real CLI and simulator: completeness derived from the records,
 one writer per task, a failed start that blocks nothing, sweeps that check every point first and go on past a
 point that fails while running."""
-import json
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_command, require_fixtures, run_cli
+from tests.conftest import REPO, cli_command, episode_records, noop_run_dir, require_fixtures, run_cli, run_summary
 
 pytestmark = pytest.mark.sim
 NOOP = ["policy=noop", "suite=libero_object", "suite.max_steps=3"]
 
 
-def _run_dir(root: Path) -> Path:
-    return root / "noop" / "libero_object" / "none-keep1.0" / "seed7"
-
-
-def _summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
 def _keys(run_dir: Path) -> list[tuple[int, int]]:
-    return sorted((r["task_id"], r["init_index"]) for p in (run_dir / "episodes").glob("*.jsonl")
-                  for r in map(json.loads, p.read_text().splitlines()))
+    return sorted((r["task_id"], r["init_index"]) for r in episode_records(run_dir))
 
 
 def test_task_shards_share_completeness_and_extending_a_run_makes_it_incomplete(tmp_path):
-    run_dir = _run_dir(tmp_path)
+    run_dir = noop_run_dir(tmp_path, "libero_object")
     shard = [*NOOP, "episodes_per_task=1", "expected_tasks=[0,1]", f"output_root={tmp_path}"]
     assert run_cli(*shard, "tasks=[0]").returncode == 0
-    summary = _summary(run_dir)  # the other shard has not run: not complete
+    summary = run_summary(run_dir)  # the other shard has not run: not complete
     assert (summary["complete"], summary["episodes_wanted"], summary["episodes_done"]) == (False, 2, 1)
     result = run_cli(*shard, "tasks=[1]")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert _summary(run_dir)["complete"] is True and _keys(run_dir) == [(0, 0), (1, 0)]
+    assert run_summary(run_dir)["complete"] is True and _keys(run_dir) == [(0, 0), (1, 0)]
     # extending the finished run: incomplete (from its start) until the new episode is in
     from evaluate.store import ResultStore
 
     ResultStore(run_dir).want([(1, 1)])
     assert ResultStore(run_dir).progress()["complete"] is False
     assert run_cli(*NOOP, "tasks=[1]", "episodes_per_task=2", f"output_root={tmp_path}").returncode == 0
-    assert _summary(run_dir)["complete"] is True and _summary(run_dir)["episodes"] == 3
+    assert run_summary(run_dir)["complete"] is True and run_summary(run_dir)["episodes"] == 3
 
 
 def test_a_second_writer_on_the_same_tasks_is_refused(tmp_path):
     overrides = [*NOOP, "tasks=[0]", "episodes_per_task=2", f"output_root={tmp_path}"]
-    run_dir = _run_dir(tmp_path)
+    run_dir = noop_run_dir(tmp_path, "libero_object")
     first = subprocess.Popen(cli_command(*overrides), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     deadline = time.time() + 300
@@ -62,7 +52,7 @@ def test_a_second_writer_on_the_same_tasks_is_refused(tmp_path):
     first.communicate(timeout=300)
     assert first.returncode == 0
     assert _keys(run_dir) == [(0, 0), (0, 1)]  # nothing recorded twice
-    assert _summary(run_dir)["complete"] is True
+    assert run_summary(run_dir)["complete"] is True
 
 
 def test_a_failed_start_does_not_claim_the_directory(tmp_path):
@@ -79,7 +69,7 @@ def test_a_failed_start_does_not_claim_the_directory(tmp_path):
     assert not (out / "run_identity.json").exists()
     fixed = run_cli(*common)
     assert fixed.returncode == 0, fixed.stderr[-2000:]
-    assert _summary(out)["complete"] is True
+    assert run_summary(out)["complete"] is True
 
 
 def test_a_sweep_checks_every_point_before_running_any(tmp_path):
@@ -108,5 +98,5 @@ def test_a_sweep_point_that_fails_while_running_does_not_stop_the_others(tmp_pat
     lines = result.stderr.strip().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("error: 1 sweep point(s) failed"))
     assert "policy=vla" in lines[at + 1] and "mismatched weights" in lines[at + 1], result.stderr[-3000:]
-    noop_dir = tmp_path / "runs" / "noop" / "libero_object" / "none-keep1.0" / "seed7"
-    assert _summary(noop_dir)["complete"] is True  # the point after the failed one ran
+    noop_dir = noop_run_dir(tmp_path / "runs", "libero_object")
+    assert run_summary(noop_dir)["complete"] is True  # the point after the failed one ran

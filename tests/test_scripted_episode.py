@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from evaluate.envs.libero import observation
 from evaluate.policies.scripted import ScriptedExpert
 from evaluate.policy import EpisodeContext
 
@@ -28,7 +29,7 @@ def test_scripted_expert_solves_a_libero_spatial_episode():
         policy.reset(EpisodeContext("libero_spatial", 0, task.language, 0, seed=0, env=env))
         done = False
         for _ in range(220):
-            obs, _, done, _ = env.step(policy.act(obs).actions[0])
+            obs, _, done, _ = env.step(policy.act(observation(obs, task.language)).actions[0])
             if done:
                 break
         assert done, f"not solved; last phase {policy.phase}"

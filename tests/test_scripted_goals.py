@@ -6,7 +6,8 @@ import pytest
 
 from evaluate.envs.libero_goals import PickPlace, UnsupportedGoal, parse_bddl, plan_goal
 from evaluate.policies.scripted import ScriptedExpert
-from evaluate.policy import POLICIES, EpisodeContext, TaskNotSupported
+from evaluate.policies import POLICIES
+from evaluate.policy import EpisodeContext, TaskNotSupported
 
 benchmark = pytest.importorskip("libero.libero.benchmark")
 from libero.libero import get_libero_path  # noqa: E402
@@ -54,5 +55,5 @@ def test_reset_raises_task_not_supported_with_reason():
 
 
 def test_registered_and_documented_as_privileged():
-    policy = POLICIES["scripted"](None)
+    policy = POLICIES["scripted"].build(None)
     assert policy.describe()["privileged"] is True

@@ -6,15 +6,14 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from evaluate.analysis.report import load_runs
+from tests.conftest import REPO, noop_run_dir
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEP = [sys.executable, str(REPO / "scripts" / "sweep.py")]
 
 
@@ -88,7 +87,7 @@ def test_two_task_shards_run_through_the_submitit_local_launcher_into_one_run_di
         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert len(list(tmp_path.glob(".submitit/*/*_result.pkl"))) == 2  # two submitit jobs
-    run_dir = tmp_path / "noop" / "libero_spatial" / "none-keep1.0" / "seed7"
+    run_dir = noop_run_dir(tmp_path, "libero_spatial")
     assert sorted(p.name for p in (run_dir / "episodes").iterdir()) == ["task00.jsonl", "task01.jsonl"]
     rs = load_runs([tmp_path])
     assert len(rs.runs) == 1 and sorted(rs.episodes.task_id) == [0, 1]

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
-
 from evaluate.config import pruner_tag
+from evaluate.envs.suites import paper_columns
 
 DENSE_PRUNER = "none"
-# The paper's column and row names.
-SUITE_COLUMNS = {"libero_spatial": "spatial", "libero_object": "object", "libero_goal": "goal",
-                 "libero_10": "long", "libero_long": "long", "libero_90": "libero_90"}
+# The paper's column and row names (suite columns: the suite table, evaluate/envs/suites.py).
+SUITE_COLUMNS = paper_columns()
 METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "vla": "VLA-Pruner",
                 "random": "Random"}
 # Group files that preset a pruner's options (configs/pruner/<stem>.yaml): a row's name says which reading it is.

@@ -43,7 +43,7 @@ from evaluate.analysis.labels import DENSE_PRUNER, SUITE_COLUMNS, method_order
 from evaluate.analysis.metrics import cost_stats, latency_stats
 from evaluate.analysis.plots import write_plots
 from evaluate.analysis.runset import COMPLETE, GROUP_KEYS, INCOMPLETE, RunSet, flatten, load_runs
-from evaluate.analysis.stats import wilson_interval
+from evaluate.analysis.stats import success_of
 
 # Identity fields that belong to one suite; a Table 1 row spans suites (see the module docstring).
 PER_SUITE_FIELDS = ("suite.name", "suite.max_steps", "model.checkpoint", "model.unnorm_key")
@@ -62,11 +62,10 @@ ROWS_NOTE = ("one row per experiment (full run identity; method options that dif
 
 
 def success_stats(episodes: pd.DataFrame) -> dict:
-    attempted = episodes[episodes.status != "skipped"]
-    n, k = len(attempted), int(attempted.success.sum())
-    lo, hi = wilson_interval(k, n)
-    return {"episodes": n, "successes": k, "sr": 100 * k / n if n else float("nan"),
-            "sr_ci_low": 100 * lo, "sr_ci_high": 100 * hi}
+    success = success_of(episodes)
+    low, high = success.ci95(100)
+    return {"episodes": success.episodes, "successes": success.successes, "sr": success.rate(100),
+            "sr_ci_low": low, "sr_ci_high": high}
 
 
 def seed_stats(seeds: pd.Series) -> dict:
@@ -300,9 +299,14 @@ def write_report(rs: RunSet, out_dir: Path) -> list[Path]:
     return written + write_plots(per_suite, out_dir)
 
 
-def show_warnings() -> None:
-    """Warnings of the run loader (unreadable files) as one `warning:` line each on stderr."""
+def load_runs_for_cli(paths: list[str]) -> RunSet:
+    """`load_runs` for a command: the loader's warnings (unreadable files) as one `warning:` line each on stderr,
+    a path that does not exist as an `error:` exit."""
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    try:
+        return load_runs(paths)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -310,11 +314,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="run directories or directories above them (e.g. runs/)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="where tables and plots go")
     args = parser.parse_args(argv)
-    show_warnings()
-    try:
-        runs = load_runs(args.runs)
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}") from None
-    for path in write_report(runs, args.out):
+    for path in write_report(load_runs_for_cli(args.runs), args.out):
         print(path)
 

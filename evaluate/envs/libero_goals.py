@@ -1,11 +1,13 @@
 """Turn a LIBERO task's BDDL goal into a plan of pick-and-place steps for the scripted expert.
 
-The goal comes from the parsed problem LIBERO builds from the task's .bddl file (`env.env.parsed_problem`
+The goal comes from the parsed problem LIBERO builds from the task's .bddl file (`env.live.env.parsed_problem`
 on a live env, or `parse_bddl(path)` without a simulator). Only goals made of `On`/`In` relations that a
 top-down grasp can reach are scripted; anything else (opening drawers, turning knobs, closing doors, or
 placing into a closed articulated container) raises `UnsupportedGoal` with a reason the harness records.
 """
 from __future__ import annotations
+
+import evaluate.envs.triton_before_mujoco  # noqa: F401,I001  (parse_bddl loads LIBERO, hence MuJoCo)
 
 from dataclasses import dataclass
 

@@ -1,2 +1,22 @@
-"""Built-in policies; importing this package registers them in `evaluate.policy.POLICIES`."""
-from evaluate.policies import noop, scripted, vla  # noqa: F401
+"""The policies `policy=NAME` selects, in one explicit table (no registration by import side effects).
+
+A new policy is a module here and a row below; the CLI (evaluate/__main__.py) checks a run's policy with
+`validate(cfg, POLICIES)` and the runner builds it with `build_policy`.
+"""
+from __future__ import annotations
+
+from evaluate.policies.noop import build_noop
+from evaluate.policies.scripted import make_scripted
+from evaluate.policies.vla import build_vla_policy, check_vla_policy
+from evaluate.policy import Policy, PolicyEntry
+
+POLICIES: dict[str, PolicyEntry] = {
+    "vla": PolicyEntry(build_vla_policy, check=check_vla_policy),
+    "scripted": PolicyEntry(make_scripted),
+    "noop": PolicyEntry(build_noop),
+}
+
+
+def build_policy(cfg) -> Policy:
+    """`cfg.policy.name`'s policy (weights load here)."""
+    return POLICIES[cfg.policy.name].build(cfg)

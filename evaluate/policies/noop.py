@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluate.policy import EpisodeContext, PolicyOutput, register_policy
+from evaluate.envs.base import Observation
+from evaluate.policy import EpisodeContext, PolicyOutput
 
 HOLD_STILL = np.array([[0, 0, 0, 0, 0, 0, -1]], dtype=np.float64)
 
@@ -18,13 +19,12 @@ class NoopPolicy:
     def reset(self, ctx: EpisodeContext) -> None:
         pass
 
-    def act(self, obs: dict) -> PolicyOutput:
+    def act(self, obs: Observation) -> PolicyOutput:
         return PolicyOutput(actions=HOLD_STILL.copy())
 
     def describe(self) -> dict:
         return {"policy": "noop", "note": "not a learned policy: holds still; success rate is meaningless"}
 
 
-@register_policy("noop")
 def build_noop(cfg) -> NoopPolicy:
     return NoopPolicy()

@@ -1,6 +1,6 @@
 """`policy=vla` with an OpenVLA model (`model=openvla` or the default `model=openvla_tiny`).
 
-One query per env step: the LIBERO frame is preprocessed as the official evaluation does, the LLM runs
+One query per env step: the primary camera's image is preprocessed as the official evaluation does, the LLM runs
 through the pruning engine with the configured pruner (prefill, then 7 greedy action tokens with a KV cache
 of kept tokens), the action is un-normalised with the suite's statistics and its gripper mapped to the env
 convention. Each query reports its latency per stage and what the pruner kept.
@@ -14,14 +14,15 @@ from omegaconf import DictConfig
 from PIL import Image
 
 import baselines
+from evaluate.envs.base import PRIMARY, Observation
 from evaluate.policy import EpisodeContext, PolicyOutput
+from evaluate.policies.openvla_image import model_image
 from evaluate.policies.vla_model import FamilySpec, OpenVLAModelConfig, resolve_checkpoint_path
 from vla_pruner.engine import PruningEngine, SequenceLayout
 from vla_pruner.pruning import ModelLayout
 from vla_pruner.models.action_tokenizer import gripper_to_env, select_action_stats
 from vla_pruner.models.checkpoint import resolve_device_dtype
 from vla_pruner.models.openvla import ACTION_DIM, OpenVLA, with_empty_token
-from vla_pruner.models.preprocess import libero_image
 from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
 from vla_pruner.models.tiny import TINY_CONFIG
 
@@ -82,9 +83,9 @@ class OpenVLAPolicy:
         return Stopwatch(self.model.device)
 
     @torch.inference_mode()
-    def act(self, obs: dict) -> PolicyOutput:
+    def act(self, obs: Observation) -> PolicyOutput:
         model, engine, clock = self.model, self.engine, self._stopwatch()
-        pixel_values = self.processor.image_processor(Image.fromarray(libero_image(obs["agentview_image"])))
+        pixel_values = self.processor.image_processor(Image.fromarray(model_image(obs.images[PRIMARY])))
         clock.lap("preprocess")
         visual = model.encode_image(pixel_values)
         clock.lap("vision")

@@ -1,8 +1,8 @@
 """`policy=vla` with an OpenVLA-OFT model (`model=openvla_oft` or `model=openvla_oft_tiny`), any pruner.
 
-One query per 8-step chunk, executed open loop: both LIBERO cameras are preprocessed as OpenVLA's
-agent view (rotate 180, JPEG, Lanczos to 224, centre crop), the 8-dim robot state is assembled and
-normalised with the suite's `{suite}_no_noops` statistics, the LLM runs once (bidirectional) through the
+One query per 8-step chunk, executed open loop: both cameras (primary, wrist) are preprocessed as OpenVLA's
+agent view (upright from the env, then JPEG, Lanczos to 224, centre crop), the observation's 8-dim robot state
+is normalised with the suite's `{suite}_no_noops` statistics, the LLM runs once (bidirectional) through the
 pruning engine, and the action head reads its window from the end of the pruned sequence. The chunk is
 un-normalised and its gripper mapped to the env convention. Each query reports per-stage latency
 (decode = the action head) and what the pruner kept.
@@ -17,7 +17,9 @@ from omegaconf import DictConfig
 from PIL import Image
 
 import baselines
+from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policies.openvla import OpenVLAPolicy
+from evaluate.policies.openvla_image import model_image
 from evaluate.policies.vla_model import FamilySpec, OpenVLAModelConfig, resolve_checkpoint_path
 from evaluate.policy import PolicyOutput
 from vla_pruner.engine import PruningEngine
@@ -26,12 +28,11 @@ from vla_pruner.models.checkpoint import resolve_device_dtype
 from vla_pruner.models.openvla_oft import (
     ACTION_HEAD_FILE, NUM_IMAGES, PATCHES_PER_IMAGE, PROPRIO_FILE, OpenVLAOFT, select_proprio_stats, sequence_layout,
 )
-from vla_pruner.models.preprocess import libero_image
 from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
-from vla_pruner.models.proprio import PROPRIO_DIM, robot_state
+from vla_pruner.models.proprio import PROPRIO_DIM
 from vla_pruner.models.tiny_oft import add_oft_parts, tiny_oft_norm_stats
 
-CAMERAS = ("agentview_image", "robot0_eye_in_hand_image")  # primary, wrist: the model's image order
+CAMERAS = (PRIMARY, WRIST)  # the model's image order
 
 OPENVLA_OFT = FamilySpec(
     name="openvla_oft",
@@ -40,11 +41,6 @@ OPENVLA_OFT = FamilySpec(
     select_stats=select_proprio_stats,  # the action statistics of the same dataset are checked with it
     tiny_norm_stats=tiny_oft_norm_stats,
 )
-
-
-def libero_state(obs: dict) -> np.ndarray:
-    """The 8-dim OFT robot state of a LIBERO observation (before normalisation)."""
-    return robot_state(obs["robot0_eef_pos"], obs["robot0_eef_quat"], obs["robot0_gripper_qpos"])
 
 
 class OpenVLAOFTPolicy(OpenVLAPolicy):
@@ -68,11 +64,11 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
         self.model.action_chunk(self.model.run_llm(embeds))
 
     @torch.inference_mode()
-    def act(self, obs: dict) -> PolicyOutput:
+    def act(self, obs: Observation) -> PolicyOutput:
         model, engine, clock = self.model, self.engine, self._stopwatch()
-        pixel_values = torch.cat([self.processor.image_processor(Image.fromarray(libero_image(obs[camera])))
+        pixel_values = torch.cat([self.processor.image_processor(Image.fromarray(model_image(obs.images[camera])))
                                   for camera in CAMERAS], dim=1)
-        proprio = model.normalize_proprio(libero_state(obs), self.unnorm_key)
+        proprio = model.normalize_proprio(obs.state, self.unnorm_key)
         clock.lap("preprocess")
         embeds = model.multimodal_embeds(self.input_ids, model.encode_images(pixel_values),
                                          model.project_proprio(proprio))

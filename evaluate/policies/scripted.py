@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import evaluate.envs.libero  # noqa: F401  (MUJOCO_GL and the simulator's log routing, before robosuite loads)
+import evaluate.envs.libero  # noqa: F401  (Triton, MUJOCO_GL and the simulator's log routing, before robosuite)
 import mujoco
 import numpy as np
 import robosuite.utils.transform_utils as T
 
 from evaluate.envs.libero_goals import PickPlace, UnsupportedGoal, plan_goal
-from evaluate.policy import EpisodeContext, PolicyOutput, TaskNotSupported, register_policy
+from evaluate.envs.base import Observation
+from evaluate.policy import EpisodeContext, PolicyOutput, TaskNotSupported
 
 OPEN, CLOSE = -1.0, 1.0
 POS_GAIN = 0.02  # metres of position error that saturate an action (OSC_POSE: 0.05 m per unit)
@@ -48,12 +49,12 @@ class ScriptedExpert:
         self.phase = "start"
         self._script = self._run()
 
-    def act(self, obs: dict) -> PolicyOutput:
-        self.obs = obs
+    def act(self, obs: Observation) -> PolicyOutput:
+        self.obs = obs.raw  # privileged: the simulator's own observation (object poses, eef quaternion)
         if self.ref_quat is None:  # the start pose: fingers down, well above every object
-            self.start_quat = self.ref_quat = np.array(obs["robot0_eef_quat"])
+            self.start_quat = self.ref_quat = np.array(self.obs["robot0_eef_quat"])
             self.start_axis = self._closing_axis()
-            self.z_travel = float(obs["robot0_eef_pos"][2])
+            self.z_travel = float(self._eef()[2])
         action = next(self._script)
         return PolicyOutput(actions=action[None], info={"phase": self.phase})
 
@@ -251,7 +252,6 @@ def _half_extents(geom_type: int, size: np.ndarray, rbound: float) -> np.ndarray
     return np.full(3, rbound)
 
 
-@register_policy("scripted")
 def make_scripted(cfg=None) -> ScriptedExpert:
     """No options: every constant above is tuned for LIBERO's Panda + OSC_POSE setup."""
     return ScriptedExpert()

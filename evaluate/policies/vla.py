@@ -11,7 +11,7 @@ from typing import Callable
 from omegaconf import DictConfig
 
 from evaluate.config import ConfigError
-from evaluate.policy import Policy, register_policy
+from evaluate.policy import Policy
 from evaluate.policies.openvla import OPENVLA, build_openvla_policy
 from evaluate.policies.openvla_oft import OPENVLA_OFT, build_openvla_oft_policy
 from evaluate.policies.vla_checks import check_vla_model
@@ -41,6 +41,5 @@ def check_vla_policy(cfg: DictConfig) -> None:
     check_vla_model(cfg, family_of(cfg).spec, [f.spec for f in FAMILIES.values()])
 
 
-@register_policy("vla", check=check_vla_policy)
 def build_vla_policy(cfg: DictConfig) -> Policy:
     return family_of(cfg).build(cfg)

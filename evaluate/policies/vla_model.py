@@ -12,10 +12,9 @@ from typing import Any, Callable, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from evaluate.config import ConfigError
+from evaluate.envs.suites import family_suites
 from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE
 from vla_pruner.models.tiny import ensure_tiny_checkpoint
-
-LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 
 
 @dataclass
@@ -67,7 +66,7 @@ def libero_instructions() -> Iterator[str]:
     the benchmark is only loaded when a tiny checkpoint is actually built, not when it is cached."""
     from evaluate.envs.libero import load_suite  # quiet: the benchmark's own prints go to the log
 
-    for name in LIBERO_SUITES:
+    for name in family_suites("libero"):
         yield from (task.instruction for task in load_suite(name))
 
 
