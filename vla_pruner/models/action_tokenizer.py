@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .statistics import QuantileBounds
+
 
 class ActionTokenizer:
     def __init__(self, text_vocab_size: int = 32000, n_bins: int = 256):
@@ -41,9 +43,8 @@ def select_action_stats(norm_stats: dict[str, Any], key: str | None) -> dict[str
 
 def unnormalize(normalized: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
     """[-1, 1] -> dataset units on the dimensions where `mask` is true (q01..q99); others pass through."""
-    low, high = np.asarray(stats["q01"], dtype=np.float64), np.asarray(stats["q99"], dtype=np.float64)
-    mask = np.asarray(stats.get("mask", np.ones_like(low, dtype=bool)), dtype=bool)
-    return np.where(mask, 0.5 * (normalized + 1.0) * (high - low) + low, normalized)
+    b = QuantileBounds.of(stats)
+    return np.where(b.mask, 0.5 * (normalized + 1.0) * (b.high - b.low) + b.low, normalized)
 
 
 def gripper_to_env(action: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .statistics import QuantileBounds
+
 PROPRIO_DIM = 8
 
 
@@ -49,7 +51,6 @@ def robot_state(eef_pos: np.ndarray, eef_quat: np.ndarray, gripper_qpos: np.ndar
 
 def normalize_proprio(state: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
     """q01/q99 bounds -> [-1, 1], clipped: `2*(x-q01)/(q99-q01+1e-8)-1` where `mask` (default all)."""
-    low, high = np.asarray(stats["q01"], dtype=np.float64), np.asarray(stats["q99"], dtype=np.float64)
-    mask = np.asarray(stats.get("mask", np.ones_like(low, dtype=bool)), dtype=bool)
-    scaled = 2.0 * (np.asarray(state, dtype=np.float64) - low) / (high - low + 1e-8) - 1.0
-    return np.clip(np.where(mask, scaled, state), -1.0, 1.0)
+    b = QuantileBounds.of(stats)
+    scaled = 2.0 * (np.asarray(state, dtype=np.float64) - b.low) / (b.high - b.low + 1e-8) - 1.0
+    return np.clip(np.where(b.mask, scaled, state), -1.0, 1.0)
