@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vla_pruner.pruning import (
-    ModelLayout, PrunePlan, Pruner, PrunerConfig, Selection, Stage, StageInputs, check_choice, check_prune_layer,
-    register_pruner, top_k,
+    PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice, top_k,
 )
 
 
@@ -20,18 +19,13 @@ class FastVConfig(PrunerConfig):
         check_choice("source", self.source, ("last", "prefill"))
 
 
-@register_pruner
-class FastV(Pruner):
+class FastV(SingleCutPruner):
     name = "fastv"
     Config = FastVConfig
     config: FastVConfig
 
-    def __init__(self, config: FastVConfig, keep: float, layout: ModelLayout):
-        check_prune_layer(config.prune_layer, layout.num_layers)
-        super().__init__(config, keep, layout)
-
     def make_plan(self) -> PrunePlan:
-        return PrunePlan(stages=(Stage(layer=self.config.prune_layer - 1, rows=self.config.source),))
+        return PrunePlan(stages=(self.cut(rows=self.config.source),))
 
     def choose(self, inputs: StageInputs) -> Selection:
         kept = [top_k(a.float().mean(0), k).sort().values for a, k in zip(inputs.attention, self.budgets)]

@@ -7,10 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vla_pruner.pruning import (
-    ModelLayout, PrunePlan, Pruner, PrunerConfig, Selection, Stage, StageInputs, check_prune_layer,
-    register_pruner,
-)
+from vla_pruner.pruning import PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs
 
 
 def query_seed(seed: int, episode: int | str, step: int) -> int:
@@ -24,19 +21,13 @@ class RandomConfig(PrunerConfig):
     prune_layer: int = 3
 
 
-@register_pruner
-class RandomKeep(Pruner):
+class RandomKeep(SingleCutPruner):
     name = "random"
     Config = RandomConfig
     config: RandomConfig
 
-    def __init__(self, config: RandomConfig, keep: float, layout: ModelLayout):
-        check_prune_layer(config.prune_layer, layout.num_layers)
-        super().__init__(config, keep, layout)
-        self.reset()
-
     def make_plan(self) -> PrunePlan:
-        return PrunePlan(stages=(Stage(layer=self.config.prune_layer - 1),))  # needs no scores
+        return PrunePlan(stages=(self.cut(),))  # needs no scores
 
     def reset(self, seed: int = 0, episode: int | str = 0) -> None:
         self.seed, self.episode, self.step = seed, episode, 0

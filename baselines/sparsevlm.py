@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import torch
 
 from vla_pruner.pruning import (
-    MergedTokens, ModelLayout, PrunePlan, Pruner, PrunerConfig, Selection, Stage, StageInputs, check_choice,
-    check_prune_layer, register_pruner, top_k,
+    MergedTokens, PrunePlan, PrunerConfig, Selection, SingleCutPruner, Stage, StageInputs,
+    check_choice, top_k,
 )
 
 LLAVA_LAYERS = (2, 6, 15)  # SparseVLM's pruning layers in LLaVA-1.5-7B
@@ -162,23 +162,22 @@ def merge_clusters(features: torch.Tensor, scores: torch.Tensor, origin: torch.T
     return MergedTokens(features=(sums / counts).to(features.dtype), origin=origin[order[best]])
 
 
-@register_pruner
-class SparseVLM(Pruner):
+class SparseVLM(SingleCutPruner):
     name = "sparsevlm"
     Config = SparseVLMConfig
     config: SparseVLMConfig
 
-    def __init__(self, config: SparseVLMConfig, keep: float, layout: ModelLayout):
-        if config.mode == "single":
-            check_prune_layer(config.prune_layer, layout.num_layers)
-        super().__init__(config, keep, layout)
-        self.raters: torch.Tensor | None = None
+    def reset(self, seed: int = 0, episode: int | str = 0) -> None:
+        self.raters: torch.Tensor | None = None  # rows of the "text" rows that rate, chosen per query
         self.origin: list[torch.Tensor] = []  # per image: original index (position source) of each current row
 
+    @property
+    def cuts_once(self) -> bool:
+        return self.config.mode == "single"
+
     def make_plan(self) -> PrunePlan:
-        if self.config.mode == "single":
-            return PrunePlan(stages=(Stage(layer=self.config.prune_layer - 1, rows="text",
-                                           visual_embeddings=True, text_embeddings=True),))
+        if self.cuts_once:
+            return PrunePlan(stages=(self.cut(rows="text", visual_embeddings=True, text_embeddings=True),))
         self.layers = progressive_layers(self.layout.num_layers)
         self.counts = [stage_counts(m, b, self.layers, self.layout.num_layers)
                        for m, b in zip(self.layout.image_tokens, self.budgets)]

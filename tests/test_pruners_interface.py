@@ -5,7 +5,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import baselines  # noqa: F401  (registers every pruner)
 from vla_pruner.pruning import (
     PRUNERS, ModelLayout, Selection, StageInputs, budget, build_pruner, hex_to_indices, indices_to_hex,
     pruner_config, top_k,

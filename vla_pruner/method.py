@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Sequence
 
 import torch
 
 from vla_pruner.diversity import select_diverse
 from vla_pruner.pruning import (
-    ModelLayout, PrunePlan, Pruner, PrunerConfig, Selection, Stage, StageInputs, check_choice,
-    check_prune_layer, register_pruner, top_k,
+    PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice, top_k,
 )
 
 CRITERIA = ("dual", "semantic_only", "action_only", "fusion")
@@ -106,28 +106,23 @@ def interleave_union(first: torch.Tensor, second: torch.Tensor, k: int) -> torch
     return merged[first_seen.sort().values[:k]]
 
 
-@register_pruner
-class VLAPruner(Pruner):
+class VLAPruner(SingleCutPruner):
     """One cut before prune_layer; the action scores of past queries (fed by observe) steer the next cut."""
 
     name = "vla"
     Config = VLAPrunerConfig
     config: VLAPrunerConfig
 
-    def __init__(self, config: VLAPrunerConfig, keep: float, layout: ModelLayout):
-        check_prune_layer(config.prune_layer, layout.num_layers)
-        if not isinstance(config.action_layers, str) and not all(
-                0 <= i < layout.num_layers for i in config.action_layers):
-            raise ValueError(f"action_layers={list(config.action_layers)} outside 0..{layout.num_layers - 1}")
-        super().__init__(config, keep, layout)
-        self.weights = temporal_weights(config.window, config.gamma, config.temporal_order)
-        self.history: deque[list[torch.Tensor]] = deque(maxlen=config.window)
-        self.last_kept: list[torch.Tensor] | None = None
+    def check_layout(self) -> None:
+        super().check_layout()
+        layers, num_layers = self.config.action_layers, self.layout.num_layers
+        if not isinstance(layers, str) and not all(0 <= i < num_layers for i in layers):
+            raise ValueError(f"action_layers={list(layers)} outside 0..{num_layers - 1}")
 
     def make_plan(self) -> PrunePlan:
         cfg = self.config
         filters = cfg.criterion == "dual" and cfg.redundancy_filter
-        stage = Stage(layer=cfg.prune_layer - 1, rows=cfg.semantic_source, visual_embeddings=filters)
+        stage = self.cut(rows=cfg.semantic_source, visual_embeddings=filters)
         return PrunePlan(stages=(stage,), action_layers=self.resolve_action_layers() if cfg.uses_action else ())
 
     def resolve_action_layers(self) -> tuple[int, ...]:
@@ -137,8 +132,13 @@ class VLAPruner(Pruner):
         return tuple(sorted(set(layers)))
 
     def reset(self, seed: int = 0, episode: int | str = 0) -> None:
-        self.history.clear()
-        self.last_kept = None
+        self.history: deque[list[torch.Tensor]] = deque(maxlen=self.config.window)
+        self.last_kept: list[torch.Tensor] | None = None
+
+    @cached_property
+    def weights(self) -> torch.Tensor:
+        """The history's weights, oldest entry first."""
+        return temporal_weights(self.config.window, self.config.gamma, self.config.temporal_order)
 
     @property
     def warming_up(self) -> bool:

@@ -20,6 +20,10 @@ Engine loop, in short::
 All indices are per image and 0-based within that image's visual tokens; at the first stage the rows are the
 original visual tokens, so `kept` are original visual indices (add the image's start offset for sequence
 positions).
+
+A new pruner is one module: a `Pruner` subclass (`SingleCutPruner` for one cut before `prune_layer`) with its
+typed `Config`, found by name through `PRUNERS`: listed in `BUILT_IN` (this package), declared as an entry point
+of group `vla_pruner.pruners` (another package, e.g. baselines), or `register_pruner`-ed by code that imports it.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ import time
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Mapping, Sequence
+from importlib import import_module, metadata
+from typing import Any, ClassVar, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -235,17 +240,23 @@ class Pruner:
         self.config = config
         self.keep = keep
         self.layout = layout
+        self.check_layout()
         self.budgets = tuple(budget(keep, m) for m in layout.image_tokens)
         prunes = any(b < m for b, m in zip(self.budgets, layout.image_tokens))
         self.plan = self.make_plan() if prunes else PrunePlan()
+        self.reset()
+
+    def check_layout(self) -> None:
+        """Refuse options that do not fit the model (before budgets and plan are made)."""
 
     def make_plan(self) -> PrunePlan:
         """The plan when the budget drops tokens (keep=1.0 always gets the dense plan)."""
         raise NotImplementedError
 
     def reset(self, seed: int = 0, episode: int | str = 0) -> None:
-        """Start an episode: clears per-episode state. `seed` = the run's seed, `episode` = an id unique within
-        the run, e.g. "libero_spatial/3/17" (suite/task/init state); only seeded pruners use them."""
+        """Start an episode: (re)sets per-episode state, also once at construction. `seed` = the run's seed,
+        `episode` = an id unique within the run, e.g. "libero_spatial/3/17" (suite/task/init state); only
+        seeded pruners use them."""
 
     def select(self, inputs: StageInputs) -> Selection:
         """Choose the tokens of one stage (timed; on CUDA the clock waits for the device)."""
@@ -306,21 +317,95 @@ class Pruner:
         return torch.device("cpu")
 
 
-PRUNERS: dict[str, type[Pruner]] = {}
+class SingleCutPruner(Pruner):
+    """Base of the pruners that cut once, before layer K = `config.prune_layer` (an int option of their config):
+    layers 0..K-1 see every token and the cut scores with layer K-1's own attention. Owns K's check against the
+    model and the stage's layer; subclasses say what the cut needs (`cut(rows=..., ...)` in `make_plan`)."""
+
+    @property
+    def cuts_once(self) -> bool:
+        """Whether this configuration cuts once (a pruner with other modes, such as SparseVLM's progressive
+        one, says no for those, and checks its own layers)."""
+        return True
+
+    def check_layout(self) -> None:
+        super().check_layout()
+        if self.cuts_once:
+            check_prune_layer(self.config.prune_layer, self.layout.num_layers)
+
+    def cut(self, **needs: Any) -> Stage:
+        """The stage of the cut before layer K, asking for `needs` (the other `Stage` fields)."""
+        return Stage(layer=self.config.prune_layer - 1, **needs)
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+# this package's own pruners, imported on first use; other packages declare theirs as entry points
+BUILT_IN = {"none": "vla_pruner.pruning:NonePruner", "vla": "vla_pruner.method:VLAPruner"}
+ENTRY_POINT_GROUP = "vla_pruner.pruners"
+
+
+class PrunerRegistry(Mapping[str, type[Pruner]]):
+    """Pruner classes by name. Filled without import side effects: the built-in table and the packages'
+    entry points (group `vla_pruner.pruners`, read once, when a name is not found otherwise) name each class as
+    "module:Class", imported when first asked for; `register_pruner` adds a class defined anywhere else."""
+
+    def __init__(self, declared: Mapping[str, str], group: str):
+        self._declared = dict(declared)
+        self._group = group
+        self._entry_points_read = False
+        self._classes: dict[str, type[Pruner]] = {}
+
+    def _read_entry_points(self) -> None:
+        if not self._entry_points_read:
+            for entry in metadata.entry_points(group=self._group):
+                self._declared.setdefault(entry.name, entry.value)
+            self._entry_points_read = True
+
+    def names(self) -> list[str]:
+        self._read_entry_points()
+        return sorted(set(self._declared) | set(self._classes))
+
+    def register(self, cls: type[Pruner]) -> type[Pruner]:
+        if cls.name in self.names():
+            raise ValueError(f"pruner {cls.name!r} registered twice")
+        self._classes[cls.name] = cls
+        return cls
+
+    def __getitem__(self, name: str) -> type[Pruner]:
+        if name not in self._classes:
+            if name not in self._declared:
+                self._read_entry_points()
+            if name not in self._declared:
+                raise KeyError(name)
+            module, _, attribute = self._declared[name].partition(":")
+            cls = getattr(import_module(module), attribute)
+            if cls.name != name:
+                raise ValueError(f"pruner {name!r} is declared as {self._declared[name]}, whose name is {cls.name!r}")
+            self._classes[name] = cls
+        return self._classes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+
+PRUNERS = PrunerRegistry(BUILT_IN, ENTRY_POINT_GROUP)
 
 
 def register_pruner(cls: type[Pruner]) -> type[Pruner]:
-    """Class decorator: make a pruner buildable by its `name`."""
-    if cls.name in PRUNERS:
-        raise ValueError(f"pruner {cls.name!r} registered twice")
-    PRUNERS[cls.name] = cls
-    return cls
+    """Class decorator: make a pruner defined outside the declared ones (say, in a test) buildable by its `name`."""
+    return PRUNERS.register(cls)
 
 
 def pruner_class(name: str) -> type[Pruner]:
     if name not in PRUNERS:
-        raise ValueError(f"unknown pruner {name!r}; registered: {', '.join(sorted(PRUNERS))} "
-                         "(baselines register on `import baselines`)")
+        raise ValueError(f"unknown pruner {name!r}; valid choices: {', '.join(PRUNERS)}")
     return PRUNERS[name]
 
 
@@ -359,7 +444,6 @@ class NoneConfig(PrunerConfig):
     pass
 
 
-@register_pruner
 class NonePruner(Pruner):
     """The dense model: an empty plan, so the engine never probes or prunes."""
 
