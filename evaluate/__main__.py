@@ -23,6 +23,7 @@ from evaluate.store import StoreError
 
 log = logging.getLogger(__name__)
 FAILURES_ENV = "VLA_PRUNER_SWEEP_FAILURES"  # where the points of this sweep record their failures
+SUBMITIT_JOB = "SUBMITIT_EXECUTOR"  # set in a job that submitit runs as a process of its own
 
 
 def policies() -> dict:
@@ -47,8 +48,13 @@ def main(cfg: DictConfig) -> None:
     except user_errors() as e:
         return _fail(str(e))
     except Stopped as e:
-        sys.exit(f"error: stopped by {e} before the run finished; finished episodes are saved in "
-                 f"{cfg.output_dir}: re-run the same command to resume")
+        message = (f"stopped by {e} before the run finished; finished episodes are saved in {cfg.output_dir}: "
+                   "re-run the same command to resume")
+        if SUBMITIT_JOB not in os.environ:  # Ctrl-C of a run, or of a sweep running its points here: stop it all
+            sys.exit(f"error: {message}")
+        # a cluster job (time limit, scancel, preemption): recorded like a failure, and the job ends normally,
+        # leaving the result its launcher waits for
+        return _fail(message)
     except Exception as e:
         if not _in_sweep():
             raise
@@ -73,8 +79,14 @@ def _fail(message: str) -> None:
 
     hydra_cfg = HydraConfig.get()
     print(f"error: {message}", file=sys.stderr)
-    record = {"job": hydra_cfg.job.num, "overrides": list(hydra_cfg.overrides.task), "error": message}
-    Path(os.environ[FAILURES_ENV], f"job{hydra_cfg.job.num:05d}.json").write_text(json.dumps(record))
+    record_failure(hydra_cfg.job.num, list(hydra_cfg.overrides.task), message)
+
+
+def record_failure(job: int, overrides: list[str], message: str) -> None:
+    """Keeps a failed point for the sweep's final report (written by the point's job, or by this process for
+    a job that ended without its result)."""
+    record = {"job": job, "overrides": overrides, "error": message}
+    Path(os.environ[FAILURES_ENV], f"job{job:05d}.json").write_text(json.dumps(record))
 
 
 def _report_sweep_failures(directory: Path) -> None:
@@ -100,7 +112,10 @@ def cli() -> None:
     directory = Path(configs[0].output_root).absolute() / ".sweep_failures" / uuid.uuid4().hex[:12]
     directory.mkdir(parents=True, exist_ok=True)
     os.environ[FAILURES_ENV] = str(directory)
-    main()
+    from evaluate.slurm_jobs import following_slurm_jobs
+
+    with following_slurm_jobs(record_failure):  # job states without sacct; a job killed outright is a failed point
+        main()
     _report_sweep_failures(directory)
 
 
