@@ -5,31 +5,21 @@ import pytest
 import torch
 from PIL import Image
 
-import baselines  # noqa: F401  (registers the baseline pruners)
-from vla_pruner.engine import PruningEngine, SequenceLayout, attention_rows
+from vla_pruner.engine import PruningEngine, attention_rows
+from vla_pruner.layout import SequenceLayout
 from vla_pruner.models.llama import KVCache, causal_padding_mask
-from vla_pruner.models.openvla import OpenVLA, with_empty_token
+from vla_pruner.models.openvla import with_empty_token
 from vla_pruner.models.processor import OpenVLAProcessor
 from vla_pruner.pruning import ModelLayout, build_pruner
+
+from tests.references import eager_attention, openvla_fixture_queries
 
 N_TOKENS = 7
 
 
 @pytest.fixture(scope="module")
 def model_and_inputs(fixtures_dir):
-    fixtures = fixtures_dir
-    path = fixtures / "openvla_tiny_hf"
-    model = OpenVLA.from_pretrained(path, device="cpu", dtype="float32")
-    processor = OpenVLAProcessor.from_pretrained(path)
-    reference = np.load(fixtures / "openvla_tiny_hf_reference.npz")
-    queries = []
-    for image, prompt in zip(reference["image"], reference["prompt"]):
-        inputs = processor(str(prompt), Image.fromarray(image))
-        with torch.inference_mode():
-            embeds = model.multimodal_embeds(with_empty_token(inputs["input_ids"]),
-                                             model.encode_image(inputs["pixel_values"]))
-        queries.append(embeds)
-    return model, queries
+    return openvla_fixture_queries(fixtures_dir)
 
 
 def layout_of(embeds) -> SequenceLayout:
@@ -44,11 +34,27 @@ def engine_for(model, name, keep, **options) -> PruningEngine:
 
 @torch.inference_mode()
 def run_engine(engine: PruningEngine, embeds):
-    hidden, _, trace = engine.prefill(embeds, layout_of(embeds))
-    first_logits = engine.lm.logits(hidden[:, -1:])
-    tokens = engine.decode(first_logits.argmax(-1), N_TOKENS)
-    engine.finish()
-    return first_logits, tokens, trace
+    state = engine.prefill(embeds, layout_of(embeds))
+    first_logits = engine.lm.logits(state.hidden[:, -1:])
+    assert torch.equal(first_logits.argmax(-1), state.next_token)
+    tokens = engine.decode(state, N_TOKENS)
+    engine.finish(state)
+    return first_logits, tokens, state.trace
+
+
+@torch.inference_mode()
+def dense_reference(model, embeds, n_tokens=N_TOKENS):
+    """The unpruned model written out with the layer loop alone: a full prefill, then greedy cached steps.
+    Returns the first token's logits and the greedy tokens."""
+    lm = model.language_model
+    S = embeds.shape[1]
+    cache = KVCache(len(lm.layers))
+    logits = lm.logits(lm.run_layers(embeds, torch.arange(S)[None], cache)[:, -1:])
+    tokens = [logits.argmax(-1)]
+    for step in range(n_tokens - 1):
+        hidden = lm.run_layers(lm.embed(tokens[-1]), torch.tensor([[S + step]]), cache)
+        tokens.append(lm.logits(hidden).argmax(-1))
+    return logits, torch.cat(tokens, 1)
 
 
 @torch.inference_mode()
@@ -80,14 +86,13 @@ def masked_reference(model, embeds, kept_visual: torch.Tensor, prune_layer: int,
 def test_none_and_keep_one_equal_the_unpruned_model(model_and_inputs):
     model, queries = model_and_inputs
     for embeds in queries:
-        state = model.prefill(embeds)
-        dense_tokens = model.decode(state)
+        dense_logits, dense_tokens = dense_reference(model, embeds)
         for name in ("none", "vla", "fastv", "sparsevlm", "random"):
             logits, tokens, trace = run_engine(engine_for(model, name, keep=1.0), embeds)
             assert torch.equal(tokens, dense_tokens), name
             assert trace.kept_visual == 256 and trace.prefill_tokens == [embeds.shape[1]] * 8
         logits, tokens, _ = run_engine(engine_for(model, "none", keep=0.25), embeds)
-        assert torch.equal(logits.argmax(-1), state.next_token) and torch.equal(tokens, dense_tokens)
+        assert torch.equal(logits, dense_logits) and torch.equal(tokens, dense_tokens)
 
 
 @torch.inference_mode()
@@ -118,15 +123,15 @@ def test_decode_logits_equal_masked_reference(model_and_inputs):
     engine = engine_for(model, "fastv", keep=0.125)
     lm = model.language_model
     embeds = queries[0]
-    hidden, _, trace = engine.prefill(embeds, layout_of(embeds))
-    token = lm.logits(hidden[:, -1:]).argmax(-1)
+    state = engine.prefill(embeds, layout_of(embeds))
+    token = lm.logits(state.hidden[:, -1:]).argmax(-1)
     tokens, step_logits = [token], []
     for step in range(N_TOKENS - 1):
         position = torch.full_like(token, embeds.shape[1] + step)
-        h = engine.run_layers(lm.embed(tokens[-1]), position, engine._cache, 0, len(lm.layers), {})
+        h = lm.run_layers(lm.embed(tokens[-1]), position, state.cache)
         step_logits.append(lm.logits(h))
         tokens.append(step_logits[-1].argmax(-1))
-    reference = masked_reference(model, embeds, trace.selections[0].kept[0], 3, torch.cat(tokens, 1))
+    reference = masked_reference(model, embeds, state.trace.selections[0].kept[0], 3, torch.cat(tokens, 1))
     for ours, theirs in zip(step_logits, reference[1:]):
         torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
 
@@ -142,14 +147,8 @@ def test_attention_rows_equal_eager_attention(model_and_inputs):
     layer_idx = 2
     layer_input = lm.run_layers(embeds, positions, cache, start=0, stop=layer_idx)
     lm.run_layers(layer_input, positions, cache, start=layer_idx, stop=layer_idx + 1)
-    attn = lm.layers[layer_idx].self_attn
-    attn.config._attn_implementation = "eager"
-    try:
-        x = lm.layers[layer_idx].input_layernorm(layer_input)
-        mask = torch.zeros(1, 1, S, S).masked_fill(~torch.ones(S, S, dtype=torch.bool).tril(), float("-inf"))
-        _, eager = attn(x, position_embeddings=lm.rotary_emb(x, positions), attention_mask=mask)
-    finally:
-        attn.config._attn_implementation = "sdpa"
+    mask = torch.zeros(1, 1, S, S).masked_fill(~torch.ones(S, S, dtype=torch.bool).tril(), float("-inf"))
+    eager = eager_attention(lm, layer_idx, layer_input, positions, mask)
     rows = torch.tensor([0, 5, 100, S - 1])
     visible = rows[:, None] >= torch.arange(S)[None]
     ours = attention_rows(lm, layer_idx, layer_input[:, rows], positions[:, rows], cache.keys[layer_idx], visible)
@@ -188,3 +187,33 @@ def test_progressive_sparsevlm_merges_tokens_at_their_origin_positions(model_and
     average_visual = sum(n - (S - 256) for n in trace.prefill_tokens) / 8
     assert abs(average_visual - 128) <= 1  # the layer-averaged visual count meets the budget
     assert torch.isfinite(logits).all() and tokens.shape == (1, N_TOKENS)
+
+
+@torch.inference_mode()
+def test_each_query_carries_its_own_state(model_and_inputs):
+    """Two queries prefilled before either decodes give what each gives alone: nothing of a query is left on
+    the engine."""
+    model, queries = model_and_inputs
+    engine = engine_for(model, "fastv", keep=0.25)
+    alone = [run_engine(engine, q) for q in queries[:2]]
+    states = [engine.prefill(q, layout_of(q)) for q in queries[:2]]
+    for state, (_, tokens, trace) in zip(reversed(states), reversed(alone)):
+        assert torch.equal(engine.decode(state, N_TOKENS), tokens)
+        assert torch.equal(state.trace.selections[0].kept[0], trace.selections[0].kept[0])
+
+
+@torch.inference_mode()
+def test_the_plain_model_is_the_dense_engine_and_takes_batches(model_and_inputs, fixtures_dir):
+    model, queries = model_and_inputs
+    processor = OpenVLAProcessor.from_pretrained(fixtures_dir / "openvla_tiny_hf")
+    reference = np.load(fixtures_dir / "openvla_tiny_hf_reference.npz")
+    prompt = str(reference["prompt"][0])
+    inputs = [processor(prompt, Image.fromarray(image)) for image in reference["image"][:2]]
+    ids, pixels = inputs[0]["input_ids"], torch.cat([x["pixel_values"] for x in inputs])
+    batch = model.predict_action_tokens(torch.cat([ids, ids]), pixels)
+    for row, x in enumerate(inputs):
+        embeds = model.multimodal_embeds(with_empty_token(ids), model.encode_image(x["pixel_values"]))
+        assert torch.equal(batch[row:row + 1], dense_reference(model, embeds)[1])
+    embeds = queries[0].expand(2, -1, -1)
+    with pytest.raises(ValueError, match="a pruner runs one sequence at a time, got a batch of 2"):
+        engine_for(model, "fastv", keep=0.25).prefill(embeds, layout_of(embeds))

@@ -7,14 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-import baselines  # noqa: F401  (registers the baseline pruners)
 from vla_pruner.engine import PruningEngine
 from vla_pruner.models.action_tokenizer import gripper_to_env
 from vla_pruner.models.checkpoint import CheckpointError
-from vla_pruner.models.openvla_oft import OpenVLAOFT, bidirectional_mask, sequence_layout
+from vla_pruner.models.llama import bidirectional_mask
+from vla_pruner.models.openvla_oft import OpenVLAOFT, sequence_layout
 from vla_pruner.models.processor import OpenVLAProcessor
 from vla_pruner.models.proprio import quat_to_axis_angle, robot_state
 from vla_pruner.pruning import ModelLayout, build_pruner
+
+from tests.references import eager_attention
 
 ATOL = 1e-4  # the acceptance tolerance against the official outputs
 
@@ -99,7 +101,7 @@ def test_attention_is_bidirectional(fixture, queries):
     embeds = queries[0]
     changed = embeds.clone()
     changed[:, -1] += 1.0  # the </s> token, last in the sequence
-    before, after = model.run_llm(embeds), model.run_llm(changed)
+    before, after = model.run_llm(embeds).hidden, model.run_llm(changed).hidden
     assert (after[:, :10] - before[:, :10]).abs().max() > 1e-3  # BOS and the first visual tokens see it
     # causal attention would give other actions (the official checkpoints depend on bidirectionality)
     positions = torch.arange(embeds.shape[1])[None]
@@ -116,9 +118,18 @@ def engine_for(model, name, keep, **options) -> PruningEngine:
 
 @torch.inference_mode()
 def run_engine(engine, embeds):
-    hidden, _, trace = engine.prefill(embeds, sequence_layout(embeds.shape[1]))
-    engine.finish()
-    return hidden, trace
+    state = engine.prefill(embeds, sequence_layout(embeds.shape[1]))
+    assert state.next_token is None  # OFT reads its action head, it does not decode
+    engine.finish(state)
+    return state.hidden, state.trace
+
+
+@torch.inference_mode()
+def dense_reference(model, embeds) -> torch.Tensor:
+    """The unpruned bidirectional pass written out with the layer loop alone."""
+    S = embeds.shape[1]
+    return model.language_model.run_layers(embeds, torch.arange(S)[None],
+                                           attention_mask=bidirectional_mask(S, embeds.device))
 
 
 @torch.inference_mode()
@@ -141,7 +152,8 @@ def masked_reference(model, embeds, kept: list[torch.Tensor], prune_layer: int) 
 def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
     model = fixture[0]
     for embeds in queries[::2]:
-        dense = model.action_chunk(model.run_llm(embeds))
+        dense = model.action_chunk(dense_reference(model, embeds))
+        assert torch.equal(model.action_chunk(model.run_llm(embeds).hidden), dense)
         for name, keep in [("none", 0.25), ("vla", 1.0), ("fastv", 1.0), ("sparsevlm", 1.0), ("random", 1.0)]:
             hidden, trace = run_engine(engine_for(model, name, keep), embeds)
             assert torch.equal(model.action_chunk(hidden), dense), name
@@ -182,13 +194,7 @@ def test_vla_action_score_is_the_placeholder_rows_attention(fixture, queries):
     per_layer = []
     for layer_idx in range(4, 8):
         layer_input = lm.run_layers(embeds, positions, attention_mask=bidirectional_mask(S, "cpu"), stop=layer_idx)
-        attn = lm.layers[layer_idx].self_attn
-        attn.config._attn_implementation = "eager"
-        try:
-            x = lm.layers[layer_idx].input_layernorm(layer_input)
-            _, weights = attn(x, position_embeddings=lm.rotary_emb(x, positions), attention_mask=torch.zeros(1, 1, S, S))
-        finally:
-            attn.config._attn_implementation = "sdpa"
+        weights = eager_attention(lm, layer_idx, layer_input, positions, torch.zeros(1, 1, S, S))
         per_layer.append(weights[0].mean(0)[layout.action_queries].mean(0))
     expected = torch.stack(per_layer).mean(0)
     assert layout.action_queries == slice(S - 57, S - 1)

@@ -1,4 +1,4 @@
-"""The seeded tiny OFT (official OFT layout), the harness policy on a raw LIBERO observation, configs, FLOPs."""
+"""The seeded tiny OFT (official OFT layout), the harness policy on a benchmark observation, configs, FLOPs."""
 import json
 from pathlib import Path
 
@@ -9,8 +9,10 @@ from omegaconf import OmegaConf
 
 # torch/transformers before evaluate.policies (whose package imports robosuite): the other order segfaults
 from vla_pruner.models.openvla_oft import OpenVLAOFT
+from vla_pruner.models.proprio import robot_state
 from vla_pruner.models.tiny_oft import ensure_tiny_oft_checkpoint
 from evaluate import flops  # noqa: I001
+from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policy import EpisodeContext
 from evaluate.policies.openvla_oft import build_openvla_oft_policy
 
@@ -48,12 +50,11 @@ def config(model_yaml="openvla_oft_tiny", suite="libero_spatial", pruner=None, k
                              "seed": 7, "keep": keep, "pruner": pruner or {"name": "none"}})
 
 
-def observation(seed: int) -> dict:
+def observation(seed: int) -> Observation:
     rng = np.random.default_rng(seed)
-    return {"agentview_image": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
-            "robot0_eye_in_hand_image": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
-            "robot0_eef_pos": np.array([-0.2, 0.0, 1.17]), "robot0_eef_quat": np.array([1.0, 0.0, 0.0, 0.0]),
-            "robot0_gripper_qpos": np.array([0.039, -0.039])}
+    images = {role: rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for role in (PRIMARY, WRIST)}
+    state = robot_state([-0.2, 0.0, 1.17], [1.0, 0.0, 0.0, 0.0], [0.039, -0.039])
+    return Observation(images=images, state=state, instruction=INSTRUCTIONS[0])
 
 
 def test_policy_acts_in_chunks_of_eight_and_reports_the_query(tiny):

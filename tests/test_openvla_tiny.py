@@ -8,9 +8,10 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from evaluate.envs.base import PRIMARY, Observation
 from evaluate.policy import EpisodeContext
 from evaluate.policies.openvla import OpenVLAPolicy, build_openvla_policy
-from vla_pruner import OpenVLA, OpenVLAProcessor
+from vla_pruner import OpenVLA, OpenVLAProcessor, PruningEngine
 from vla_pruner.models.processor import prompt_for
 from vla_pruner.models.tiny import ensure_tiny_checkpoint
 
@@ -80,16 +81,33 @@ def config(model_yaml="openvla_tiny", suite="libero_spatial", **model_overrides)
                              "seed": 7, "keep": 1.0, "pruner": {"name": "none"}})
 
 
-def test_policy_acts_on_a_raw_libero_observation(tiny, monkeypatch):
+def test_policy_acts_on_a_benchmark_observation(tiny, monkeypatch):
     monkeypatch.setenv("VLA_PRUNER_CACHE", str(tiny.parent))  # the default cache path is this checkpoint
     policy = build_openvla_policy(config())
     assert isinstance(policy, OpenVLAPolicy) and policy.describe()["checkpoint"] == str(tiny)
     policy.reset(EpisodeContext(suite="libero_spatial", task_id=0, instruction=INSTRUCTIONS[0], init_index=0, seed=7))
     frame = np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8)
-    out = policy.act({"agentview_image": frame})
+    out = policy.act(Observation(images={PRIMARY: frame}, state=np.zeros(8), instruction=INSTRUCTIONS[0]))
     assert out.actions.shape == (1, 7) and out.actions[0, -1] in (-1.0, 1.0)
     assert set(out.info["latency_ms"]) >= {"vision", "prefill", "decode", "total"}
     assert "means nothing" in policy.describe()["note"]
+
+
+def test_burn_in_warms_the_engine_act_times_and_leaves_the_pruner_fresh(tiny, monkeypatch):
+    monkeypatch.setenv("VLA_PRUNER_CACHE", str(tiny.parent))
+    engines = []
+    prefill = PruningEngine.prefill
+
+    def recording_prefill(engine, *args):
+        engines.append(engine)
+        return prefill(engine, *args)
+
+    monkeypatch.setattr(PruningEngine, "prefill", recording_prefill)
+    cfg = config()
+    cfg.pruner, cfg.keep = {"name": "vla", "window": 1}, 0.25
+    policy = build_openvla_policy(cfg)
+    assert engines == [policy.engine]  # the burn-in query, through the pruner's engine
+    assert len(policy.engine.pruner.history) == 0  # its action attention is not history of an episode
 
 
 def test_openvla_model_config_errors(tmp_path):

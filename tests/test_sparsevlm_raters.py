@@ -1,17 +1,15 @@
 """SparseVLM's rater rules: the VLA-Pruner repository's baseline (default) and the SparseVLM paper's, on
 constructed embeddings (exact rows, ties) and on the fixture checkpoint's real LIBERO queries."""
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-import baselines  # noqa: F401  (registers the baseline pruners)
 from baselines.sparsevlm import RATER_RULES, RaterRule, rater_rows
 from evaluate import flops
-from vla_pruner.engine import PruningEngine, SequenceLayout
-from vla_pruner.models.openvla import OpenVLA, with_empty_token
-from vla_pruner.models.processor import OpenVLAProcessor
+from vla_pruner.engine import PruningEngine
+from vla_pruner.layout import SequenceLayout
 from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner
+
+from tests.references import openvla_fixture_queries
 
 OFF = -1000.0  # a score whose softmax share is exactly 0 in float32
 
@@ -86,18 +84,7 @@ def test_both_modes_choose_raters_by_the_configured_rule(mode):
 
 @pytest.fixture(scope="module")
 def fixture_queries(fixtures_dir):
-    """The fixture checkpoint and its reference frames' prefill embeddings."""
-    path = fixtures_dir / "openvla_tiny_hf"
-    model = OpenVLA.from_pretrained(path, device="cpu", dtype="float32")
-    processor = OpenVLAProcessor.from_pretrained(path)
-    reference = np.load(fixtures_dir / "openvla_tiny_hf_reference.npz")
-    queries = []
-    with torch.inference_mode():
-        for image, prompt in zip(reference["image"], reference["prompt"]):
-            inputs = processor(str(prompt), Image.fromarray(image))
-            queries.append(model.multimodal_embeds(with_empty_token(inputs["input_ids"]),
-                                                   model.encode_image(inputs["pixel_values"])))
-    return model, queries
+    return openvla_fixture_queries(fixtures_dir)
 
 
 def expected_raters(embeds, first: int, stop: int, at_mean: bool) -> list[int]:
@@ -120,9 +107,9 @@ def test_rules_on_real_queries_choose_their_rows_and_keep_different_tokens(fixtu
         for rule in RATER_RULES:
             pruner = build_pruner({"name": "sparsevlm", "raters": rule}, 0.25, ModelLayout(len(lm.layers), (256,)))
             engine = PruningEngine(lm, pruner)
-            _, _, trace = engine.prefill(embeds, layout)
-            engine.finish()
-            kept[rule] = set(trace.selections[0].kept[0].tolist())
+            state = engine.prefill(embeds, layout)
+            engine.finish(state)
+            kept[rule] = set(state.trace.selections[0].kept[0].tolist())
             raters[rule] = (pruner.raters + layout.text.start).tolist()
         assert layout.text == slice(257, S)
         assert raters["repository"] == expected_raters(embeds, 258, S - 1, at_mean=True)  # rows 258..S-2

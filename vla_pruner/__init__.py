@@ -9,13 +9,14 @@ _LAZY_EXPORTS = {
     "OpenVLAProcessor": "vla_pruner.models.processor",
     "OpenVLAOFT": "vla_pruner.models.openvla_oft",
     "PruningEngine": "vla_pruner.engine",
-    "SequenceLayout": "vla_pruner.engine",
+    "QueryState": "vla_pruner.engine",
+    "SequenceLayout": "vla_pruner.layout",
     "select_diverse": "vla_pruner.diversity",
     "VLAPruner": "vla_pruner.method",
     "VLAPrunerConfig": "vla_pruner.method",
     **{name: "vla_pruner.pruning" for name in (
-        "PRUNERS", "MergedTokens", "ModelLayout", "PrunePlan", "Pruner", "PrunerConfig", "Selection", "Stage",
-        "StageInputs", "budget", "build_pruner", "pruner_config", "register_pruner")},
+        "PRUNERS", "MergedTokens", "ModelLayout", "PrunePlan", "Pruner", "PrunerConfig", "Selection",
+        "SingleCutPruner", "Stage", "StageInputs", "budget", "build_pruner", "pruner_config", "register_pruner")},
 }
 
 __all__ = sorted(_LAZY_EXPORTS)

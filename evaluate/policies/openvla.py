@@ -18,7 +18,7 @@ from evaluate.envs.base import PRIMARY, Observation
 from evaluate.policy import EpisodeContext, PolicyOutput
 from evaluate.policies.openvla_image import model_image
 from evaluate.policies.vla_model import FamilySpec, OpenVLAModelConfig, resolve_checkpoint_path
-from vla_pruner.engine import PruningEngine, SequenceLayout
+from vla_pruner.engine import PruningEngine
 from vla_pruner.pruning import ModelLayout
 from vla_pruner.models.action_tokenizer import gripper_to_env, select_action_stats
 from vla_pruner.models.checkpoint import resolve_device_dtype
@@ -64,12 +64,12 @@ class OpenVLAPolicy:
 
     @torch.inference_mode()
     def _burn_in(self) -> None:
-        """One untimed dense query, so that the first timed query does not pay for one-off allocations."""
+        """One untimed query through the engine that act() times (its pruner reset after), so that the first
+        timed query does not pay for one-off allocations."""
         tokens = self.processor.tokenizer(prompt_for("warm up"), return_tensors="pt")["input_ids"]
-        blank = Image.new("RGB", (224, 224))
-        state = self.model.prefill(self.model.multimodal_embeds(
-            with_empty_token(tokens), self.model.encode_image(self.processor.image_processor(blank))))
-        self.model.decode(state)
+        blank = self.processor.image_processor(Image.new("RGB", (224, 224)))
+        self.model.predict_action_tokens(tokens, blank, engine=self.engine)
+        self.engine.pruner.reset()
 
     def reset(self, ctx: EpisodeContext) -> None:
         tokens = self.processor.tokenizer(prompt_for(ctx.instruction), return_tensors="pt")["input_ids"]
@@ -90,17 +90,16 @@ class OpenVLAPolicy:
         visual = model.encode_image(pixel_values)
         clock.lap("vision")
         embeds = model.multimodal_embeds(self.input_ids, visual)
-        hidden, _, trace = engine.prefill(embeds, SequenceLayout.openvla(embeds.shape[1], visual.shape[1]))
-        first_token = model.language_model.logits(hidden[:, -1:]).argmax(-1)
+        state = engine.prefill(embeds, model.sequence_layout(embeds.shape[1]))  # and the first action token
         clock.lap("prefill")
-        tokens = engine.decode(first_token, ACTION_DIM)
-        engine.finish()
+        tokens = engine.decode(state, ACTION_DIM)
+        engine.finish(state)
         clock.lap("decode")
         action = gripper_to_env(model.tokens_to_action(tokens[0], self.unnorm_key))
         latency = {stage: round(ms, 3) for stage, ms in clock.ms.items()}
         latency["total"] = round(sum(clock.ms.values()), 3)
         info = {"latency_ms": latency, "action_tokens": tokens[0].tolist(), "decode_steps": ACTION_DIM - 1,
-                **trace.to_record()}
+                **state.trace.to_record()}
         return PolicyOutput(actions=action[None], info=info)
 
     def describe(self) -> dict:

@@ -26,7 +26,7 @@ from vla_pruner.engine import PruningEngine
 from vla_pruner.models.action_tokenizer import gripper_to_env
 from vla_pruner.models.checkpoint import resolve_device_dtype
 from vla_pruner.models.openvla_oft import (
-    ACTION_HEAD_FILE, NUM_IMAGES, PATCHES_PER_IMAGE, PROPRIO_FILE, OpenVLAOFT, select_proprio_stats, sequence_layout,
+    ACTION_HEAD_FILE, NUM_IMAGES, PATCHES_PER_IMAGE, PROPRIO_FILE, OpenVLAOFT, select_proprio_stats,
 )
 from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
 from vla_pruner.models.proprio import PROPRIO_DIM
@@ -56,12 +56,14 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
 
     @torch.inference_mode()
     def _burn_in(self) -> None:
-        """One untimed dense pass, so that the first timed query does not pay for one-off allocations."""
+        """One untimed pass through the engine that act() times (its pruner reset after), so that the first
+        timed query does not pay for one-off allocations."""
         tokens = self.processor.tokenizer(prompt_for("warm up"), return_tensors="pt")["input_ids"]
         blank = self.processor.image_processor(Image.new("RGB", (224, 224)))
         embeds = self.model.multimodal_embeds(tokens, self.model.encode_images(torch.cat([blank] * 2, dim=1)),
                                               self.model.project_proprio(np.zeros(PROPRIO_DIM)))
-        self.model.action_chunk(self.model.run_llm(embeds))
+        self.model.action_chunk(self.model.run_llm(embeds, self.engine).hidden)
+        self.engine.pruner.reset()
 
     @torch.inference_mode()
     def act(self, obs: Observation) -> PolicyOutput:
@@ -73,15 +75,14 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
         embeds = model.multimodal_embeds(self.input_ids, model.encode_images(pixel_values),
                                          model.project_proprio(proprio))
         clock.lap("vision")
-        hidden, _, trace = engine.prefill(embeds, sequence_layout(embeds.shape[1]))
-        engine.finish()  # the action attention was probed in this same pass
+        state = model.run_llm(embeds, engine)  # prefill and finish: the action attention is probed in this pass
         clock.lap("prefill")
-        normalized = model.action_chunk(hidden)[0].cpu().numpy()
+        normalized = model.action_chunk(state.hidden)[0].cpu().numpy()
         clock.lap("decode")
         actions = gripper_to_env(model.unnormalize(normalized, self.unnorm_key))
         latency = {stage: round(ms, 3) for stage, ms in clock.ms.items()}
         latency["total"] = round(sum(clock.ms.values()), 3)
-        return PolicyOutput(actions=actions, info={"latency_ms": latency, "decode_steps": 0, **trace.to_record()})
+        return PolicyOutput(actions=actions, info={"latency_ms": latency, "decode_steps": 0, **state.trace.to_record()})
 
     def describe(self) -> dict:
         return {**super().describe(), "family": self.model_cfg.family}

@@ -8,6 +8,8 @@ checkpoints load as they are.
 """
 from __future__ import annotations
 
+from typing import Callable, Mapping
+
 import torch
 from torch import nn
 from transformers import LlamaConfig
@@ -72,22 +74,29 @@ class LlamaLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         start: int = 0,
         stop: int | None = None,
+        probes: Mapping[int, Callable[[torch.Tensor], None]] | None = None,
     ) -> torch.Tensor:
         """Run decoder layers `start..stop-1` on `hidden` [B, T, H] at `position_ids` [B, T] (SDPA attention).
 
         `attention_mask` None means causal over what the cache holds plus these tokens (valid for a prefill
         into an empty cache and for single-token decode steps); otherwise a boolean [B, 1, T, keys] mask,
-        True = attend.
+        True = attend. `probes[l]` receives layer l's INPUT hidden states once layer l has run, so that the
+        cache already holds that layer's keys of these tokens (the pruning engine's attention probes).
         """
+        probes = probes or {}
         position_embeddings = self.rotary_emb(hidden, position_ids)
-        for layer in self.layers[start:stop]:
-            hidden = layer(
-                hidden,
+        stop = len(self.layers) if stop is None else stop
+        for index in range(start, stop):
+            layer_input = hidden
+            hidden = self.layers[index](
+                layer_input,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 cache=cache,
                 position_embeddings=position_embeddings,
             )
+            if index in probes:
+                probes[index](layer_input)
         return hidden
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -105,3 +114,8 @@ def causal_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     mask = causal[None, None] & attention_mask.bool()[:, None, None, :]
     eye = torch.eye(S, dtype=torch.bool, device=attention_mask.device)[None, None]
     return mask | (eye & ~mask.any(-1, keepdim=True))
+
+
+def bidirectional_mask(length: int, device: torch.device) -> torch.Tensor:
+    """Every query sees every key (boolean [1, 1, S, S]): SDPA without its causal default."""
+    return torch.ones(1, 1, length, length, dtype=torch.bool, device=device)

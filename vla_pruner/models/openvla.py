@@ -1,9 +1,10 @@
 """OpenVLA-7B: fused ViTs -> projector -> Llama-2, decoding 7 action tokens greedily with a KV cache.
 
 Reproduces the official Hugging Face implementation (`OpenVLAForActionPrediction`) on current transformers
-and timm. A policy query is split into stages the harness times and the pruning engine replaces:
-`encode_image` (vision + projector), `multimodal_embeds`, `prefill` (all prompt tokens, fills the cache,
-gives the first action token) and `decode` (the 6 remaining tokens, one cached step each).
+and timm. A policy query is split into stages the harness times: `encode_image` (vision + projector),
+`multimodal_embeds`, then the LLM through the pruning engine (`vla_pruner.engine`, its runner for pruned and
+plain queries alike): its prefill (all prompt tokens, fills the cache, gives the first action token) on
+`sequence_layout`, and its decode (the 6 remaining tokens, one cached step each).
 """
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from vla_pruner.engine import PruningEngine
+from vla_pruner.layout import SequenceLayout
+from vla_pruner.pruning import ModelLayout
+
 from .action_tokenizer import ActionTokenizer, select_action_stats, unnormalize
 from .checkpoint import load_weights, read_config, resolve_checkpoint, resolve_device_dtype
 from .config import OpenVLAConfig
-from .llama import KVCache, LlamaLM, causal_padding_mask
+from .llama import LlamaLM, causal_padding_mask
 from .vision import FusedProjector, FusedViTBackbone, unused_parameter_prefixes
 
 EMPTY_TOKEN_ID = 29871  # Llama-2's "▁": appended after "Out:" as in training
@@ -27,15 +32,6 @@ ACTION_DIM = 7
 @dataclass
 class OpenVLAOutput:
     logits: torch.Tensor  # [B, 1 + N_visual + T - 1, vocab]
-
-
-@dataclass
-class PrefillState:
-    """What decoding needs after the prefill: the cache, the first greedy token and the next position."""
-
-    cache: KVCache
-    next_token: torch.Tensor  # [B, 1]
-    next_position: int
 
 
 class OpenVLA(nn.Module):
@@ -86,6 +82,18 @@ class OpenVLA(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.projector.fc1.weight.dtype
 
+    @property
+    def model_layout(self) -> ModelLayout:
+        """What a pruner may know of this model: its depth and visual tokens per image."""
+        return ModelLayout(num_layers=len(self.language_model.layers), image_tokens=(self.num_patches,))
+
+    def sequence_layout(self, length: int) -> SequenceLayout:
+        return SequenceLayout.openvla(length, self.num_patches)
+
+    def dense_engine(self) -> PruningEngine:
+        """The LLM runner of the plain model (the `none` pruner)."""
+        return PruningEngine.dense(self.language_model, self.model_layout)
+
     # --- stages of one query -------------------------------------------------------------------------
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, 6, 224, 224] -> visual token embeddings [B, 256, hidden] (the LLM inputs)."""
@@ -95,25 +103,6 @@ class OpenVLA(nn.Module):
         """[BOS, visual tokens, rest of the prompt]: Prismatic inserts the image right after BOS."""
         text = self.language_model.embed(input_ids.to(self.device))
         return torch.cat([text[:, :1], visual, text[:, 1:]], dim=1)
-
-    def prefill(self, inputs_embeds: torch.Tensor) -> PrefillState:
-        B, S, _ = inputs_embeds.shape
-        lm = self.language_model
-        cache = KVCache(len(lm.layers))
-        positions = torch.arange(S, device=inputs_embeds.device).expand(B, S)
-        hidden = lm.run_layers(inputs_embeds, positions, cache)
-        next_token = lm.logits(hidden[:, -1:]).argmax(-1)
-        return PrefillState(cache, next_token, S)
-
-    def decode(self, state: PrefillState, n_tokens: int = ACTION_DIM) -> torch.Tensor:
-        """Greedy tokens [B, n_tokens]: the prefill's token, then n_tokens-1 single-token cached steps."""
-        lm = self.language_model
-        tokens = [state.next_token]
-        for step in range(n_tokens - 1):
-            position = torch.full_like(tokens[-1], state.next_position + step)
-            hidden = lm.run_layers(lm.embed(tokens[-1]), position, state.cache)
-            tokens.append(lm.logits(hidden).argmax(-1))
-        return torch.cat(tokens, dim=1)
 
     # --- public API ---------------------------------------------------------------------------------
     def forward(
@@ -133,11 +122,16 @@ class OpenVLA(nn.Module):
         return OpenVLAOutput(logits=self.language_model.logits(hidden))
 
     @torch.inference_mode()
-    def predict_action_tokens(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The 7 greedy action tokens [B, 7] for a tokenised prompt (29871 is appended if absent)."""
-        input_ids = with_empty_token(input_ids)
-        embeds = self.multimodal_embeds(input_ids, self.encode_image(pixel_values))
-        return self.decode(self.prefill(embeds))
+    def predict_action_tokens(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+                              engine: PruningEngine | None = None) -> torch.Tensor:
+        """The 7 greedy action tokens [B, 7] for a tokenised prompt (29871 is appended if absent), through
+        `engine` (default: the dense model, which also takes batches of unpadded prompts of one length)."""
+        engine = engine or self.dense_engine()
+        embeds = self.multimodal_embeds(with_empty_token(input_ids), self.encode_image(pixel_values))
+        state = engine.prefill(embeds, self.sequence_layout(embeds.shape[1]))
+        tokens = engine.decode(state, ACTION_DIM)
+        engine.finish(state)
+        return tokens
 
     def tokens_to_action(self, tokens: torch.Tensor | np.ndarray, unnorm_key: str | None = None) -> np.ndarray:
         normalized = self.action_tokenizer.normalized(torch.as_tensor(tokens).cpu().numpy())
@@ -149,15 +143,17 @@ class OpenVLA(nn.Module):
         pixel_values: torch.Tensor,
         unnorm_key: str | None = None,
         attention_mask: torch.Tensor | None = None,
+        engine: PruningEngine | None = None,
     ) -> np.ndarray:
-        """Un-normalised 7-dim action (model gripper convention) for one prompt + image (batch size 1).
+        """Un-normalised 7-dim action (model gripper convention) for one prompt + image (batch size 1), through
+        `engine` (a pruner's; default: the dense model).
 
         `attention_mask` is accepted for drop-in use with the processor's output; a single unpadded prompt
         needs none.
         """
         if input_ids.shape[0] != 1 or (attention_mask is not None and not bool(attention_mask.all())):
             raise ValueError("predict_action takes one unpadded prompt")
-        return self.tokens_to_action(self.predict_action_tokens(input_ids, pixel_values)[0], unnorm_key)
+        return self.tokens_to_action(self.predict_action_tokens(input_ids, pixel_values, engine)[0], unnorm_key)
 
 
 def with_empty_token(input_ids: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,8 @@ One bidirectional LLM pass per chunk over
 `[BOS, 256 primary + 256 wrist visual, proprio, rest of the prompt, 29871, 56 zero placeholders, </s>]`;
 the final-norm hidden states of the window [S-58, S-2) (the 29871 row and the first 55 placeholders, as the
 official code reads them) go through the action head. The window is counted from the END of the sequence,
-so it stays right when visual tokens are pruned. Stages for the harness and the pruning engine:
-`encode_images`, `project_proprio`, `multimodal_embeds`, (prefill: `run_llm` or the engine), `action_chunk`.
+so it stays right when visual tokens are pruned. Stages for the harness: `encode_images`, `project_proprio`,
+`multimodal_embeds`, `run_llm` (the pruning engine's prefill, dense or with a pruner), `action_chunk`.
 
 A checkpoint is an OpenVLA checkpoint directory (base weights, loaded strictly) plus
 `action_head--N_checkpoint.pt`, `proprio_projector--N_checkpoint.pt` (state dicts, optional DDP `module.`
@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_pruner.engine import SequenceLayout
+from vla_pruner.engine import PruningEngine, QueryState
+from vla_pruner.layout import SequenceLayout
+from vla_pruner.pruning import ModelLayout
 
 from .action_head import L1RegressionActionHead
 from .action_tokenizer import select_action_stats, unnormalize
@@ -48,11 +50,6 @@ def sequence_layout(length: int) -> SequenceLayout:
         prompt_end=slots_start,
         causal=False,
     )
-
-
-def bidirectional_mask(length: int, device: torch.device) -> torch.Tensor:
-    """Every query sees every key (boolean [1, 1, S, S]): SDPA without its causal default."""
-    return torch.ones(1, 1, length, length, dtype=torch.bool, device=device)
 
 
 def select_proprio_stats(norm_stats: dict[str, Any], key: str | None) -> dict[str, Any]:
@@ -119,6 +116,15 @@ class OpenVLAOFT(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.base.dtype
 
+    @property
+    def model_layout(self) -> ModelLayout:
+        """What a pruner may know of this model: its depth and the visual tokens of each of its two images."""
+        return ModelLayout(len(self.language_model.layers), (PATCHES_PER_IMAGE,) * NUM_IMAGES)
+
+    def dense_engine(self) -> PruningEngine:
+        """The LLM runner of the plain model (the `none` pruner)."""
+        return PruningEngine.dense(self.language_model, self.model_layout)
+
     # --- stages of one query -------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, 12, 224, 224] (primary then wrist, 6 channels each) -> [B, 512, d]: each image through the
@@ -139,12 +145,14 @@ class OpenVLAOFT(nn.Module):
         stop = self.language_model.embed(torch.full((B, 1), STOP_TOKEN_ID, device=embeds.device))
         return torch.cat([embeds, slots, stop], dim=1)
 
-    def run_llm(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """The dense bidirectional pass: last-layer hidden states [B, S, d] (before the final norm)."""
-        B, S, _ = inputs_embeds.shape
-        positions = torch.arange(S, device=inputs_embeds.device).expand(B, S)
-        return self.language_model.run_layers(inputs_embeds, positions,
-                                              attention_mask=bidirectional_mask(S, inputs_embeds.device))
+    def run_llm(self, inputs_embeds: torch.Tensor, engine: PruningEngine | None = None) -> QueryState:
+        """The one bidirectional pass through `engine` (default: the dense model), finished at once: the action
+        attention its pruner observes was probed in this same pass. `.hidden` = the last layer's hidden states
+        of the rows that stayed (before the final norm), `.trace` = what the pruner kept."""
+        engine = engine or self.dense_engine()
+        state = engine.prefill(inputs_embeds, sequence_layout(inputs_embeds.shape[1]))
+        engine.finish(state)
+        return state
 
     def action_chunk(self, hidden: torch.Tensor) -> torch.Tensor:
         """Last-layer hidden states (full or pruned sequence) -> normalised actions [B, 8, 7] (float32)."""
@@ -168,12 +176,14 @@ class OpenVLAOFT(nn.Module):
         pixel_values: torch.Tensor,
         proprio: np.ndarray,
         unnorm_key: str | None = None,
+        engine: PruningEngine | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(actions, normalized_actions), each [8, 7], for one unpadded prompt, two images (pixel values on
-        the channel axis, primary first) and the normalised proprio state, like the official predict_action."""
+        the channel axis, primary first) and the normalised proprio state, like the official predict_action;
+        through `engine` (a pruner's; default: the dense model)."""
         if input_ids.shape[0] != 1 or (attention_mask is not None and not bool(attention_mask.all())):
             raise ValueError("predict_action takes one unpadded prompt")
         embeds = self.multimodal_embeds(input_ids.to(self.device), self.encode_images(pixel_values),
                                         self.project_proprio(proprio))
-        normalized = self.action_chunk(self.run_llm(embeds))[0].cpu().numpy()
+        normalized = self.action_chunk(self.run_llm(embeds, engine).hidden)[0].cpu().numpy()
         return self.unnormalize(normalized, unnorm_key), normalized
