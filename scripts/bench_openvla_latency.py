@@ -16,13 +16,14 @@ import time
 
 import torch
 
-from vla_pruner.models.openvla import EMPTY_TOKEN_ID, OpenVLA
+from vla_pruner.models.openvla import ACTION_DIM, EMPTY_TOKEN_ID, OpenVLA
 from vla_pruner.models.tiny import build_tiny_model, seven_b_shaped
 
 
 def bench(model: OpenVLA, prompt_tokens: int, queries: int, warmup: int = 2) -> dict[str, float]:
     """Median milliseconds per stage over `queries` queries on random images and prompts."""
     times: dict[str, list[float]] = {"vision": [], "prefill": [], "decode": [], "total": []}
+    engine = model.dense_engine()
     for i in range(warmup + queries):
         pixels = torch.randn(1, 6, 224, 224)
         words = torch.randint(3, 200, (1, prompt_tokens - 2))
@@ -31,9 +32,10 @@ def bench(model: OpenVLA, prompt_tokens: int, queries: int, warmup: int = 2) -> 
             t0 = time.perf_counter()
             visual = model.encode_image(pixels)
             t1 = time.perf_counter()
-            state = model.prefill(model.multimodal_embeds(input_ids, visual))
+            embeds = model.multimodal_embeds(input_ids, visual)
+            state = engine.prefill(embeds, model.sequence_layout(embeds.shape[1]))
             t2 = time.perf_counter()
-            model.decode(state)
+            engine.decode(state, ACTION_DIM)
             t3 = time.perf_counter()
         if i >= warmup:
             for stage, ms in zip(times, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):

@@ -17,7 +17,8 @@ import torch
 
 import baselines
 from evaluate.analysis.flops import prefill_macs
-from vla_pruner.engine import PruningEngine, SequenceLayout
+from vla_pruner.engine import PruningEngine
+from vla_pruner.layout import SequenceLayout
 from vla_pruner.models.openvla import ACTION_DIM
 from vla_pruner.models.tiny import seven_b_shaped
 from vla_pruner.pruning import ModelLayout
@@ -31,13 +32,12 @@ def time_query(engine: PruningEngine, embeds: torch.Tensor) -> tuple[float, floa
     """(prefill ms, decode ms, tokens per layer) of one query."""
     layout = SequenceLayout.openvla(embeds.shape[1])
     t0 = time.perf_counter()
-    hidden, _, trace = engine.prefill(embeds, layout)
-    first = engine.lm.logits(hidden[:, -1:]).argmax(-1)
+    state = engine.prefill(embeds, layout)  # and the first action token
     t1 = time.perf_counter()
-    engine.decode(first, ACTION_DIM)
-    engine.finish()
+    engine.decode(state, ACTION_DIM)
+    engine.finish(state)
     t2 = time.perf_counter()
-    return 1e3 * (t1 - t0), 1e3 * (t2 - t1), trace.prefill_tokens
+    return 1e3 * (t1 - t0), 1e3 * (t2 - t1), state.trace.prefill_tokens
 
 
 def bench(model, name: str, keep: float, embeds: list[torch.Tensor], warmup: int) -> dict:
