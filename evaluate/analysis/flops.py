@@ -25,7 +25,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from vla_pruner.families import ModelFamily
 
 TERA = 1e12
 UNIT = "TMACs"  # what the paper calls "FLOPs (T)"
@@ -74,27 +77,11 @@ class VitDims:
 
 
 @dataclass(frozen=True)
-class Family:
-    """What a model family adds around the shared architecture."""
-
-    num_images: int  # images per query, each giving VISUAL_TOKENS_PER_IMAGE tokens
-    decode_steps: int  # single-token cached LLM steps after the prefill
-    prefill_logit_rows: int  # LM-head rows computed at the end of the prefill
-    extra_tokens: int  # non-prompt, non-visual LLM inputs (OFT: proprio token, 8x7 action slots, stop token)
-
-
-FAMILIES: dict[str, Family] = {
-    "openvla": Family(num_images=1, decode_steps=6, prefill_logit_rows=1, extra_tokens=0),
-    "openvla_oft": Family(num_images=2, decode_steps=0, prefill_logit_rows=0, extra_tokens=1 + 8 * 7 + 1),
-}
-
-
-@dataclass(frozen=True)
 class VlaDims:
     llm: LlmDims
     vits: tuple[VitDims, ...]  # run once per image
     projector: tuple[tuple[int, int], ...]  # (in, out) of each Linear, applied to every visual token
-    family: Family
+    family: ModelFamily
 
     def sequence_length(self, prompt_tokens: int, kept_per_image: int = VISUAL_TOKENS_PER_IMAGE) -> int:
         return prompt_tokens + self.family.extra_tokens + self.family.num_images * kept_per_image
@@ -204,7 +191,7 @@ def vit_dims(vit) -> VitDims:
                    num_patches=vit.patch_embed.num_patches, prefix_tokens=vit.num_prefix_tokens)
 
 
-def vla_dims(config, family: str = "openvla") -> VlaDims:
+def vla_dims(config, family: ModelFamily) -> VlaDims:
     """Dimensions of an OpenVLA-architecture model from its `OpenVLAConfig`, building the ViTs on the meta
     device (no weights, no memory)."""
     import torch
@@ -216,52 +203,25 @@ def vla_dims(config, family: str = "openvla") -> VlaDims:
     llm = llm_dims(config)
     vision_dim = sum(v.embed_dim for v in vits)
     projector = ((vision_dim, 4 * vision_dim), (4 * vision_dim, llm.hidden), (llm.hidden, llm.hidden))
-    return VlaDims(llm=llm, vits=vits, projector=projector, family=FAMILIES[family])
+    return VlaDims(llm=llm, vits=vits, projector=projector, family=family)
 
 
-# The official OpenVLA-7B architecture (config.json of openvla/openvla-7b*, non-default fields only).
-OFFICIAL_OPENVLA_CONFIG: dict[str, Any] = {
-    "use_fused_vision_backbone": True,
-    "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
-    "image_sizes": [224, 224],
-    "text_config": {"vocab_size": 32064, "pad_token_id": 32000},
-}
-
-
-def _official() -> dict:
-    return OFFICIAL_OPENVLA_CONFIG
-
-
-def _tiny() -> dict:
-    from vla_pruner.models.tiny import TINY_CONFIG
-
-    return TINY_CONFIG
-
-
-# Architecture (config.json contents) of a model whose checkpoint is not on disk, by `model.name`.
-ARCHITECTURES: dict[str, Callable[[], dict]] = {
-    "openvla": _official,
-    "openvla_oft": _official,
-    "openvla_tiny": _tiny,
-    "openvla_oft_tiny": _tiny,  # the OFT tiny model is built on the openvla_tiny base
-}
-
-
-def model_family(model_cfg: Mapping) -> str:
-    """The model's `family` field (configs/model/*.yaml)."""
+def model_family(model_cfg: Mapping) -> ModelFamily:
+    """The record of the model's `family` (configs/model/*.yaml)."""
     from evaluate.config import ConfigError
+    from vla_pruner.families import family_names, model_family as family_record
 
     family = model_cfg.get("family")
-    if family not in FAMILIES:
-        raise ConfigError(f"model '{model_cfg.get('name')}' has family {family!r}; known: {', '.join(FAMILIES)}")
-    return family
+    if family not in family_names():
+        raise ConfigError(f"model '{model_cfg.get('name')}' has family {family!r}; known: {', '.join(family_names())}")
+    return family_record(family)
 
 
-def model_layout(num_layers: int, family: str):
+def model_layout(num_layers: int, family: ModelFamily):
     """What a pruner may know of a model of this depth and family (`ModelLayout`), as the policies build it."""
     from vla_pruner.pruning import ModelLayout
 
-    return ModelLayout(num_layers=num_layers, image_tokens=(VISUAL_TOKENS_PER_IMAGE,) * FAMILIES[family].num_images)
+    return ModelLayout(num_layers=num_layers, image_tokens=family.image_tokens())
 
 
 def local_config_dir(model_cfg: Mapping) -> Path | None:
@@ -290,18 +250,16 @@ def _model_dims(model_cfg: Mapping) -> VlaDims:
 
 def architecture(model_cfg: Mapping):
     """The `OpenVLAConfig` of the model a `cfg.model` node describes: a local checkpoint's config.json when there
-    is one, else the architecture registered for `model.name` (ConfigError when neither is known)."""
-    from evaluate.config import ConfigError
+    is one, else its family's tiny architecture (a model built from `build_seed`) or official one."""
     from vla_pruner.models.checkpoint import read_config
     from vla_pruner.models.config import OpenVLAConfig
 
     directory = local_config_dir(model_cfg)
     if directory is not None:
         return read_config(directory)[0]
-    if model_cfg["name"] in ARCHITECTURES:
-        return OpenVLAConfig.from_dict(ARCHITECTURES[model_cfg["name"]]())
-    raise ConfigError(f"no architecture known for model '{model_cfg['name']}' without a local checkpoint; "
-                      f"known: {', '.join(sorted(ARCHITECTURES))}")
+    family = model_family(model_cfg)
+    tiny = model_cfg.get("build_seed") is not None
+    return OpenVLAConfig.from_dict(family.tiny_config() if tiny else family.official_config())
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -17,22 +17,14 @@ import baselines
 from evaluate.envs.base import PRIMARY, Observation
 from evaluate.policy import EpisodeContext, PolicyOutput
 from evaluate.policies.openvla_image import model_image
-from evaluate.policies.vla_model import FamilySpec, OpenVLAModelConfig, resolve_checkpoint_path
+from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from vla_pruner.engine import PruningEngine
 from vla_pruner.pruning import ModelLayout
 from vla_pruner.models.action_tokenizer import gripper_to_env, select_action_stats
 from vla_pruner.models.checkpoint import resolve_device_dtype
-from vla_pruner.models.openvla import ACTION_DIM, OpenVLA, with_empty_token
+from vla_pruner.models.openvla import ACTION_DIM, FAMILY, OpenVLA, with_empty_token
 from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
-from vla_pruner.models.tiny import TINY_CONFIG
 
-OPENVLA = FamilySpec(
-    name="openvla",
-    part_files=(),  # the base checkpoint alone
-    default_unnorm_key=lambda suite: suite,
-    select_stats=select_action_stats,
-    tiny_norm_stats=lambda: TINY_CONFIG["norm_stats"],
-)
 
 
 class Stopwatch:
@@ -124,4 +116,4 @@ def build_openvla_policy(cfg: DictConfig) -> OpenVLAPolicy:
     layout = ModelLayout(num_layers=len(model.language_model.layers), image_tokens=(model.num_patches,))
     pruner = baselines.build_pruner(cfg.pruner, cfg.keep, layout)
     engine = PruningEngine(model.language_model, pruner)
-    return OpenVLAPolicy(model, processor, OPENVLA.unnorm_key(model_cfg, cfg.suite.name), model_cfg, engine)
+    return OpenVLAPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg, engine)

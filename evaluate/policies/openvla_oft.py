@@ -20,27 +20,20 @@ import baselines
 from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policies.openvla import OpenVLAPolicy
 from evaluate.policies.openvla_image import model_image
-from evaluate.policies.vla_model import FamilySpec, OpenVLAModelConfig, resolve_checkpoint_path
+from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from evaluate.policy import PolicyOutput
 from vla_pruner.engine import PruningEngine
 from vla_pruner.models.action_tokenizer import gripper_to_env
 from vla_pruner.models.checkpoint import resolve_device_dtype
 from vla_pruner.models.openvla_oft import (
-    ACTION_HEAD_FILE, NUM_IMAGES, PATCHES_PER_IMAGE, PROPRIO_FILE, OpenVLAOFT, select_proprio_stats,
+    ACTION_HEAD_FILE, FAMILY, NUM_IMAGES, PATCHES_PER_IMAGE, PROPRIO_FILE, OpenVLAOFT, select_proprio_stats,
 )
 from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
 from vla_pruner.models.proprio import PROPRIO_DIM
-from vla_pruner.models.tiny_oft import add_oft_parts, tiny_oft_norm_stats
+from vla_pruner.models.tiny_oft import add_oft_parts
 
 CAMERAS = (PRIMARY, WRIST)  # the model's image order
 
-OPENVLA_OFT = FamilySpec(
-    name="openvla_oft",
-    part_files=(f"{ACTION_HEAD_FILE}--*_checkpoint.pt", f"{PROPRIO_FILE}--*_checkpoint.pt"),
-    default_unnorm_key=lambda suite: f"{suite}_no_noops",
-    select_stats=select_proprio_stats,  # the action statistics of the same dataset are checked with it
-    tiny_norm_stats=tiny_oft_norm_stats,
-)
 
 
 class OpenVLAOFTPolicy(OpenVLAPolicy):
@@ -100,4 +93,4 @@ def build_openvla_oft_policy(cfg: DictConfig) -> OpenVLAOFTPolicy:
     layout = baselines.ModelLayout(len(model.language_model.layers), (PATCHES_PER_IMAGE,) * NUM_IMAGES)
     pruner = baselines.build_pruner(cfg.pruner, cfg.keep, layout)
     engine = PruningEngine(model.language_model, pruner)
-    return OpenVLAOFTPolicy(model, processor, OPENVLA_OFT.unnorm_key(model_cfg, cfg.suite.name), model_cfg, engine)
+    return OpenVLAOFTPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg, engine)

@@ -5,41 +5,35 @@ Before a run, `check_vla_policy` checks what building it needs without loading w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 from omegaconf import DictConfig
 
 from evaluate.config import ConfigError
 from evaluate.policy import Policy
-from evaluate.policies.openvla import OPENVLA, build_openvla_policy
-from evaluate.policies.openvla_oft import OPENVLA_OFT, build_openvla_oft_policy
+from evaluate.policies.openvla import build_openvla_policy
+from evaluate.policies.openvla_oft import build_openvla_oft_policy
 from evaluate.policies.vla_checks import check_vla_model
-from evaluate.policies.vla_model import FamilySpec
+from vla_pruner.families import ModelFamily, family_names, model_family
 
-
-@dataclass(frozen=True)
-class Family:
-    build: Callable[[DictConfig], Policy]
-    spec: FamilySpec
-
-
-FAMILIES: dict[str, Family] = {
-    OPENVLA.name: Family(build_openvla_policy, OPENVLA),
-    OPENVLA_OFT.name: Family(build_openvla_oft_policy, OPENVLA_OFT),
+# The harness adapter of each model family (observation -> model inputs -> env actions); the family's own facts
+# are its vla_pruner.families.ModelFamily record.
+ADAPTERS: dict[str, Callable[[DictConfig], Policy]] = {
+    "openvla": build_openvla_policy,
+    "openvla_oft": build_openvla_oft_policy,
 }
 
 
-def family_of(cfg: DictConfig) -> Family:
+def family_of(cfg: DictConfig) -> ModelFamily:
     family = cfg.model.get("family")
-    if family not in FAMILIES:
-        raise ConfigError(f"model {cfg.model.name} has family '{family}'; valid families: {', '.join(FAMILIES)}")
-    return FAMILIES[family]
+    if family not in ADAPTERS:
+        raise ConfigError(f"model {cfg.model.name} has family '{family}'; valid families: {', '.join(ADAPTERS)}")
+    return model_family(family)
 
 
 def check_vla_policy(cfg: DictConfig) -> None:
-    check_vla_model(cfg, family_of(cfg).spec, [f.spec for f in FAMILIES.values()])
+    check_vla_model(cfg, family_of(cfg), [model_family(name) for name in family_names()])
 
 
 def build_vla_policy(cfg: DictConfig) -> Policy:
-    return family_of(cfg).build(cfg)
+    return ADAPTERS[family_of(cfg).name](cfg)

@@ -16,15 +16,15 @@ from omegaconf import DictConfig
 
 from evaluate.config import ConfigError, build_checked_pruner, check_device_available
 from evaluate.analysis.flops import architecture, model_layout
-from evaluate.policies.vla_model import FamilySpec, OpenVLAModelConfig, checkpoint_location
+from evaluate.policies.vla_model import OpenVLAModelConfig, checkpoint_location
+from vla_pruner.families import ModelFamily
 from vla_pruner.models.checkpoint import (
     CONFIG_FILE, CheckpointError, check_checkpoint_files, locate_checkpoint, resolve_device_dtype,
 )
 from vla_pruner.models.config import OpenVLAConfig
-from vla_pruner.models.tiny import TINY_CONFIG
 
 
-def check_vla_model(cfg: DictConfig, spec: FamilySpec, specs: Iterable[FamilySpec]) -> None:
+def check_vla_model(cfg: DictConfig, spec: ModelFamily, specs: Iterable[ModelFamily]) -> None:
     """Raise ConfigError for the first thing `cfg` (a model of family `spec`) cannot run with; `specs` = every
     family, to name the one a checkpoint of the wrong family belongs to."""
     model = OpenVLAModelConfig.from_cfg(cfg.model)
@@ -39,23 +39,23 @@ def check_vla_model(cfg: DictConfig, spec: FamilySpec, specs: Iterable[FamilySpe
     except CheckpointError as e:
         raise ConfigError(str(e)) from None
     if norm_stats is not None:
-        key = spec.unnorm_key(model, cfg.suite.name)
+        key = spec.unnorm_key(model.unnorm_key, cfg.suite.name)
         try:
             spec.select_stats(norm_stats, key)
         except ValueError as e:
             raise ConfigError(f"suite {cfg.suite.name}: {e} ({source}); choose statistics with model.unnorm_key=...")
-    layout = None if config is None else model_layout(config.llama_config().num_hidden_layers, spec.name)
+    layout = None if config is None else model_layout(config.llama_config().num_hidden_layers, spec)
     build_checked_pruner(cfg.pruner, cfg.keep, layout)
 
 
-def inspect_checkpoint(model_node: DictConfig, model: OpenVLAModelConfig, location: str, spec: FamilySpec,
-                       specs: list[FamilySpec]) -> tuple[OpenVLAConfig | None, dict[str, Any] | None, str]:
+def inspect_checkpoint(model_node: DictConfig, model: OpenVLAModelConfig, location: str, spec: ModelFamily,
+                       specs: list[ModelFamily]) -> tuple[OpenVLAConfig | None, dict[str, Any] | None, str]:
     """(architecture, statistics, where they come from) of the checkpoint at `location`; None for what only
     a download would tell."""
     if model.build_seed is not None:
         directory = Path(location).expanduser()
         if not (directory / CONFIG_FILE).is_file():  # built on first use: check what it will be built as
-            return OpenVLAConfig.from_dict(TINY_CONFIG), spec.tiny_norm_stats(), f"{model.name} as it will be built"
+            return OpenVLAConfig.from_dict(spec.tiny_config()), spec.tiny_norm_stats(), f"{model.name} as it will be built"
         config, raw = check_checkpoint_files(directory)
         # a tiny base of the same seed whose family parts are added when the policy is built
         parts_pending = (bool(spec.part_files) and raw.get("build_seed") == model.build_seed
@@ -74,11 +74,11 @@ def inspect_checkpoint(model_node: DictConfig, model: OpenVLAModelConfig, locati
     return config, config.norm_stats, f"checkpoint {directory}"
 
 
-def family_parts(directory: Path, spec: FamilySpec) -> list[Path]:
+def family_parts(directory: Path, spec: ModelFamily) -> list[Path]:
     return [f for pattern in spec.part_files for f in sorted(directory.glob(pattern))]
 
 
-def detect_family(directory: Path, specs: list[FamilySpec]) -> tuple[FamilySpec, list[Path]]:
+def detect_family(directory: Path, specs: list[ModelFamily]) -> tuple[ModelFamily, list[Path]]:
     """The family whose own files the checkpoint holds (and those files), else the one that has none."""
     for spec in specs:
         found = family_parts(directory, spec)
@@ -87,7 +87,7 @@ def detect_family(directory: Path, specs: list[FamilySpec]) -> tuple[FamilySpec,
     return next(s for s in specs if not s.part_files), []
 
 
-def check_family(directory: Path, spec: FamilySpec, specs: list[FamilySpec], parts_pending: bool) -> None:
+def check_family(directory: Path, spec: ModelFamily, specs: list[ModelFamily], parts_pending: bool) -> None:
     """The checkpoint must be of `spec`'s family: one of another family loads too (the base weights are the
     same) and would run with the wrong observation and decoding, silently. Its own files must be readable."""
     found_spec, found = detect_family(directory, specs)

@@ -1,5 +1,5 @@
-"""The `model` group of `policy=vla`: its typed fields, where its checkpoint is, and what a model family's
-checkpoint holds (`FamilySpec`). Shared by the policies, which load the checkpoint, and by their checks
+"""The `model` group of `policy=vla`: its typed fields and where its checkpoint is (what a model family's
+checkpoint holds is its `vla_pruner.families.ModelFamily`). Shared by the policies, which load the checkpoint, and by their checks
 (`evaluate.policies.vla_checks`), which read its files only.
 """
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,21 +40,6 @@ class OpenVLAModelConfig:
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ConfigError(f"model.build_seed={seed!r} must be an integer (or null for a checkpoint loaded as is)")
         return cls(**values)
-
-
-@dataclass(frozen=True)
-class FamilySpec:
-    """What tells a model family's checkpoints apart and which statistics its policy reads; checked from the
-    files alone, before any weight loads."""
-
-    name: str  # the `family` of configs/model/*.yaml
-    part_files: tuple[str, ...]  # glob patterns of files only this family's checkpoints hold, exactly one each
-    default_unnorm_key: Callable[[str], str]  # suite name -> statistics key, when model.unnorm_key is null
-    select_stats: Callable[[dict, str], Any]  # the statistics the policy reads; ValueError when absent
-    tiny_norm_stats: Callable[[], dict]  # the statistics a tiny (seeded) model of this family is built with
-
-    def unnorm_key(self, model: OpenVLAModelConfig, suite: str) -> str:
-        return model.unnorm_key or self.default_unnorm_key(suite)
 
 
 def cache_root() -> Path:

@@ -98,3 +98,13 @@ class OpenVLAConfig:
     def text_vocab_size(self) -> int:
         """Vocabulary without the pad-to-multiple rows: action bins count down from here."""
         return self.vocab_size - self.pad_to_multiple_of
+
+
+# The official OpenVLA-7B architecture (config.json of openvla/openvla-7b*, non-default fields only); the
+# OpenVLA-OFT checkpoints share it. FLOPs of a model without a local checkpoint are counted from it.
+OFFICIAL_OPENVLA_CONFIG: dict = {
+    "use_fused_vision_backbone": True,
+    "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
+    "image_sizes": [224, 224],
+    "text_config": {"vocab_size": 32064, "pad_token_id": 32000},
+}

@@ -23,44 +23,13 @@ from transformers import PreTrainedTokenizerFast
 
 from .checkpoint import WEIGHTS_FILE, to_stored_key
 from .config import OpenVLAConfig
-from .libero_norm_stats import LIBERO_ACTION_STATS
+from .tiny_configs import TINY_CONFIG
 from .openvla import EMPTY_TOKEN_ID, OpenVLA
 from .processor import prompt_for
 
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<PAD>"
 SPECIAL_IDS = {UNK: 0, BOS: 1, EOS: 2, "▁": EMPTY_TOKEN_ID, PAD: 32000}
 
-TINY_CONFIG = {
-    "architectures": ["OpenVLAForActionPrediction"],
-    "model_type": "openvla",
-    "arch_specifier": "no-align+fused-gelu-mlp",
-    "vision_backbone_id": "dinosiglip-vit-so-224px",
-    "llm_backbone_id": "llama2-7b-pure",
-    "hf_llm_id": "meta-llama/Llama-2-7b-hf",
-    "use_fused_vision_backbone": True,
-    "timm_model_ids": ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"],
-    "timm_model_kwargs": [{"depth": 3, "embed_dim": 48, "num_heads": 3}, {"depth": 3, "embed_dim": 64, "num_heads": 2}],
-    "timm_override_act_layers": [None, None],
-    "image_sizes": [224, 224],
-    "image_resize_strategy": "resize-naive",
-    "llm_max_length": 2048,
-    "n_action_bins": 256,
-    "pad_to_multiple_of": 64,
-    "pad_token_id": 32000,
-    "output_projector_states": False,
-    "text_config": {  # only the fields that differ from Llama-2-7B, as the official checkpoints store it
-        "model_type": "llama",
-        "hidden_size": 128,
-        "intermediate_size": 344,
-        "num_attention_heads": 4,
-        "num_hidden_layers": 8,
-        "num_key_value_heads": 4,
-        "pad_token_id": 32000,
-        "vocab_size": 32064,
-    },
-    "norm_stats": {suite: {"action": stats} for suite, stats in LIBERO_ACTION_STATS.items()},
-    "torch_dtype": "float32",
-}
 
 _DINO_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 _SIGLIP_NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}

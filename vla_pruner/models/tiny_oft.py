@@ -16,24 +16,12 @@ from typing import Any, Iterable
 import torch
 
 from .action_head import L1RegressionActionHead
-from .libero_norm_stats import LIBERO_ACTION_STATS
 from .openvla_oft import ACTION_HEAD_FILE, PROPRIO_FILE
 from .proprio import ProprioProjector
+from .tiny_configs import tiny_oft_norm_stats
 from .tiny import ensure_tiny_checkpoint
 
-# Proprio bounds for the tiny model (the real q01/q99 come with real checkpoints): a box around every LIBERO
-# scene the Panda reaches (eef x, y, z in metres; LIBERO tables sit at z of about 0.2 to 1.2), axis-angle
-# components within +-pi (gripper-down poses are near (pi, 0, 0)), finger joints within the Panda's 0.04 m.
-TINY_PROPRIO_STATS = {
-    "q01": [-0.5, -0.4, 0.0, -3.1416, -3.1416, -3.1416, 0.0, -0.04],
-    "q99": [0.3, 0.4, 1.4, 3.1416, 3.1416, 3.1416, 0.04, 0.0],
-}
 STEP = 0  # the `N` of the official file names: no training steps
-
-
-def tiny_oft_norm_stats() -> dict[str, Any]:
-    return {f"{suite}_no_noops": {"action": stats, "proprio": TINY_PROPRIO_STATS}
-            for suite, stats in LIBERO_ACTION_STATS.items()}
 
 
 def build_oft_parts(width: int, seed: int) -> tuple[ProprioProjector, L1RegressionActionHead]:
