@@ -16,7 +16,7 @@ from evaluate.envs import suites
 from evaluate.envs.base import PRIMARY, WRIST, Observation, SuiteFamily, Task
 from evaluate.envs.libero import observation
 from evaluate.envs.suites import SUITES, Suite, suite_info
-from evaluate.policies.openvla_image import model_image
+from vla_pruner.models.preprocess import model_image
 from tests.conftest import REPO, composed, episode_records
 from vla_pruner.models.preprocess import libero_image
 

@@ -16,7 +16,7 @@ from PIL import Image
 import baselines
 from evaluate.envs.base import PRIMARY, Observation
 from evaluate.policy import EpisodeContext, PolicyOutput
-from evaluate.policies.openvla_image import model_image
+from vla_pruner.models.preprocess import model_image
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from vla_pruner.engine import PruningEngine
 from vla_pruner.pruning import ModelLayout

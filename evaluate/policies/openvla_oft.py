@@ -19,7 +19,7 @@ from PIL import Image
 import baselines
 from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policies.openvla import OpenVLAPolicy
-from evaluate.policies.openvla_image import model_image
+from vla_pruner.models.preprocess import model_image
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from evaluate.policy import PolicyOutput
 from vla_pruner.engine import PruningEngine

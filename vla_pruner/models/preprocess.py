@@ -98,7 +98,13 @@ def center_crop_resize(image: np.ndarray, area: float = CROP_AREA) -> np.ndarray
     return np.minimum(np.floor(np.clip(out, 0.0, 1.0) * 255.5), 255).astype(np.uint8)
 
 
+def model_image(upright: np.ndarray, center_crop: bool = True) -> np.ndarray:
+    """An upright camera image (HxWx3 uint8) -> the model's 224x224x3 uint8 input: JPEG round trip, Lanczos
+    resize, centre crop, as the official LIBERO evaluation does after turning the frame."""
+    image = resize_lanczos(jpeg_roundtrip(upright), IMAGE_SIZE)
+    return center_crop_resize(image) if center_crop else image
+
+
 def libero_image(frame: np.ndarray, center_crop: bool = True) -> np.ndarray:
     """LIBERO `agentview_image` (HxWx3 uint8, upside down) -> the model's 224x224x3 uint8 input image."""
-    image = resize_lanczos(jpeg_roundtrip(rotate_180(frame)), IMAGE_SIZE)
-    return center_crop_resize(image) if center_crop else image
+    return model_image(rotate_180(frame), center_crop)
