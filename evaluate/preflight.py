@@ -18,11 +18,9 @@ from evaluate.store import check_writable
 def command_points(args: list[str]) -> list[list[str]]:
     """The config overrides of each run `python -m evaluate ARGS` starts (Hydra's own keys left out)."""
     overrides = [a for a in args if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    if not multirun:
+    if not any(a in ("-m", "--multirun") for a in args):
         return [overrides]
-    return BasicSweeper.split_arguments(parsed, None)[0]
+    return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)[0]
 
 
 def check_command(args: list[str], policies: dict) -> list[DictConfig]:

@@ -51,14 +51,13 @@ def run(cfg: DictConfig) -> dict:
         store.want(wanted + [(t, i) for t in expected for i in range(cfg.episodes_per_task)])
         meta = {"run_dir": str(run_dir), "policy": policy.describe(), "simulator": family.versions(),
                 "suite": cfg.suite.name, "keep": cfg.keep, "seed": cfg.seed}
-        done = store.done_keys()
+        summary, records = _publish(store, meta)
+        done = {r.key for r in records}
         todo = [(tasks[t], i) for t, i in wanted if (t, i) not in done]
         log.info("%s: %d episodes wanted, %d already done, %d to run%s", run_dir, len(wanted),
                  len(wanted) - len(todo), len(todo), f" ({restored} restored from a failed write)" * bool(restored))
-        summary = _publish(store, meta)
         bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), unit="ep", desc=cfg.suite.name,
                    dynamic_ncols=True)
-        records: list[EpisodeRecord] = store.records()
         bar.set_postfix(_progress_postfix(records))
         demos = _demo_recorder(cfg, run_dir)
         video_dir = run_dir / "videos" if cfg.video else None
@@ -70,10 +69,9 @@ def run(cfg: DictConfig) -> dict:
                         ctx = EpisodeContext(cfg.suite.name, task.task_id, task.instruction, init_index, cfg.seed)
                         record = run_episode(env, policy, ctx, cfg.suite.max_steps, video_dir, demos, guard.check)
                         store.append(record)
-                        records.append(record)
+                        summary, records = _publish(store, meta)
                         bar.update(1)
                         bar.set_postfix(_progress_postfix(records))
-                        summary = _publish(store, meta)
                         if record.status == "env_error":  # a failed simulator may be left in a bad state
                             env.close()
                             env = family.make_env(task)
@@ -83,15 +81,18 @@ def run(cfg: DictConfig) -> dict:
             bar.close()
             if demos is not None:
                 demos.close()
-            cost = query_metrics(store.records(), OmegaConf.to_container(cfg.model, resolve=True))
-            summary = _publish(store, {**meta, "cost": cost})
+            records = store.records()
+            cost = query_metrics(records, OmegaConf.to_container(cfg.model, resolve=True))
+            summary, _ = _publish(store, {**meta, "cost": cost}, records)
     return summary
 
 
-def _publish(store: ResultStore, meta: dict) -> dict:
-    """Summary of everything the directory holds now (task shards beside this process add episodes too)."""
-    records = store.records()
-    return write_summary(store.run_dir, records, meta, store.progress(records))
+def _publish(store: ResultStore, meta: dict,
+             records: list[EpisodeRecord] | None = None) -> tuple[dict, list[EpisodeRecord]]:
+    """Summary of everything the directory holds now (task shards beside this process add episodes too), and
+    the records it was made from (read once here unless given)."""
+    records = store.records() if records is None else records
+    return write_summary(store.run_dir, records, meta, store.progress(records)), records
 
 
 def _demo_recorder(cfg: DictConfig, run_dir: Path):
