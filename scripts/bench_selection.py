@@ -5,9 +5,11 @@
 Times `select()` (and VLA-Pruner's `observe()`) as the engine would call them, for OpenVLA's one image
 (M = 256) and OFT's two (M = 512 = 2 x 256, budgets per image), at keep 0.5 / 0.25 / 0.125. Independent random
 semantic and action scores make the VLA-Pruner candidate union large (up to 2 x M_keep per image), the slow
-case for the diversity filter. Then VLA-Pruner's steps one by one, and select_diverse alone on n rows
+case for the diversity filter. Then VLA-Pruner's steps one by one, select_diverse alone on n rows
 (n = 256, 512; k = n/2) split into the cosine-distance matrix and the greedy (the greedy's time includes a
-copy of the matrix). Prints medians. On a shared machine, --threads 1 gives steadier numbers.
+copy of the matrix), and last VLA-Pruner's select() against its diversity filter as it was before issue 15
+(a finiteness scan of all n x d features, then the full n x n product), side by side on the same inputs, with
+the selections compared. Prints medians. On a shared machine, --threads 1 gives steadier numbers.
 """
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 import baselines  # noqa: F401  (registers every pruner)
+import vla_pruner.method
 from vla_pruner.diversity import cosine_distances, greedy_max_min, select_diverse
 from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner, top_k
 
@@ -91,6 +95,41 @@ def bench_vla_parts(keep: float, width: int, repeats: int) -> dict[str, float]:
     }
 
 
+def select_diverse_before(features: torch.Tensor, k: int, dtype: torch.dtype = torch.float32,
+                          rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The float32 diversity filter before issue 15, the baseline below: VLA-Pruner gathered the candidates'
+    features by indexing, the filter scanned every feature for NaN/inf, normalised a copy, took the full n x n
+    product of the unit rows and ran the same greedy."""
+    if rows is not None:
+        return rows[select_diverse_before(features[rows], k)]
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("features must be finite")
+    if k >= len(features):
+        return torch.arange(len(features))
+    unit = F.normalize(features.float(), dim=1)
+    return torch.tensor(greedy_max_min((1.0 - unit @ unit.T).numpy(), k))
+
+
+def bench_before_after(layout: ModelLayout, keep: float, width: int, repeats: int) -> tuple[float, float, bool]:
+    """(ms before, ms now, identical selections) of VLA-Pruner's select(), on 10 inputs compared and one timed."""
+    generator = torch.Generator().manual_seed(1)
+    vla = build_pruner({"name": "vla"}, keep=keep, layout=layout)
+    while vla.warming_up:
+        vla.select(stage_inputs(layout, 8, 1, generator))
+        vla.observe([torch.rand(m, generator=generator) for m in layout.image_tokens])
+    inputs = [stage_inputs(layout, width, 1, generator) for _ in range(10)]
+    now = [vla.select(x).kept for x in inputs]
+    time_now = median_ms(lambda: vla.select(inputs[0]), repeats)
+    current, vla_pruner.method.select_diverse = vla_pruner.method.select_diverse, select_diverse_before
+    try:
+        before = [vla.select(x).kept for x in inputs]
+        time_before = median_ms(lambda: vla.select(inputs[0]), repeats)
+    finally:
+        vla_pruner.method.select_diverse = current
+    identical = all(torch.equal(a, b) for x, y in zip(now, before) for a, b in zip(x, y))
+    return time_before, time_now, identical
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
@@ -131,6 +170,20 @@ def main() -> None:
         greedy = median_ms(lambda: greedy_max_min(dist.copy(), n // 2), args.repeats)
         total = median_ms(lambda: select_diverse(features, n // 2), args.repeats)
         print(f"| {n:>3} | {matrix:>15.3f} | {greedy:>6.3f} | {total:>14.3f} |")
+
+    print("\nVLA-Pruner select(), milliseconds: before issue 15 vs now, same inputs (10 compared, 1 timed)")
+    print(f"| {'layout':<26} | keep  | before |    now | speedup | identical |")
+    print(f"|{'-' * 28}|-------|--------|--------|---------|-----------|")
+    results = {}
+    for label, image_tokens in layouts.items():
+        for keep in (0.5, 0.25, 0.125):
+            before, now, identical = bench_before_after(ModelLayout(32, image_tokens), keep, args.width, args.repeats)
+            results[label, keep] = before, now, identical
+            print(f"| {label:<26} | {keep:<5} | {before:>6.3f} | {now:>6.3f} | {before / now:>6.2f}x "
+                  f"| {'yes' if identical else 'NO':>9} |")
+    before, now, identical = results["M=512 (OFT, 2 x 256)", 0.25]
+    print(f"VLA-Pruner select at M=512, keep 0.25: {before:.3f} ms before, {now:.3f} ms now, {before / now:.2f}x, "
+          f"identical selections: {'yes' if identical else 'NO'}")
 
 
 if __name__ == "__main__":

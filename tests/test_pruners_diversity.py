@@ -153,3 +153,17 @@ def test_bfloat16_of_bfloat16_features_on_their_device():
 def test_other_dtypes_are_refused(dtype):
     with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.bfloat16"):
         select_diverse(torch.randn(6, 4), 2, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_choosing_among_rows_equals_choosing_on_their_copy_and_leaves_features_alone(dtype):
+    features = torch.randn(40, 16, generator=torch.Generator().manual_seed(5))
+    original = features.clone()
+    rows = torch.tensor([3, 4, 8, 15, 16, 23, 31, 38, 39])
+    picks = select_diverse(features, 4, dtype=dtype, rows=rows)
+    assert torch.equal(picks, rows[select_diverse(features[rows], 4, dtype=dtype)])
+    assert torch.equal(features, original)
+    assert torch.equal(select_diverse(features, 20, rows=rows), rows)  # k >= len(rows): all of them, in order
+    features[15, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"finite.*rows \[3\]"):  # named by position among the chosen rows
+        select_diverse(features, 4, rows=rows)

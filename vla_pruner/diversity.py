@@ -1,8 +1,12 @@
 """Greedy max-min diversity selection (VLA-Pruner's min-redundancy filter; DivPrune's whole rule).
 
-The pairwise cosine distances come from one matrix product; the greedy then needs only one O(n) update per
-pick (a running minimum distance to the chosen set), done in NumPy because per-call overhead of torch ops on
-a few hundred floats would dominate (measured in scripts/bench_selection.py).
+The pairwise cosine distances come from the features' Gram matrix on their device (the first pick needs every
+row's nearest neighbour, so every pair is needed; symmetry halves the products, see `symmetric_gram`), scaled by
+the inverse norms read off its diagonal, so no normalised n x d copy is made; the greedy then needs only one
+O(n) update per pick (a running minimum distance to the chosen set), done in NumPy because per-call overhead of
+torch ops on a few hundred floats would dominate. Finiteness is checked on the n x n distances, not on the
+n x d features: a non-finite feature makes its row of distances NaN, and scanning the features cost as much as
+the matrix product at d = 4096. (Costs: scripts/bench_selection.py.)
 
 `dtype=torch.bfloat16` reproduces the public VLA-Pruner code, which runs this filter on the model's bf16
 embeddings: every quantity it stores in bf16 (the features, their norms, the unit vectors, the cosine
@@ -16,21 +20,35 @@ import operator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 DTYPES = (torch.float32, torch.bfloat16)
 
 
 def cosine_distances(features: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """[n, n] matrix of 1 - cos(f_i, f_j) as float32, computed in `dtype` (see the module docstring)."""
+    """[n, n] matrix of 1 - cos(f_i, f_j) as float32, computed in `dtype` (see the module docstring). Exactly
+    symmetric."""
     if dtype == torch.float32:
-        unit = F.normalize(features.float(), dim=1)
-        return 1.0 - unit @ unit.T
+        gram = symmetric_gram(features.float())
+        inverse_norm = gram.diagonal().sqrt().clamp_min(1e-12).reciprocal()
+        return 1.0 - gram * (inverse_norm[:, None] * inverse_norm[None])
     x = _rounded(features)
     norm = _rounded(x.norm(dim=1, keepdim=True))
     unit = _rounded(x / norm.clamp_min(1e-12))
-    return _rounded(1.0 - _rounded(unit @ unit.T))
+    return _rounded(1.0 - _rounded(symmetric_gram(unit)))
+
+
+def symmetric_gram(rows: torch.Tensor) -> torch.Tensor:
+    """rows @ rows.T from its upper block triangle (the first half of the rows against all, the second half
+    against itself, mirrored): 3/4 of the multiply-adds, exactly symmetric. Each entry is still one dot product
+    over the full width (the same values as the full product on MKL)."""
+    n, half = rows.shape[0], rows.shape[0] // 2
+    top = rows[:half] @ rows.T
+    gram = torch.empty(n, n, dtype=top.dtype, device=top.device)
+    gram[:half] = top
+    gram[half:, :half] = top[:, half:].T
+    gram[half:, half:] = rows[half:] @ rows[half:].T
+    return gram
 
 
 def _rounded(values: torch.Tensor) -> torch.Tensor:
@@ -38,21 +56,36 @@ def _rounded(values: torch.Tensor) -> torch.Tensor:
     return values.to(torch.bfloat16).float()
 
 
-def select_diverse(features: torch.Tensor, k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Indices (into the rows of `features` [n, d]) of k rows chosen by greedy max-min cosine distance.
+def select_diverse(features: torch.Tensor, k: int, dtype: torch.dtype = torch.float32,
+                   rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of k rows of `features` [n, d], chosen by greedy max-min cosine distance among all rows or, if
+    given, among `rows` (long indices into `features`; the result is then a subset of them).
 
     Start from the row whose nearest other row is farthest; then repeatedly add the row whose minimum
-    distance to the chosen rows is largest. Ties go to the lowest index. Returned in pick order, on
-    `features`' device; k >= n returns all rows in order. `dtype` (float32 or bfloat16) is the precision of
-    the distances. Raises ValueError on non-finite features (a NaN distance would make the greedy pick one row
-    several times), a k that is negative or not an integer, `features` that is not 2-D, or another dtype.
+    distance to the chosen rows is largest. Ties go to the lowest position (in `rows`, if given). Returned in
+    pick order, on `features`' device; k >= the number of rows returns all of them in order. `dtype` (float32 or
+    bfloat16) is the precision of the distances. Raises ValueError on non-finite features when the greedy runs
+    (a NaN distance would make it pick one row several times), a k that is negative or not an integer,
+    `features` that is not 2-D, or another dtype.
+
     """
     k = _check_inputs(features, k, dtype)
+    if rows is not None:
+        rows = rows.to(features.device)
+        return rows[_greedy(features.index_select(0, rows), k, dtype)]
+    return _greedy(features, k, dtype)
+
+
+def _greedy(features: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
     n = features.shape[0]
     if k >= n:
         return torch.arange(n, device=features.device)
-    picks = greedy_max_min(cosine_distances(features, dtype).cpu().numpy(), k) if k > 0 else []
-    return torch.tensor(picks, dtype=torch.long, device=features.device)
+    if k == 0:
+        return torch.empty(0, dtype=torch.long, device=features.device)
+    distances = cosine_distances(features, dtype).cpu().numpy()
+    if not np.isfinite(distances).all():
+        raise _non_finite(features, dtype)
+    return torch.tensor(greedy_max_min(distances, k), dtype=torch.long, device=features.device)
 
 
 def _check_inputs(features: torch.Tensor, k, dtype: torch.dtype) -> int:
@@ -71,11 +104,17 @@ def _check_inputs(features: torch.Tensor, k, dtype: torch.dtype) -> int:
         raise ValueError(f"select_diverse: k must be a non-negative integer, got {k!r}") from None
     if k < 0:
         raise ValueError(f"select_diverse: k must be a non-negative integer, got {k}")
-    if not bool(torch.isfinite(features).all()):
-        bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(f"select_diverse: features must be finite; rows {bad[:10]}{' ...' if len(bad) > 10 else ''} "
-                         "hold NaN or inf")
     return k
+
+
+def _non_finite(features: torch.Tensor, dtype: torch.dtype) -> ValueError:
+    """The error for distances that are not all finite, naming the feature rows at fault."""
+    bad = (~torch.isfinite(features)).any(dim=1).nonzero().flatten().tolist()
+    if not bad:  # finite float32 features beyond bfloat16's range
+        return ValueError(f"select_diverse: cosine distances in {dtype} are not finite: features too large "
+                          "(squared norms overflow)")
+    return ValueError(f"select_diverse: features must be finite; rows {bad[:10]}{' ...' if len(bad) > 10 else ''} "
+                      "hold NaN or inf")
 
 
 def greedy_max_min(dist: np.ndarray, k: int) -> list[int]:

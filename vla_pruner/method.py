@@ -180,7 +180,7 @@ class VLAPruner(SingleCutPruner):
         if not cfg.redundancy_filter:
             return interleave_union(by_semantic, by_action, k)
         candidates = torch.unique(torch.cat([by_semantic, by_action]))  # sorted
-        return candidates[select_diverse(embeddings[candidates], k, SELECTION_DTYPES[cfg.selection_dtype])]
+        return select_diverse(embeddings, k, SELECTION_DTYPES[cfg.selection_dtype], rows=candidates)
 
     def rank(self, scores: torch.Tensor, k: int) -> torch.Tensor:
         """top_k of the scores rounded to `selection_dtype`: in bfloat16, scores closer than its 8-bit mantissa
