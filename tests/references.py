@@ -29,9 +29,9 @@ def eager_attention(lm: LlamaLM, layer_idx: int, layer_input: torch.Tensor, posi
                     additive_mask: torch.Tensor) -> torch.Tensor:
     """Attention weights [B, heads, S, S] of one layer, from transformers' eager attention (not the engine's)."""
     attn = lm.layers[layer_idx].self_attn
-    attn.config._attn_implementation = "eager"
+    implementation, attn.config._attn_implementation = attn.config._attn_implementation, "eager"
     try:
         x = lm.layers[layer_idx].input_layernorm(layer_input)
         return attn(x, position_embeddings=lm.rotary_emb(x, positions), attention_mask=additive_mask)[1]
     finally:
-        attn.config._attn_implementation = "sdpa"
+        attn.config._attn_implementation = implementation

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from vla_pruner.engine import PruningEngine, attention_rows
+from vla_pruner.engine import PruningEngine, attention_probs
 from vla_pruner.layout import SequenceLayout
 from vla_pruner.models.llama import KVCache, causal_padding_mask
 from vla_pruner.models.openvla import with_empty_token
@@ -137,7 +138,8 @@ def test_decode_logits_equal_masked_reference(model_and_inputs):
 
 
 @torch.inference_mode()
-def test_attention_rows_equal_eager_attention(model_and_inputs):
+def test_probed_attention_equals_eager_attention(model_and_inputs):
+    """A probe sees the queries and keys the layer's SDPA uses; their probabilities are eager attention's."""
     model, queries = model_and_inputs
     lm = model.language_model
     embeds = queries[1]
@@ -146,13 +148,29 @@ def test_attention_rows_equal_eager_attention(model_and_inputs):
     cache = KVCache(len(lm.layers))
     layer_idx = 2
     layer_input = lm.run_layers(embeds, positions, cache, start=0, stop=layer_idx)
-    lm.run_layers(layer_input, positions, cache, start=layer_idx, stop=layer_idx + 1)
+    seen = {}
+    lm.run_layers(layer_input, positions, cache, start=layer_idx, stop=layer_idx + 1,
+                  probes={layer_idx: lambda q, k, scaling: seen.update(q=q, k=k, scaling=scaling)})
+    assert seen["k"].shape[-2] == S and torch.equal(seen["k"], cache.keys[layer_idx])
     mask = torch.zeros(1, 1, S, S).masked_fill(~torch.ones(S, S, dtype=torch.bool).tril(), float("-inf"))
     eager = eager_attention(lm, layer_idx, layer_input, positions, mask)
     rows = torch.tensor([0, 5, 100, S - 1])
     visible = rows[:, None] >= torch.arange(S)[None]
-    ours = attention_rows(lm, layer_idx, layer_input[:, rows], positions[:, rows], cache.keys[layer_idx], visible)
+    ours = attention_probs(seen["q"][:, :, rows], seen["k"], seen["scaling"], visible)[0]
     torch.testing.assert_close(ours, eager[0].mean(0)[rows].float(), atol=1e-6, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_probes_change_no_output(model_and_inputs):
+    """VLA-Pruner's warm-up queries run dense with every probe on (the stage's prefill rows, the action rows in
+    prefill and decode): logits and tokens are the dense model's bit for bit."""
+    model, queries = model_and_inputs
+    engine = engine_for(model, "vla", keep=0.25)
+    for embeds in queries[:3]:
+        logits, tokens, trace = run_engine(engine, embeds)
+        assert trace.selections[0].warmup
+        dense_logits, dense_tokens = dense_reference(model, embeds)
+        assert torch.equal(logits, dense_logits) and torch.equal(tokens, dense_tokens)
 
 
 @torch.inference_mode()
@@ -217,3 +235,38 @@ def test_the_plain_model_is_the_dense_engine_and_takes_batches(model_and_inputs,
     embeds = queries[0].expand(2, -1, -1)
     with pytest.raises(ValueError, match="a pruner runs one sequence at a time, got a batch of 2"):
         engine_for(model, "fastv", keep=0.25).prefill(embeds, layout_of(embeds))
+
+
+class HostSyncs(TorchDispatchMode):
+    """Records the ops that make the host wait for the device (reading a scalar, nonzero, unique)."""
+
+    SYNCING = {"aten::_local_scalar_dense", "aten::nonzero", "aten::_unique2", "aten::unique_dim",
+               "aten::masked_select", "aten::is_nonzero"}
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in self.SYNCING:
+            self.ops.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+@torch.inference_mode()
+def test_no_host_sync_in_the_per_layer_path(model_and_inputs):
+    """Decode steps never wait for the device, and the prefill waits as often with one action layer as with
+    four: probes find their rows once per segment and sum on the device (a GPU stays busy)."""
+    model, queries = model_and_inputs
+    embeds = queries[0]
+    prefill_syncs = []
+    for action_layers in ([4], [4, 5, 6, 7]):
+        engine = engine_for(model, "vla", keep=0.25, warmup="semantic", action_layers=action_layers)
+        with HostSyncs() as syncs:
+            state = engine.prefill(embeds, layout_of(embeds))
+        prefill_syncs.append(syncs.ops)
+        with HostSyncs() as syncs:
+            engine.decode(state, N_TOKENS)
+        assert syncs.ops == []
+        assert state.trace.kept_visual == 64
+    assert prefill_syncs[0] == prefill_syncs[1] and len(prefill_syncs[0]) < 20

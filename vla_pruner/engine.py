@@ -7,9 +7,12 @@ pruner which visual tokens to keep, and gathers the hidden states; later layers 
 with their ORIGINAL position ids, so their KV cache holds only kept tokens. While decoding, the engine
 probes the action queries at the plan's action layers and hands the pruner their attention (`finish`).
 
-Attention everywhere else stays SDPA: probes cost O(rows x keys) at the probed layers only, and a pruner
+Attention stays SDPA. A probe is shown the queries and keys the layer's own attention uses (`Probe`), so it
+costs the probed rows' scores only (rows x keys x width at the probed layers) and changes no output; a pruner
 with an empty plan (none, or any pruner at keep=1.0) runs exactly the dense computation, which is how the
-models run their plain (unpruned) path too.
+models run their plain (unpruned) path too. Nothing in the per-layer path waits for the device (row indices
+are found once per prefill segment, action attention is summed on the device and mapped to the original
+tokens once per query), so the same code keeps a GPU busy.
 
 A query's state lives in the `QueryState` that `prefill` returns and `decode` / `finish` take; the engine
 itself holds only the model's LLM and the pruner. It knows the sequence layout (where each image's visual
@@ -19,13 +22,12 @@ tokens are) but not the model class beyond its Llama layer loop (`LlamaLM.run_la
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import torch
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from vla_pruner.layout import SequenceLayout, TokenSet
-from vla_pruner.models.llama import KVCache, LlamaLM, bidirectional_mask
+from vla_pruner.models.llama import KVCache, LlamaLM, Probe, bidirectional_mask
 from vla_pruner.pruning import ModelLayout, Pruner, Selection, StageInputs, build_pruner
 
 
@@ -49,59 +51,49 @@ class QueryTrace:
         }
 
 
-def attention_rows(
-    lm: LlamaLM,
-    layer_idx: int,
-    hidden_in: torch.Tensor,
-    positions: torch.Tensor,
-    keys: torch.Tensor,
-    visible: torch.Tensor | None,
-) -> torch.Tensor:
-    """Head-averaged attention probabilities [R, N] of R query rows at one layer.
-
-    hidden_in [1, R, d] are the layer's INPUT hidden states of those rows, positions [1, R] their RoPE
-    positions, keys [1, kv_heads, N, head_dim] the layer's cached (rotated) keys, visible [R, N] the mask
-    (None: every key). Recomputes q for the R rows only; nothing of the model changes.
-    """
-    layer = lm.layers[layer_idx]
-    attn = layer.self_attn
-    x = layer.input_layernorm(hidden_in)
-    q = attn.q_proj(x).view(1, x.shape[1], -1, attn.head_dim).transpose(1, 2)
-    cos, sin = lm.rotary_emb(x, positions)
-    q, _ = apply_rotary_pos_emb(q, q, cos, sin)
-    k = repeat_kv(keys, attn.num_key_value_groups)
-    scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scaling
+def attention_probs(query: torch.Tensor, keys: torch.Tensor, scaling: float,
+                    visible: torch.Tensor | None = None) -> torch.Tensor:
+    """Head-averaged attention probabilities [B, R, N] of R query rows, from the queries [B, heads, R, head_dim]
+    and keys [B, heads, N, head_dim] a layer attends with (what a `Probe` is shown); visible [R, N] is the mask
+    (None: every key). Scores and softmax in float32."""
+    scores = (query.float() @ keys.float().transpose(-1, -2)) * scaling
     if visible is not None:
         scores = scores.masked_fill(~visible, float("-inf"))
-    return scores.softmax(-1).mean(1)[0]
-
-
-Probe = Callable[[torch.Tensor], None]  # receives the probed layer's input hidden states
+    return scores.softmax(-1).mean(1)
 
 
 @dataclass
 class ActionAttention:
-    """Per image, the attention the action queries paid to each ORIGINAL visual token, summed over query rows
-    and action layers (pruned tokens have no key and get nothing), and how many rows were summed."""
+    """The attention the action queries paid to the prefill's tokens, summed over query rows and action layers.
 
-    sums: list[torch.Tensor]
+    Sums stay on the device, one per token set (the layers of one prefill segment share theirs), and reach the
+    ORIGINAL visual tokens once per query, in `mean` (pruned tokens have no key and get nothing)."""
+
+    sums: dict[int, tuple[TokenSet, torch.Tensor]] = field(default_factory=dict)  # by id of the token set
     rows: int = 0
 
-    @classmethod
-    def zeros(cls, layout: SequenceLayout, device: torch.device) -> "ActionAttention":
-        return cls([torch.zeros(s.stop - s.start, device=device) for s in layout.visual])
+    def add(self, probs: torch.Tensor, tokens: TokenSet) -> None:
+        """Add [R, keys] head-averaged attention of R query rows at a layer whose first keys are `tokens`, the
+        rows it ran on in the prefill (later keys are decoded tokens)."""
+        total = probs[:, :len(tokens)].sum(0)
+        if id(tokens) in self.sums:
+            self.sums[id(tokens)][1].add_(total)
+        else:
+            self.sums[id(tokens)] = (tokens, total)
+        self.rows += probs.shape[0]
 
-    def add(self, probs: torch.Tensor, tokens: TokenSet, layout: SequenceLayout) -> None:
-        """Add [R, keys] head-averaged attention of R query rows; the first keys are `tokens`, the rows the layer
-        ran on in the prefill (merged tokens are skipped)."""
-        total = probs.sum(0)
-        for i, s in enumerate(layout.visual):
-            rows = tokens.original_visual_rows(i)
-            self.sums[i].index_add_(0, tokens.position[rows] - s.start, total[rows].float())
-        self.rows += len(probs)
-
-    def mean(self) -> list[torch.Tensor]:
-        return [a / self.rows for a in self.sums]
+    def mean(self, layout: SequenceLayout) -> list[torch.Tensor]:
+        """Per image, the mean over heads, query rows and layers, in original visual order, zero where pruned
+        (merged tokens are skipped)."""
+        if not self.rows:
+            raise RuntimeError("no action attention was probed in this query")
+        device = next(iter(self.sums.values()))[1].device
+        means = [torch.zeros(s.stop - s.start, device=device) for s in layout.visual]
+        for tokens, total in self.sums.values():
+            for i, s in enumerate(layout.visual):
+                rows = tokens.original_visual_rows(i)
+                means[i].index_add_(0, tokens.position[rows] - s.start, total[rows])
+        return [m / self.rows for m in means]
 
 
 @dataclass
@@ -112,7 +104,7 @@ class QueryState:
     cache: KVCache
     tokens: TokenSet  # the rows the layers after the last stage run on
     trace: QueryTrace
-    action: ActionAttention
+    action: ActionAttention = field(default_factory=ActionAttention)
     layer_tokens: list[TokenSet] = field(default_factory=list)  # per layer, the rows it ran on in the prefill
     hidden: torch.Tensor | None = None  # [B, n, d] the last layer's output for `tokens` (before the final norm)
     next_token: torch.Tensor | None = None  # [B, 1] the last row's greedy token, for layouts that decode
@@ -147,16 +139,18 @@ class PruningEngine:
             raise ValueError(f"a pruner runs one sequence at a time, got a batch of {batch}")
         device = inputs_embeds.device
         state = QueryState(layout, KVCache(self.num_layers), TokenSet.full(layout, device),
-                           QueryTrace(visual_tokens=sum(s.stop - s.start for s in layout.visual)),
-                           ActionAttention.zeros(layout, device))
+                           QueryTrace(visual_tokens=sum(s.stop - s.start for s in layout.visual)))
         hidden, start = inputs_embeds, 0
         for index, stage in enumerate(plan.stages):
-            captured: dict[str, torch.Tensor] = {}
+            seen: dict[str, Any] = {}  # the stage layer's queries, keys and scaling
+
+            def see(query, keys, scaling, seen=seen):
+                seen.update(query=query, keys=keys, scaling=scaling)
+
             probes = self._prefill_action_probes(state)
-            probes[stage.layer] = _chain(probes.get(stage.layer), lambda h: captured.__setitem__("input", h))
+            probes[stage.layer] = _chain(probes.get(stage.layer), see)
             hidden = self._segment(state, hidden, start, stage.layer + 1, probes)
-            selection = self.pruner.select(
-                self._stage_inputs(state, index, stage, captured["input"], hidden, inputs_embeds))
+            selection = self.pruner.select(self._stage_inputs(state, index, stage, seen, hidden, inputs_embeds))
             state.trace.selections.append(selection)
             if not selection.is_dense:
                 hidden = self._gather(state, hidden, selection)
@@ -175,7 +169,7 @@ class PruningEngine:
         positions = tokens.position[None].expand(hidden.shape[0], -1)
         return self.lm.run_layers(hidden, positions, state.cache, mask, start, stop, probes)
 
-    def _stage_inputs(self, state: QueryState, index, stage, layer_input, layer_output, inputs_embeds) -> StageInputs:
+    def _stage_inputs(self, state: QueryState, index, stage, seen, layer_output, inputs_embeds) -> StageInputs:
         layout, tokens = state.layout, state.tokens
         visual = [tokens.visual_rows(i) for i in range(len(layout.visual))]
         inputs = StageInputs(stage=index)
@@ -188,8 +182,7 @@ class PruningEngine:
             else:  # "text"
                 rows = tokens.rows_in(layout.text)
             visible = rows[:, None] >= torch.arange(n, device=rows.device)[None] if layout.causal else None
-            probs = attention_rows(self.lm, stage.layer, layer_input[:, rows], tokens.position[rows][None],
-                                   state.cache.keys[stage.layer], visible)
+            probs = attention_probs(seen["query"][:, :, rows], seen["keys"], seen["scaling"], visible)[0]
             if stage.rows != "text":  # only the row mean is used
                 probs = probs.mean(0, keepdim=True)
             inputs.attention = [probs[:, v] for v in visual]
@@ -221,28 +214,29 @@ class PruningEngine:
 
     # --- action attention -------------------------------------------------------------------------------
     def _prefill_action_probes(self, state: QueryState) -> dict[int, Probe]:
-        """The prefill's action query rows (OpenVLA: the last row; OFT: the action placeholders), among the
-        rows of the segment these probes are made for."""
+        """Probes for the prefill segment about to run on `state.tokens`: the action query rows (OpenVLA: the
+        last row; OFT: the action placeholders), found once for the segment."""
+        layers = self.pruner.plan.action_layers
+        if not layers:
+            return {}
         layout, tokens = state.layout, state.tokens
+        queries = tokens.rows_in(layout.action_queries)
+        visible = (queries[:, None] >= torch.arange(len(tokens), device=queries.device)[None]
+                   if layout.causal else None)
+
+        def probe(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> None:
+            state.action.add(attention_probs(query[:, :, queries], keys, scaling, visible)[0], tokens)
+
+        return dict.fromkeys(layers, probe)
+
+    def _decode_action_probes(self, state: QueryState) -> dict[int, Probe]:
+        """Probes for the decode steps: the step's one query row against all the layer's keys."""
 
         def probe_at(layer: int) -> Probe:
-            def probe(layer_input: torch.Tensor) -> None:
-                queries = tokens.rows_in(layout.action_queries)
-                visible = (queries[:, None] >= torch.arange(len(tokens), device=queries.device)[None]
-                           if layout.causal else None)
-                probs = attention_rows(self.lm, layer, layer_input[:, queries], tokens.position[queries][None],
-                                       state.cache.keys[layer], visible)
-                state.action.add(probs, state.layer_tokens[layer], layout)
+            tokens = state.layer_tokens[layer]
 
-            return probe
-
-        return {layer: probe_at(layer) for layer in self.pruner.plan.action_layers}
-
-    def _decode_action_probes(self, state: QueryState, position: torch.Tensor) -> dict[int, Probe]:
-        def probe_at(layer: int) -> Probe:
-            def probe(layer_input: torch.Tensor) -> None:
-                probs = attention_rows(self.lm, layer, layer_input, position, state.cache.keys[layer], None)
-                state.action.add(probs, state.layer_tokens[layer], state.layout)
+            def probe(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> None:
+                state.action.add(attention_probs(query, keys, scaling)[0], tokens)
 
             return probe
 
@@ -254,11 +248,10 @@ class PruningEngine:
         continuing from the FULL prefill length."""
         if state.next_token is None:
             raise ValueError("this query's layout does not decode (its prefill gave no first token)")
-        tokens = [state.next_token]
+        tokens, probes = [state.next_token], self._decode_action_probes(state)
         for step in range(n_tokens - 1):
             position = torch.full_like(state.next_token, state.layout.length + step)
-            hidden = self.lm.run_layers(self.lm.embed(tokens[-1]), position, state.cache,
-                                        probes=self._decode_action_probes(state, position))
+            hidden = self.lm.run_layers(self.lm.embed(tokens[-1]), position, state.cache, probes=probes)
             tokens.append(self.lm.logits(hidden).argmax(-1))
         return torch.cat(tokens, dim=1)
 
@@ -266,15 +259,15 @@ class PruningEngine:
         """Hand the query's action attention (mean over heads, action queries and action layers; original
         visual order, zero where pruned) to the pruner's history."""
         if self.pruner.plan.action_layers:
-            self.pruner.observe(state.action.mean())
+            self.pruner.observe(state.action.mean(state.layout))
 
 
 def _chain(first: Probe | None, second: Probe) -> Probe:
     if first is None:
         return second
 
-    def both(layer_input: torch.Tensor) -> None:
-        first(layer_input)
-        second(layer_input)
+    def both(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> None:
+        first(query, keys, scaling)
+        second(query, keys, scaling)
 
     return both

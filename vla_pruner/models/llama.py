@@ -12,8 +12,27 @@ from typing import Callable, Mapping
 
 import torch
 from torch import nn
-from transformers import LlamaConfig
+from transformers import AttentionInterface, LlamaConfig
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+
+# (queries [B, heads, T, head_dim], keys [B, heads, N, head_dim], scaling): one layer's rotated queries of the rows
+# it runs and all its keys (cache included, key/value heads repeated to the query heads), as its attention uses them
+Probe = Callable[[torch.Tensor, torch.Tensor, float], None]
+PROBING_SDPA = "vla_pruner_sdpa"
+
+
+def probing_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 attention_mask: torch.Tensor | None, probe: Probe | None = None, **kwargs):
+    """transformers' SDPA attention, after showing `probe` (if given) the queries and keys it attends with: an
+    attention probe costs the probed rows' scores only, no second layer norm or q projection, and the layer's
+    output is SDPA's, bit for bit, probed or not."""
+    if probe is not None:
+        probe(query, repeat_kv(key, module.num_key_value_groups), module.scaling)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(PROBING_SDPA, probing_sdpa)
 
 
 class KVCache:
@@ -50,6 +69,7 @@ class _LlamaBody(nn.Module):
 class LlamaLM(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
+        config._attn_implementation = PROBING_SDPA  # SDPA that can show its queries and keys to a probe
         self.config = config
         self.model = _LlamaBody(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -74,29 +94,31 @@ class LlamaLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         start: int = 0,
         stop: int | None = None,
-        probes: Mapping[int, Callable[[torch.Tensor], None]] | None = None,
+        probes: Mapping[int, Probe] | None = None,
     ) -> torch.Tensor:
         """Run decoder layers `start..stop-1` on `hidden` [B, T, H] at `position_ids` [B, T] (SDPA attention).
 
         `attention_mask` None means causal over what the cache holds plus these tokens (valid for a prefill
         into an empty cache and for single-token decode steps); otherwise a boolean [B, 1, T, keys] mask,
-        True = attend. `probes[l]` receives layer l's INPUT hidden states once layer l has run, so that the
-        cache already holds that layer's keys of these tokens (the pruning engine's attention probes).
+        True = attend. `probes[l]` is shown layer l's queries and keys inside its attention (`Probe`), after
+        the cache took these tokens' keys (the pruning engine's attention probes).
         """
         probes = probes or {}
+        if probes and self.config._attn_implementation != PROBING_SDPA:
+            raise RuntimeError(f"attention probes need attn_implementation {PROBING_SDPA!r}, this model runs "
+                               f"{self.config._attn_implementation!r}")
         position_embeddings = self.rotary_emb(hidden, position_ids)
         stop = len(self.layers) if stop is None else stop
         for index in range(start, stop):
-            layer_input = hidden
+            probe = {"probe": probes[index]} if index in probes else {}
             hidden = self.layers[index](
-                layer_input,
+                hidden,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 cache=cache,
                 position_embeddings=position_embeddings,
+                **probe,
             )
-            if index in probes:
-                probes[index](layer_input)
         return hidden
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
