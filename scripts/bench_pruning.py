@@ -1,10 +1,20 @@
-"""LLM time of one OpenVLA query (prefill incl. selection + 6 cached decode steps), pruned vs dense, beside
-the analytic prefill FLOPs ratio, on a model with OpenVLA-7B's token counts and depth at reduced width.
+"""One OpenVLA query's LLM time (prefill incl. selection, then 6 cached decode steps) for dense, FastV and
+VLA-Pruner side by side, beside the analytic prefill-FLOPs ratio, on a slice of OpenVLA-7B's LLM at real width.
 
-The measured path is the serving path: the pruning engine with SDPA attention, probing only the
-attention rows each pruner asks for. VLA-Pruner is measured after its warm-up (history full).
+The slice: --layers (default 8) Llama-2-7B decoder layers (width 4096, 32 heads, MLP 11008), cut before layer
+--prune-layer (3), on OpenVLA's 291-token query (BOS, 256 visual tokens, 34 prompt tokens ending in 29871),
+float32 on this CPU, random weights (timing does not depend on them). Each round runs one query of every
+setting in turn, so drift of a shared machine hits all settings alike; every ratio is taken within a round,
+then the median over rounds. VLA-Pruner runs with its action history full (filled before round 0 through its
+own select/observe on synthetic scores). "probes" is the time inside the engine's attention-probe function
+(stage rows and action rows), "select" the pruner's own time (`select_ms`).
 
-    python scripts/bench_pruning.py --queries 20 --threads 1
+    python scripts/bench_pruning.py --rounds 5 --threads 1
+    python scripts/bench_pruning.py --width 512 --heads 8 --mlp 1376 --layers 32   # 7B depth, narrow
+
+The LAST line reads `keep 0.25: prefill speedup/FLOPs ratio <r>, VLA-Pruner overhead vs FastV <p>%`: r is the
+lower of FastV's and VLA-Pruner's prefill speedup divided by their FLOPs ratio, p is VLA-Pruner's whole-query
+time over FastV's at the same keep, minus one.
 """
 from __future__ import annotations
 
@@ -12,81 +22,160 @@ import argparse
 import os
 import statistics
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
+from transformers import LlamaConfig
 
 import baselines
+import vla_pruner.engine as engine_module
 from evaluate.analysis.flops import prefill_macs
 from vla_pruner.engine import PruningEngine
 from vla_pruner.layout import SequenceLayout
+from vla_pruner.models.llama import LlamaLM
 from vla_pruner.models.openvla import ACTION_DIM
-from vla_pruner.models.tiny import seven_b_shaped
-from vla_pruner.pruning import ModelLayout
+from vla_pruner.pruning import ModelLayout, StageInputs
 
-PRUNERS = ("none", "fastv", "sparsevlm", "random", "vla")
 KEEPS = (0.5, 0.25, 0.125)
+VISUAL = 256
+PROBE_FUNCTION = "attention_probs"  # the engine's one attention-probe computation, timed by wrapping it
+
+
+@dataclass
+class Setting:
+    name: str
+    keep: float
+    engine: PruningEngine
+
+    @property
+    def label(self) -> str:
+        return "dense" if self.name == "none" else f"{self.name} {self.keep}"
+
+
+class ProbeClock:
+    """Wraps the engine's probe function and sums its wall time (CPU: synchronous, so the clock is honest)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        inner = getattr(engine_module, PROBE_FUNCTION)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        setattr(engine_module, PROBE_FUNCTION, timed)
+
+
+def llm_slice(width: int, heads: int, mlp: int, layers: int) -> LlamaLM:
+    config = LlamaConfig(vocab_size=32064, hidden_size=width, intermediate_size=mlp, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=2048)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return LlamaLM(config).eval()
+
+
+def fill_history(pruner, generator: torch.Generator) -> None:
+    """Fill VLA-Pruner's action history as `window` dense warm-up queries would, through its own interface."""
+    stage = pruner.plan.stages[0]
+    while pruner.warming_up:
+        pruner.select(StageInputs(stage=0, attention=[torch.rand(1, VISUAL, generator=generator)],
+                                  visual_embeddings=[torch.randn(VISUAL, 8, generator=generator)]
+                                  if stage.visual_embeddings else None))
+        pruner.observe([torch.rand(VISUAL, generator=generator)])
 
 
 @torch.inference_mode()
-def time_query(engine: PruningEngine, embeds: torch.Tensor) -> tuple[float, float, list[int]]:
-    """(prefill ms, decode ms, tokens per layer) of one query."""
+def run_query(setting: Setting, embeds: torch.Tensor, clock: ProbeClock) -> dict:
     layout = SequenceLayout.openvla(embeds.shape[1])
+    clock.seconds = 0.0
     t0 = time.perf_counter()
-    state = engine.prefill(embeds, layout)  # and the first action token
+    state = setting.engine.prefill(embeds, layout)  # and the first action token
     t1 = time.perf_counter()
-    engine.decode(state, ACTION_DIM)
-    engine.finish(state)
+    setting.engine.decode(state, ACTION_DIM)
+    setting.engine.finish(state)
     t2 = time.perf_counter()
-    return 1e3 * (t1 - t0), 1e3 * (t2 - t1), state.trace.prefill_tokens
-
-
-def bench(model, name: str, keep: float, embeds: list[torch.Tensor], warmup: int) -> dict:
-    lm = model.language_model
-    pruner = baselines.build_pruner({"name": name}, keep, ModelLayout(len(lm.layers), (256,)))
-    pruner.reset(seed=0, episode="bench")
-    engine = PruningEngine(lm, pruner)
-    prefill, decode, tokens = [], [], None
-    for i, e in enumerate(embeds):
-        p, d, tokens = time_query(engine, e)
-        if i >= warmup:
-            prefill.append(p)
-            decode.append(d)
-    return {"prefill": statistics.median(prefill), "decode": statistics.median(decode), "tokens": tokens}
+    trace = state.trace
+    return {"prefill": 1e3 * (t1 - t0), "decode": 1e3 * (t2 - t1), "query": 1e3 * (t2 - t0),
+            "select": sum(s.select_ms for s in trace.selections), "probes": 1e3 * clock.seconds,
+            "tokens": trace.prefill_tokens, "warmup": any(s.warmup for s in trace.selections)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=20, help="timed queries per setting")
-    parser.add_argument("--prompt-tokens", type=int, default=35, help="text tokens incl. BOS and 29871")
-    parser.add_argument("--llm-width", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (one query per setting each)")
+    parser.add_argument("--width", type=int, default=4096)
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--mlp", type=int, default=11008)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--prune-layer", type=int, default=3)
+    parser.add_argument("--prompt-tokens", type=int, default=35, help="non-visual tokens incl. BOS and 29871")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = seven_b_shaped(args.llm_width, vit_width=64)
-    config = model.language_model.config
-    d, m = config.hidden_size, config.intermediate_size
-    torch.manual_seed(1)
-    warmup = 4  # VLA-Pruner's history (window 3) fills during these; all settings skip them alike
-    embeds = [0.02 * torch.randn(1, 256 + args.prompt_tokens, d) for _ in range(warmup + args.queries)]
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU; LLM {config.num_hidden_layers}"
-          f" layers x {d} (MLP {m}), 256 visual + {args.prompt_tokens} text tokens, 7 decoded; "
-          f"median of {args.queries} queries; load average {os.getloadavg()[0]:.2f}")
-    dense = bench(model, "none", 1.0, embeds, warmup)
-    dense_macs = prefill_macs(dense["tokens"], d, m)
-    print(f"{'pruner':<10} {'keep':>5} {'prefill ms':>10} {'decode ms':>9} {'LLM ms':>7} {'speedup':>7} "
-          f"{'FLOPs ratio':>11}")
-    print(f"{'none':<10} {1.0:>5} {dense['prefill']:>10.1f} {dense['decode']:>9.1f} "
-          f"{dense['prefill'] + dense['decode']:>7.1f} {1.0:>7.2f} {1.0:>11.2f}")
+    lm = llm_slice(args.width, args.heads, args.mlp, args.layers)
+    layout = ModelLayout(args.layers, (VISUAL,))
+    generator = torch.Generator().manual_seed(1)
+    settings = [Setting("none", 1.0, PruningEngine.dense(lm, layout))]
     for keep in KEEPS:
-        for name in PRUNERS[1:]:
-            r = bench(model, name, keep, embeds, warmup)
-            total = r["prefill"] + r["decode"]
-            speedup = (dense["prefill"] + dense["decode"]) / total
-            ratio = dense_macs / prefill_macs(r["tokens"], d, m)
-            print(f"{name:<10} {keep:>5} {r['prefill']:>10.1f} {r['decode']:>9.1f} {total:>7.1f} {speedup:>7.2f} "
-                  f"{ratio:>11.2f}")
+        for name in ("fastv", "vla"):
+            pruner = baselines.build_pruner({"name": name, "prune_layer": args.prune_layer}, keep, layout)
+            pruner.reset(seed=0, episode="bench")
+            if name == "vla":
+                fill_history(pruner, generator)
+            settings.append(Setting(name, keep, PruningEngine(lm, pruner)))
+    clock = ProbeClock()
+    length = VISUAL + args.prompt_tokens
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU; LLM slice {args.layers} layers "
+          f"x {args.width} ({args.heads} heads, MLP {args.mlp}), cut before layer {args.prune_layer}; {length} tokens "
+          f"({VISUAL} visual), {ACTION_DIM} decoded; medians of {args.rounds} rounds after 1 untimed; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for round_index in range(args.rounds + 1):
+        embeds = 0.02 * torch.randn(1, length, args.width, generator=generator)
+        for setting in settings:
+            result = run_query(setting, embeds, clock)
+            if result["warmup"]:
+                raise RuntimeError(f"{setting.label} ran a warm-up query: its history is not full")
+            if round_index:
+                runs[setting.label].append(result)
+        print(f"round {round_index}/{args.rounds} done", flush=True)
+
+    dense = runs["dense"]
+    dense_macs = prefill_macs(dense[0]["tokens"], args.width, args.mlp)
+
+    def median(label: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[label])
+
+    def paired(label: str, over: str, key: str) -> float:
+        """Median over rounds of runs[over][key] / runs[label][key]."""
+        return statistics.median(o[key] / r[key] for o, r in zip(runs[over], runs[label]))
+
+    print(f"\n| {'setting':<11} | prefill ms | decode ms | query ms | select ms | probes ms | prefill speedup "
+          f"| FLOPs ratio | speedup/ratio |")
+    print(f"|{'-' * 13}|-----------:|----------:|---------:|----------:|----------:|----------------:"
+          f"|------------:|--------------:|")
+    efficiency = {}
+    for setting in settings:
+        label = setting.label
+        ratio = dense_macs / prefill_macs(runs[label][0]["tokens"], args.width, args.mlp)
+        speedup = paired(label, "dense", "prefill")
+        efficiency[label] = speedup / ratio
+        print(f"| {label:<11} | {median(label, 'prefill'):>10.1f} | {median(label, 'decode'):>9.1f} "
+              f"| {median(label, 'query'):>8.1f} | {median(label, 'select'):>9.2f} | {median(label, 'probes'):>9.2f} "
+              f"| {speedup:>15.2f} | {ratio:>11.2f} | {speedup / ratio:>13.2f} |")
+    print("\nVLA-Pruner's whole-query time over FastV's (median of per-round ratios):")
+    for keep in KEEPS:
+        print(f"  keep {keep}: {100 * (paired(f'fastv {keep}', f'vla {keep}', 'query') - 1):+.2f}%")
+    r = min(efficiency["fastv 0.25"], efficiency["vla 0.25"])
+    p = 100 * (paired("fastv 0.25", "vla 0.25", "query") - 1)
+    print(f"keep 0.25: prefill speedup/FLOPs ratio {r:.2f}, VLA-Pruner overhead vs FastV {p:.1f}%")
 
 
 if __name__ == "__main__":
