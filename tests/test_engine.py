@@ -36,7 +36,7 @@ def engine_for(model, name, keep, **options) -> PruningEngine:
 @torch.inference_mode()
 def run_engine(engine: PruningEngine, embeds):
     state = engine.prefill(embeds, layout_of(embeds))
-    first_logits = engine.lm.logits(state.hidden[:, -1:])
+    first_logits = engine.lm.logits(state.last_rows(1))
     assert torch.equal(first_logits.argmax(-1), state.next_token)
     tokens = engine.decode(state, N_TOKENS)
     engine.finish(state)
@@ -125,11 +125,11 @@ def test_decode_logits_equal_masked_reference(model_and_inputs):
     lm = model.language_model
     embeds = queries[0]
     state = engine.prefill(embeds, layout_of(embeds))
-    token = lm.logits(state.hidden[:, -1:]).argmax(-1)
+    token = lm.logits(state.last_rows(1)).argmax(-1)
     tokens, step_logits = [token], []
     for step in range(N_TOKENS - 1):
         position = torch.full_like(token, embeds.shape[1] + step)
-        h = lm.run_layers(lm.embed(tokens[-1]), position, state.cache)
+        h = lm.run_layers(lm.embed(tokens[-1]), position, state.groups[0].cache)
         step_logits.append(lm.logits(h))
         tokens.append(step_logits[-1].argmax(-1))
     reference = masked_reference(model, embeds, state.trace.selections[0].kept[0], 3, torch.cat(tokens, 1))

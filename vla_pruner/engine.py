@@ -7,6 +7,12 @@ pruner which visual tokens to keep, and gathers the hidden states; later layers 
 with their ORIGINAL position ids, so their KV cache holds only kept tokens. While decoding, the engine
 probes the action queries at the plan's action layers and hands the pruner their attention (`finish`).
 
+A query may be a batch of B sequences of one layout (B episodes answered at once), each sample with its OWN
+pruner (same plan, its own state: action history, warm-up, random stream). Each sample's pruner sees exactly
+what a batch-1 query would show it, and each sample keeps its own tokens. Samples that keep the same number of
+rows per image run on together as one rectangular batch (a `Group`, with its own KV cache); a stage where
+their counts differ (one episode still in a dense warm-up, say) splits them into groups.
+
 Attention stays SDPA. A probe is shown the queries and keys the layer's own attention uses (`Probe`), so it
 costs the probed rows' scores only (rows x keys x width at the probed layers) and changes no output; a pruner
 with an empty plan (none, or any pruner at keep=1.0) runs exactly the dense computation, which is how the
@@ -15,25 +21,25 @@ are found once per prefill segment, action attention is summed on the device and
 tokens once per query), so the same code keeps a GPU busy.
 
 A query's state lives in the `QueryState` that `prefill` returns and `decode` / `finish` take; the engine
-itself holds only the model's LLM and the pruner. It knows the sequence layout (where each image's visual
-tokens are) but not the model class beyond its Llama layer loop (`LlamaLM.run_layers`, `.layers`,
+itself holds only the model's LLM and its default pruner. It knows the sequence layout (where each image's
+visual tokens are) but not the model class beyond its Llama layer loop (`LlamaLM.run_layers`, `.layers`,
 `.rotary_emb`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from vla_pruner.layout import SequenceLayout, TokenSet
 from vla_pruner.models.llama import KVCache, LlamaLM, Probe, bidirectional_mask
-from vla_pruner.pruning import ModelLayout, Pruner, Selection, StageInputs, build_pruner
+from vla_pruner.pruning import ModelLayout, PrunePlan, Pruner, Selection, Stage, StageInputs, build_pruner
 
 
 @dataclass
 class QueryTrace:
-    """What one query's pruning did, for the episode record."""
+    """What one query's pruning did for one sample, for the episode record."""
 
     visual_tokens: int  # before pruning, all images
     prefill_tokens: list[int] = field(default_factory=list)  # tokens each layer ran on during prefill
@@ -64,7 +70,8 @@ def attention_probs(query: torch.Tensor, keys: torch.Tensor, scaling: float,
 
 @dataclass
 class ActionAttention:
-    """The attention the action queries paid to the prefill's tokens, summed over query rows and action layers.
+    """The attention one sample's action queries paid to the prefill's tokens, summed over query rows and action
+    layers.
 
     Sums stay on the device, one per token set (the layers of one prefill segment share theirs), and reach the
     ORIGINAL visual tokens once per query, in `mean` (pruned tokens have no key and get nothing)."""
@@ -97,27 +104,106 @@ class ActionAttention:
 
 
 @dataclass
+class Group:
+    """Samples of a batch that run together: the same number of rows per image, so one rectangular batch with
+    its own KV cache. Each sample keeps its own rows (`tokens`: its kept tokens' positions). Non-visual rows are
+    never dropped and an image's rows stay together, so equal counts per image give every sample the same kind
+    of row (image id, or non-visual position) in each row: rows are found once, on `structure`."""
+
+    samples: list[int]  # batch indices, in the order of this group's tensors
+    tokens: list[TokenSet]  # per sample, the rows the next layers run on
+    hidden: torch.Tensor  # [b, n, d] the last layer run's output (at first the inputs; finally before the norm)
+    cache: KVCache
+    layer_tokens: list[list[TokenSet]] = field(default_factory=list)  # per layer run, each sample's rows
+    next_token: torch.Tensor | None = None  # [b, 1] the last row's greedy token, for layouts that decode
+
+    @property
+    def structure(self) -> TokenSet:
+        """Any sample's rows: for finding rows by image or by non-visual position (not by visual position)."""
+        return self.tokens[0]
+
+    def continued(self, indices: list[int], hidden: torch.Tensor, tokens: list[TokenSet]) -> "Group":
+        """These samples (indices into this group) continuing on new rows: this group if they are all of it,
+        else a sub-batch with its share of the cache."""
+        if indices == list(range(len(self.samples))):
+            self.hidden, self.tokens = hidden, tokens
+            return self
+        cache = KVCache(len(self.cache.keys))
+        cache.keys = [None if k is None else k[indices] for k in self.cache.keys]
+        cache.values = [None if v is None else v[indices] for v in self.cache.values]
+        return Group([self.samples[j] for j in indices], tokens, hidden, cache,
+                     [[rows[j] for j in indices] for rows in self.layer_tokens])
+
+
+@dataclass
 class QueryState:
-    """One query's run: made by `prefill`, continued by `decode` and `finish`."""
+    """One query's run over a batch: made by `prefill`, continued by `decode` and `finish`. Per-sample results
+    come in batch order, whatever groups the samples ran in."""
 
     layout: SequenceLayout
-    cache: KVCache
-    tokens: TokenSet  # the rows the layers after the last stage run on
-    trace: QueryTrace
-    action: ActionAttention = field(default_factory=ActionAttention)
-    layer_tokens: list[TokenSet] = field(default_factory=list)  # per layer, the rows it ran on in the prefill
-    hidden: torch.Tensor | None = None  # [B, n, d] the last layer's output for `tokens` (before the final norm)
-    next_token: torch.Tensor | None = None  # [B, 1] the last row's greedy token, for layouts that decode
+    pruners: list[Pruner]  # per sample
+    groups: list[Group]
+    traces: list[QueryTrace]  # per sample
+    actions: list[ActionAttention]  # per sample
+
+    @property
+    def plan(self) -> PrunePlan:
+        """The plan every sample's pruner shares."""
+        return self.pruners[0].plan
+
+    def in_batch_order(self, per_group: list[torch.Tensor]) -> torch.Tensor:
+        """Per-group tensors [b, ...] (in `groups` order) -> one [B, ...] in batch order."""
+        if len(per_group) == 1:
+            return per_group[0]  # one group holds every sample in batch order
+        order = [b for group in self.groups for b in group.samples]
+        return torch.cat(per_group)[sorted(range(len(order)), key=order.__getitem__)]
+
+    def last_rows(self, n: int) -> torch.Tensor:
+        """[B, n, d]: the last n rows of each sample's final hidden states (before the final norm), which no
+        pruning moves (OpenVLA's action-token row, OFT's action-head window)."""
+        return self.in_batch_order([group.hidden[:, -n:] for group in self.groups])
+
+    @property
+    def next_token(self) -> torch.Tensor | None:
+        """[B, 1] each sample's first greedy token, for layouts that decode (None otherwise)."""
+        if self.groups[0].next_token is None:
+            return None
+        return self.in_batch_order([group.next_token for group in self.groups])
+
+    @property
+    def trace(self) -> QueryTrace:
+        """The trace of a batch-1 query (`traces` for a batch)."""
+        if len(self.traces) != 1:
+            raise ValueError(f"a batch of {len(self.traces)} has one trace per sample: read state.traces")
+        return self.traces[0]
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        """[B, n, d] the final hidden states of every row, when all samples kept the same number of rows (one
+        group); `last_rows` works for any batch."""
+        if len(self.groups) != 1:
+            raise ValueError(f"the samples kept different numbers of rows ({len(self.groups)} groups): "
+                             f"read state.last_rows(n)")
+        return self.groups[0].hidden
+
+
+def has_work(plan: PrunePlan) -> bool:
+    """Whether a plan prunes or probes (else the query is the dense model's)."""
+    return bool(plan.stages or plan.action_layers)
 
 
 class PruningEngine:
-    """Runs one model's LLM with one pruner: `prefill`, then `decode` (OpenVLA) and `finish` per query."""
+    """Runs one model's LLM: `prefill`, then `decode` (OpenVLA) and `finish` per query, with its own pruner
+    (batch 1) or one pruner per sample."""
 
     def __init__(self, lm: LlamaLM, pruner: Pruner):
         self.lm = lm
         self.pruner = pruner
         self.num_layers = len(lm.layers)
-        stage_layers = [s.layer for s in pruner.plan.stages]
+        self._check_fits(pruner.plan)
+
+    def _check_fits(self, plan: PrunePlan) -> None:
+        stage_layers = [s.layer for s in plan.stages]
         if stage_layers != sorted(set(stage_layers)) or (stage_layers and stage_layers[-1] >= self.num_layers - 1):
             raise ValueError(f"pruner stages at layers {stage_layers} do not fit a {self.num_layers}-layer model")
 
@@ -126,140 +212,204 @@ class PruningEngine:
         """The plain model: the `none` pruner's empty plan (an empty plan also takes batches of sequences)."""
         return cls(lm, build_pruner({"name": "none"}, 1.0, layout))
 
+    def _pruners_for(self, batch: int, pruners: Sequence[Pruner] | None) -> list[Pruner]:
+        """One pruner per sample, all with one plan (the batch runs its stages together)."""
+        if pruners is None:
+            if batch != 1 and has_work(self.pruner.plan):
+                raise ValueError(f"a pruner runs one sequence at a time, got a batch of {batch}; "
+                                 f"pass one pruner per sample (prefill(..., pruners=[...]))")
+            return [self.pruner] * batch  # an empty plan never calls its pruner
+        pruners = list(pruners)
+        if len(pruners) != batch:
+            raise ValueError(f"got {len(pruners)} pruners for a batch of {batch} sequences: pass one per sample")
+        plan = pruners[0].plan
+        different = [i for i, p in enumerate(pruners) if p.plan != plan]
+        if different:
+            raise ValueError(f"the pruners of a batch must share one plan (the stages and action layers): "
+                             f"sample {different[0]} has {pruners[different[0]].plan}, sample 0 has {plan}")
+        if has_work(plan) and len({id(p) for p in pruners}) != batch:
+            raise ValueError("each sample needs its own pruner object: a pruner's state belongs to one episode")
+        self._check_fits(plan)
+        return pruners
+
     # --- prefill ----------------------------------------------------------------------------------------
-    def prefill(self, inputs_embeds: torch.Tensor, layout: SequenceLayout) -> QueryState:
-        """Prefill with pruning: the query's state, with the final hidden states of the rows that survived
-        (original order; merged tokens after their image's kept rows) and, if the layout decodes, the first
-        greedy token."""
-        plan = self.pruner.plan
+    def prefill(self, inputs_embeds: torch.Tensor, layout: SequenceLayout,
+                pruners: Sequence[Pruner] | None = None) -> QueryState:
+        """Prefill a batch [B, S, d] with pruning: each sample's final hidden states of the rows that survived
+        (original order; merged tokens after their image's kept rows) and, if the layout decodes, its first
+        greedy token. `pruners`: one per sample (None: the engine's pruner, batch 1 unless its plan is empty)."""
         batch, length = inputs_embeds.shape[:2]
         if length != layout.length:
             raise ValueError(f"prefill takes sequences of {layout.length} tokens, got {tuple(inputs_embeds.shape)}")
-        if batch != 1 and (plan.stages or plan.action_layers):
-            raise ValueError(f"a pruner runs one sequence at a time, got a batch of {batch}")
-        device = inputs_embeds.device
-        state = QueryState(layout, KVCache(self.num_layers), TokenSet.full(layout, device),
-                           QueryTrace(visual_tokens=sum(s.stop - s.start for s in layout.visual)))
-        hidden, start = inputs_embeds, 0
-        for index, stage in enumerate(plan.stages):
-            seen: dict[str, Any] = {}  # the stage layer's queries, keys and scaling
-
-            def see(query, keys, scaling, seen=seen):
-                seen.update(query=query, keys=keys, scaling=scaling)
-
-            probes = self._prefill_action_probes(state)
-            probes[stage.layer] = _chain(probes.get(stage.layer), see)
-            hidden = self._segment(state, hidden, start, stage.layer + 1, probes)
-            selection = self.pruner.select(self._stage_inputs(state, index, stage, seen, hidden, inputs_embeds))
-            state.trace.selections.append(selection)
-            if not selection.is_dense:
-                hidden = self._gather(state, hidden, selection)
+        pruners = self._pruners_for(batch, pruners)
+        full = TokenSet.full(layout, inputs_embeds.device)
+        visual_tokens = sum(s.stop - s.start for s in layout.visual)
+        state = QueryState(layout, pruners,
+                           [Group(list(range(batch)), [full] * batch, inputs_embeds, KVCache(self.num_layers))],
+                           [QueryTrace(visual_tokens) for _ in range(batch)], [ActionAttention() for _ in range(batch)])
+        start = 0
+        for index, stage in enumerate(state.plan.stages):
+            state.groups = [part for group in state.groups
+                            for part in self._stage(state, group, index, stage, start, inputs_embeds)]
             start = stage.layer + 1
-        state.hidden = self._segment(state, hidden, start, self.num_layers, self._prefill_action_probes(state))
-        state.trace.prefill_tokens = [len(t) for t in state.layer_tokens]
-        state.trace.kept_visual = int((state.tokens.image >= 0).sum())
-        if layout.decodes:
-            state.next_token = self.lm.logits(state.hidden[:, -1:]).argmax(-1)
+        for group in state.groups:
+            self._segment(layout, group, start, self.num_layers, self._prefill_action_probes(state, group))
+            if layout.decodes:
+                group.next_token = self.lm.logits(group.hidden[:, -1:]).argmax(-1)
+            for j, sample in enumerate(group.samples):
+                trace = state.traces[sample]
+                trace.prefill_tokens = [len(rows[j]) for rows in group.layer_tokens]
+                trace.kept_visual = int((group.tokens[j].image >= 0).sum())
         return state
 
-    def _segment(self, state: QueryState, hidden, start: int, stop: int, probes: dict[int, Probe]):
-        tokens = state.tokens
-        state.layer_tokens.extend([tokens] * (stop - start))
-        mask = None if state.layout.causal else bidirectional_mask(len(tokens), hidden.device)
-        positions = tokens.position[None].expand(hidden.shape[0], -1)
-        return self.lm.run_layers(hidden, positions, state.cache, mask, start, stop, probes)
+    def _segment(self, layout: SequenceLayout, group: Group, start: int, stop: int,
+                 probes: dict[int, Probe]) -> None:
+        """Layers start..stop-1 on the group's rows, each sample at its own positions."""
+        group.layer_tokens.extend([group.tokens] * (stop - start))
+        mask = None if layout.causal else bidirectional_mask(len(group.structure), group.hidden.device)
+        positions = torch.stack([rows.position for rows in group.tokens])
+        group.hidden = self.lm.run_layers(group.hidden, positions, group.cache, mask, start, stop, probes)
 
-    def _stage_inputs(self, state: QueryState, index, stage, seen, layer_output, inputs_embeds) -> StageInputs:
-        layout, tokens = state.layout, state.tokens
-        visual = [tokens.visual_rows(i) for i in range(len(layout.visual))]
-        inputs = StageInputs(stage=index)
+    def _stage(self, state: QueryState, group: Group, index: int, stage: Stage, start: int,
+               inputs_embeds: torch.Tensor) -> list[Group]:
+        """Run the group up to the stage's layer, let each sample's pruner select, keep each sample's rows: the
+        groups its samples continue in."""
+        seen: dict[str, Any] = {}  # the stage layer's queries, keys and scaling
+
+        def see(query, keys, scaling):
+            seen.update(query=query, keys=keys, scaling=scaling)
+
+        probes = self._prefill_action_probes(state, group)
+        probes[stage.layer] = _chain(probes.get(stage.layer), see)
+        self._segment(state.layout, group, start, stage.layer + 1, probes)
+        inputs = self._stage_inputs(state.layout, group, index, stage, seen, inputs_embeds)
+        selections = [state.pruners[sample].select(x) for sample, x in zip(group.samples, inputs)]
+        for sample, selection in zip(group.samples, selections):
+            state.traces[sample].selections.append(selection)
+        if all(s.is_dense for s in selections):
+            return [group]
+        return self._regroup(state.layout, group, selections)
+
+    def _stage_inputs(self, layout: SequenceLayout, group: Group, index: int, stage: Stage, seen: dict[str, Any],
+                      inputs_embeds: torch.Tensor) -> list[StageInputs]:
+        """Per sample of the group, what a batch-1 query would hand its pruner at this stage."""
+        structure = group.structure
+        visual = [structure.visual_rows(i) for i in range(len(layout.visual))]
+        attention = None
         if stage.rows is not None:
-            n = len(tokens)
-            if stage.rows == "prefill":  # BOS, visual and text rows (not OFT's action placeholders)
-                rows = torch.nonzero(tokens.position < layout.prompt_end).flatten()
+            n = len(structure)
+            if stage.rows == "prefill":  # BOS, visual and text rows (not OFT's action placeholders): every
+                # visual position is below prompt_end, so any sample's rows tell them
+                rows = torch.nonzero(structure.position < layout.prompt_end).flatten()
             elif stage.rows == "last":
-                rows = tokens.rows_in(slice(layout.last_prompt, layout.last_prompt + 1))
+                rows = structure.rows_in(slice(layout.last_prompt, layout.last_prompt + 1))
             else:  # "text"
-                rows = tokens.rows_in(layout.text)
+                rows = structure.rows_in(layout.text)
             visible = rows[:, None] >= torch.arange(n, device=rows.device)[None] if layout.causal else None
-            probs = attention_probs(seen["query"][:, :, rows], seen["keys"], seen["scaling"], visible)[0]
+            attention = attention_probs(seen["query"][:, :, rows], seen["keys"], seen["scaling"], visible)
             if stage.rows != "text":  # only the row mean is used
-                probs = probs.mean(0, keepdim=True)
-            inputs.attention = [probs[:, v] for v in visual]
-        if stage.visual_embeddings:
-            inputs.visual_embeddings = [inputs_embeds[0, tokens.position[v]] for v in visual]
-        if stage.text_embeddings:
-            inputs.text_embeddings = inputs_embeds[0, layout.text]
-        if stage.hidden_states:
-            inputs.hidden_states = [layer_output[0, v] for v in visual]
+                attention = attention.mean(1, keepdim=True)
+        inputs = []
+        for j, sample in enumerate(group.samples):
+            one = StageInputs(stage=index)
+            if attention is not None:
+                one.attention = [attention[j][:, v] for v in visual]
+            if stage.visual_embeddings:
+                one.visual_embeddings = [inputs_embeds[sample, group.tokens[j].position[v]] for v in visual]
+            if stage.text_embeddings:
+                one.text_embeddings = inputs_embeds[sample, layout.text]
+            if stage.hidden_states:
+                one.hidden_states = [group.hidden[j, v] for v in visual]
+            inputs.append(one)
         return inputs
 
-    def _gather(self, state: QueryState, hidden: torch.Tensor, selection: Selection) -> torch.Tensor:
-        """Keep every non-visual row and each image's kept rows; merged tokens go right after their image's
-        kept rows, at their origin's position. Updates `state.tokens`."""
-        device, visual, tokens = hidden.device, state.layout.visual, state.tokens
-        keep = tokens.image < 0
-        for i in range(len(visual)):
-            keep[tokens.visual_rows(i)[selection.kept[i].to(device)]] = True
-        rows = torch.nonzero(keep).flatten()
-        hidden, kept = hidden[:, rows], tokens.select(rows)
-        for i, merged in enumerate(selection.merged or []):
-            image_rows = torch.nonzero(kept.image == i).flatten()
-            after = (int(image_rows[-1]) + 1 if len(image_rows)
-                     else int((kept.position < visual[i].start).sum()))
-            hidden = torch.cat([hidden[:, :after], merged.features[None].to(hidden.dtype), hidden[:, after:]], 1)
-            kept = kept.insert(after, visual[i].start + merged.origin.to(device), image=i)
-        state.tokens = kept
-        return hidden
+    def _regroup(self, layout: SequenceLayout, group: Group, selections: list[Selection]) -> list[Group]:
+        """Each sample keeps its selected rows; samples with equal rows per image stay together (in order)."""
+        kept = [(group.hidden[j:j + 1], group.tokens[j]) if s.is_dense
+                else gather(layout, group.tokens[j], group.hidden[j:j + 1], s)
+                for j, s in enumerate(selections)]
+        by_rows: dict[tuple[int, ...], list[int]] = {}
+        for j, s in enumerate(selections):
+            rows = tuple(len(k) + (len(s.merged[i].origin) if s.merged else 0) for i, k in enumerate(s.kept))
+            by_rows.setdefault(rows, []).append(j)
+        return [group.continued(indices, torch.cat([kept[j][0] for j in indices]), [kept[j][1] for j in indices])
+                for indices in by_rows.values()]
 
     # --- action attention -------------------------------------------------------------------------------
-    def _prefill_action_probes(self, state: QueryState) -> dict[int, Probe]:
-        """Probes for the prefill segment about to run on `state.tokens`: the action query rows (OpenVLA: the
-        last row; OFT: the action placeholders), found once for the segment."""
-        layers = self.pruner.plan.action_layers
+    def _prefill_action_probes(self, state: QueryState, group: Group) -> dict[int, Probe]:
+        """Probes for the prefill segment the group is about to run: the action query rows (OpenVLA: the last
+        row; OFT: the action placeholders), found once for the segment, each sample's attention to its own."""
+        layers = state.plan.action_layers
         if not layers:
             return {}
-        layout, tokens = state.layout, state.tokens
-        queries = tokens.rows_in(layout.action_queries)
-        visible = (queries[:, None] >= torch.arange(len(tokens), device=queries.device)[None]
+        layout, structure, tokens = state.layout, group.structure, group.tokens
+        queries = structure.rows_in(layout.action_queries)
+        visible = (queries[:, None] >= torch.arange(len(structure), device=queries.device)[None]
                    if layout.causal else None)
 
         def probe(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> None:
-            state.action.add(attention_probs(query[:, :, queries], keys, scaling, visible)[0], tokens)
+            probs = attention_probs(query[:, :, queries], keys, scaling, visible)
+            for j, sample in enumerate(group.samples):
+                state.actions[sample].add(probs[j], tokens[j])
 
         return dict.fromkeys(layers, probe)
 
-    def _decode_action_probes(self, state: QueryState) -> dict[int, Probe]:
-        """Probes for the decode steps: the step's one query row against all the layer's keys."""
+    def _decode_action_probes(self, state: QueryState, group: Group) -> dict[int, Probe]:
+        """Probes for the group's decode steps: the step's one query row against all the layer's keys."""
 
         def probe_at(layer: int) -> Probe:
-            tokens = state.layer_tokens[layer]
+            tokens = group.layer_tokens[layer]
 
             def probe(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> None:
-                state.action.add(attention_probs(query, keys, scaling)[0], tokens)
+                probs = attention_probs(query, keys, scaling)
+                for j, sample in enumerate(group.samples):
+                    state.actions[sample].add(probs[j], tokens[j])
 
             return probe
 
-        return {layer: probe_at(layer) for layer in self.pruner.plan.action_layers}
+        return {layer: probe_at(layer) for layer in state.plan.action_layers}
 
     # --- decode and finish ------------------------------------------------------------------------------
     def decode(self, state: QueryState, n_tokens: int) -> torch.Tensor:
         """Greedy tokens [B, n_tokens]: the prefill's token, then cached single-token steps at positions
-        continuing from the FULL prefill length."""
-        if state.next_token is None:
+        continuing from the FULL prefill length (each group on its own cache)."""
+        return state.in_batch_order([self._decode_group(state, group, n_tokens) for group in state.groups])
+
+    def _decode_group(self, state: QueryState, group: Group, n_tokens: int) -> torch.Tensor:
+        if group.next_token is None:
             raise ValueError("this query's layout does not decode (its prefill gave no first token)")
-        tokens, probes = [state.next_token], self._decode_action_probes(state)
+        tokens, probes = [group.next_token], self._decode_action_probes(state, group)
         for step in range(n_tokens - 1):
-            position = torch.full_like(state.next_token, state.layout.length + step)
-            hidden = self.lm.run_layers(self.lm.embed(tokens[-1]), position, state.cache, probes=probes)
+            position = torch.full_like(group.next_token, state.layout.length + step)
+            hidden = self.lm.run_layers(self.lm.embed(tokens[-1]), position, group.cache, probes=probes)
             tokens.append(self.lm.logits(hidden).argmax(-1))
         return torch.cat(tokens, dim=1)
 
     def finish(self, state: QueryState) -> None:
-        """Hand the query's action attention (mean over heads, action queries and action layers; original
-        visual order, zero where pruned) to the pruner's history."""
-        if self.pruner.plan.action_layers:
-            self.pruner.observe(state.action.mean(state.layout))
+        """Hand each sample's action attention (mean over heads, action queries and action layers; original
+        visual order, zero where pruned) to that sample's pruner's history."""
+        for pruner, action in zip(state.pruners, state.actions):
+            if pruner.plan.action_layers:
+                pruner.observe(action.mean(state.layout))
+
+
+def gather(layout: SequenceLayout, tokens: TokenSet, hidden: torch.Tensor,
+           selection: Selection) -> tuple[torch.Tensor, TokenSet]:
+    """One sample's rows [1, n, d] after a selection: every non-visual row and each image's kept rows; merged
+    tokens go right after their image's kept rows, at their origin's position."""
+    device, visual = hidden.device, layout.visual
+    keep = tokens.image < 0
+    for i in range(len(visual)):
+        keep[tokens.visual_rows(i)[selection.kept[i].to(device)]] = True
+    rows = torch.nonzero(keep).flatten()
+    hidden, kept = hidden[:, rows], tokens.select(rows)
+    for i, merged in enumerate(selection.merged or []):
+        image_rows = torch.nonzero(kept.image == i).flatten()
+        after = (int(image_rows[-1]) + 1 if len(image_rows)
+                 else int((kept.position < visual[i].start).sum()))
+        hidden = torch.cat([hidden[:, :after], merged.features[None].to(hidden.dtype), hidden[:, after:]], 1)
+        kept = kept.insert(after, visual[i].start + merged.origin.to(device), image=i)
+    return hidden, kept
 
 
 def _chain(first: Probe | None, second: Probe) -> Probe:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 from vla_pruner.engine import PruningEngine
 from vla_pruner.families import ModelFamily
 from vla_pruner.layout import SequenceLayout
-from vla_pruner.pruning import ModelLayout
+from vla_pruner.pruning import ModelLayout, Pruner
 
 from .action_tokenizer import ActionTokenizer, select_action_stats, unnormalize
 from .checkpoint import load_weights, read_config, resolve_checkpoint, resolve_device_dtype
@@ -102,8 +103,9 @@ class OpenVLA(nn.Module):
         return self.projector(self.vision_backbone(pixel_values.to(self.device, self.dtype)))
 
     def multimodal_embeds(self, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
-        """[BOS, visual tokens, rest of the prompt]: Prismatic inserts the image right after BOS."""
-        text = self.language_model.embed(input_ids.to(self.device))
+        """[BOS, visual tokens, rest of the prompt]: Prismatic inserts the image right after BOS. B prompts of
+        one length, or one prompt for all B images (a batch of episodes of one task)."""
+        text = self.language_model.embed(input_ids.to(self.device)).expand(len(visual), -1, -1)
         return torch.cat([text[:, :1], visual, text[:, 1:]], dim=1)
 
     # --- public API ---------------------------------------------------------------------------------
@@ -125,12 +127,14 @@ class OpenVLA(nn.Module):
 
     @torch.inference_mode()
     def predict_action_tokens(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
-                              engine: PruningEngine | None = None) -> torch.Tensor:
-        """The 7 greedy action tokens [B, 7] for a tokenised prompt (29871 is appended if absent), through
-        `engine` (default: the dense model, which also takes batches of unpadded prompts of one length)."""
+                              engine: PruningEngine | None = None,
+                              pruners: Sequence[Pruner] | None = None) -> torch.Tensor:
+        """The 7 greedy action tokens [B, 7] for B tokenised prompts of one length (29871 is appended if absent)
+        and B images, through `engine` (default: the dense model) with one pruner per sample (`pruners`; None:
+        the engine's own, for one sample or an empty plan)."""
         engine = engine or self.dense_engine()
         embeds = self.multimodal_embeds(with_empty_token(input_ids), self.encode_image(pixel_values))
-        state = engine.prefill(embeds, self.sequence_layout(embeds.shape[1]))
+        state = engine.prefill(embeds, self.sequence_layout(embeds.shape[1]), pruners)
         tokens = engine.decode(state, ACTION_DIM)
         engine.finish(state)
         return tokens

@@ -5,7 +5,7 @@ One bidirectional LLM pass per chunk over
 the final-norm hidden states of the window [S-58, S-2) (the 29871 row and the first 55 placeholders, as the
 official code reads them) go through the action head. The window is counted from the END of the sequence,
 so it stays right when visual tokens are pruned. Stages for the harness: `encode_images`, `project_proprio`,
-`multimodal_embeds`, `run_llm` (the pruning engine's prefill, dense or with a pruner), `action_chunk`.
+`multimodal_embeds`, `run_llm` (the pruning engine's prefill, dense or with a pruner per sample), `action_chunk`.
 
 A checkpoint is an OpenVLA checkpoint directory (base weights, loaded strictly) plus
 `action_head--N_checkpoint.pt`, `proprio_projector--N_checkpoint.pt` (state dicts, optional DDP `module.`
@@ -14,7 +14,7 @@ prefix) and `dataset_statistics.json` (action and proprio statistics per dataset
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 from vla_pruner.engine import PruningEngine, QueryState
 from vla_pruner.families import ModelFamily
 from vla_pruner.layout import SequenceLayout
-from vla_pruner.pruning import ModelLayout
+from vla_pruner.pruning import ModelLayout, Pruner
 
 from .action_head import L1RegressionActionHead
 from .action_tokenizer import select_action_stats, unnormalize
@@ -35,6 +35,7 @@ from .tiny_configs import TINY_CONFIG, tiny_oft_norm_stats
 
 CHUNK = 8  # actions per query, executed open loop
 ACTION_SLOTS = CHUNK * ACTION_DIM  # zero-embedding placeholder tokens
+READOUT_ROWS = ACTION_SLOTS + 2  # the action head reads the last 58 rows but their last two (the window)
 STOP_TOKEN_ID = 2  # </s>
 NUM_IMAGES, PATCHES_PER_IMAGE = 2, 256
 ACTION_HEAD_FILE, PROPRIO_FILE = "action_head", "proprio_projector"
@@ -141,25 +142,29 @@ class OpenVLAOFT(nn.Module):
         return self.proprio_projector(x)[:, None]
 
     def multimodal_embeds(self, input_ids: torch.Tensor, visual: torch.Tensor, proprio_token: torch.Tensor):
-        """[BOS, visual, proprio, prompt..., 29871, zero placeholders, </s>] (29871 appended if absent)."""
+        """[BOS, visual, proprio, prompt..., 29871, zero placeholders, </s>] (29871 appended if absent), for B
+        prompts of one length (or one prompt for all) and B images and proprio tokens."""
         embeds = self.base.multimodal_embeds(with_empty_token(input_ids), torch.cat([visual, proprio_token], 1))
         B, _, d = embeds.shape
         slots = embeds.new_zeros(B, ACTION_SLOTS, d)
         stop = self.language_model.embed(torch.full((B, 1), STOP_TOKEN_ID, device=embeds.device))
         return torch.cat([embeds, slots, stop], dim=1)
 
-    def run_llm(self, inputs_embeds: torch.Tensor, engine: PruningEngine | None = None) -> QueryState:
-        """The one bidirectional pass through `engine` (default: the dense model), finished at once: the action
-        attention its pruner observes was probed in this same pass. `.hidden` = the last layer's hidden states
-        of the rows that stayed (before the final norm), `.trace` = what the pruner kept."""
+    def run_llm(self, inputs_embeds: torch.Tensor, engine: PruningEngine | None = None,
+                pruners: Sequence[Pruner] | None = None) -> QueryState:
+        """The one bidirectional pass over a batch [B, S, d] through `engine` (default: the dense model) with
+        one pruner per sample (`pruners`; None: the engine's own), finished at once: the action attention the
+        pruners observe was probed in this same pass. `.last_rows(READOUT_ROWS)` = the action head's input,
+        `.traces` = what each sample's pruner kept."""
         engine = engine or self.dense_engine()
-        state = engine.prefill(inputs_embeds, sequence_layout(inputs_embeds.shape[1]))
+        state = engine.prefill(inputs_embeds, sequence_layout(inputs_embeds.shape[1]), pruners)
         engine.finish(state)
         return state
 
     def action_chunk(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Last-layer hidden states (full or pruned sequence) -> normalised actions [B, 8, 7] (float32)."""
-        window = hidden[:, -(ACTION_SLOTS + 2):-2]
+        """Last-layer hidden states [B, n, d] (the full or pruned sequence, or just its last READOUT_ROWS rows)
+        -> normalised actions [B, 8, 7] (float32)."""
+        window = hidden[:, -READOUT_ROWS:-2]
         return self.action_head(self.language_model.model.norm(window)).float()
 
     # --- statistics -----------------------------------------------------------------------------------
@@ -188,7 +193,7 @@ class OpenVLAOFT(nn.Module):
             raise ValueError("predict_action takes one unpadded prompt")
         embeds = self.multimodal_embeds(input_ids.to(self.device), self.encode_images(pixel_values),
                                         self.project_proprio(proprio))
-        normalized = self.action_chunk(self.run_llm(embeds, engine).hidden)[0].cpu().numpy()
+        normalized = self.action_chunk(self.run_llm(embeds, engine).last_rows(READOUT_ROWS))[0].cpu().numpy()
         return self.unnormalize(normalized, unnorm_key), normalized
 
 
