@@ -3,7 +3,10 @@ family behind the benchmark seam (envs/base.py).
 
 Protocol (spec/openvla.md): 256x256 cameras, `env.seed(0)`, reset, episode i uses init state i, ten wait
 steps with a no-op that keeps the gripper open, then the policy acts for at most the suite's max steps.
-`done` from `env.step` means success; the step limit is enforced by the rollout loop.
+`done` from `env.step` means success; the step limit is enforced by the rollout loop. One deliberate difference:
+the solver's warm start is cleared at each episode's start, so that an episode does not depend on which
+episodes its env ran before (the official loop's results do; ours stay the same under resume, task shards and
+parallel workers).
 
 Observations (`observation`): LIBERO renders upside down, so both cameras are turned 180 degrees here, before
 anything else touches them (the official evaluation's first preprocessing step, for the agent view and the wrist
@@ -152,6 +155,10 @@ class TaskEnv:
         with _prints_to_run_log():
             self.env.reset()
             obs = self.env.set_init_state(states[init_index])
+        # MuJoCo warm-starts its constraint solver from the last step's accelerations, and reset keeps them: an
+        # episode would then depend on the episodes this env ran before (so on resume, task shards, num_envs).
+        # Cleared, an episode is a function of its task, init state and policy alone.
+        self.env.sim.data.qacc_warmstart[:] = 0
         for _ in range(WAIT_STEPS):
             obs, _, _, _ = self.env.step(WAIT_ACTION)
         return observation(obs, self.task.instruction)
