@@ -48,6 +48,8 @@ class EvalConfig:
     device: str = "auto"
     video: bool = False
     record_demos: bool = False
+    num_envs: int = 1
+    worker_timeout_s: float = 600.0
     output_root: str = "runs"
     run_name: str = MISSING
     output_dir: str = MISSING
@@ -124,7 +126,8 @@ OmegaConf.register_new_resolver("pruner_tag", _pruner_tag_resolver, replace=True
 OmegaConf.register_new_resolver("model_default", _model_default_resolver, replace=True)
 
 # Fields that do not change what an episode's outcome is; a resumed run may change them.
-NON_IDENTITY_FIELDS = ("tasks", "expected_tasks", "episodes_per_task", "video", "record_demos", "output_root", "output_dir", "run_name")
+NON_IDENTITY_FIELDS = ("tasks", "expected_tasks", "episodes_per_task", "video", "record_demos", "num_envs",
+                       "worker_timeout_s", "output_root", "output_dir", "run_name")
 
 
 def group_choices(group: str) -> list[str]:
@@ -161,6 +164,14 @@ def validate(cfg: DictConfig, policies: dict) -> None:
         raise ConfigError(f"device '{cfg.device}' is not one of: auto, cpu, cuda, cuda:N, mps")
     if cfg.tasks is not None and len(cfg.tasks) == 0:
         raise ConfigError("tasks=[] selects no task; list task ids, e.g. tasks=[0,3], or tasks=null for all")
+    if cfg.num_envs < 1:
+        raise ConfigError(f"num_envs={cfg.num_envs} must be at least 1 (simulator worker processes; 1 = none)")
+    if cfg.num_envs > 1 and cfg.record_demos:
+        raise ConfigError(f"record_demos=true needs num_envs=1 (one demo file, written by one process); "
+                          f"got num_envs={cfg.num_envs}")
+    if not cfg.worker_timeout_s > 0:
+        raise ConfigError(f"worker_timeout_s={cfg.worker_timeout_s} must be positive (seconds a simulator worker "
+                          "may stay silent before its episode is recorded as env_error)")
     check = policies[cfg.policy.name].check
     if check is not None:
         check(cfg)

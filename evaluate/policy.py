@@ -8,7 +8,7 @@ OpenVLA-OFT: eight, executed open loop). What a query cost or chose (timings, ke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -46,6 +46,18 @@ class Policy(Protocol):
         """Static facts about the policy saved with the run (model name, checkpoint, warnings)."""
 
 
+@runtime_checkable
+class BatchedPolicy(Policy, Protocol):
+    """A policy that serves several episodes at once (`num_envs` > 1, evaluate/parallel.py): each episode's state
+    (prompt, a pruner's history) lives in a slot, and the waiting episodes are answered with one batched query."""
+
+    def reset_slot(self, slot: int, ctx: EpisodeContext) -> None:
+        """Start a new episode in `slot` (`reset` is slot 0)."""
+
+    def act_batch(self, queries: Sequence[tuple[int, Observation]]) -> list[PolicyOutput]:
+        """One query per (slot, observation), answered together; outputs in the same order."""
+
+
 class TaskNotSupported(Exception):
     """Raised by `Policy.reset` for a task the policy cannot attempt; the episode is recorded as skipped."""
 
@@ -57,3 +69,6 @@ class PolicyEntry:
 
     build: Callable[[Any], Policy]
     check: Callable[[Any], None] | None = None
+    # with num_envs > 1: built in every simulator worker (weight-free or privileged, e.g. it reads the live env)
+    # instead of once in the main process behind batched queries
+    beside_simulator: bool = False

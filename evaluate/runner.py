@@ -2,7 +2,9 @@
 
 Order of a start: check the directory's identity, lock the tasks this process will write, build the policy
 (weights load here), and only then claim the directory (identity, config, wanted episodes): a start that fails
-leaves nothing that blocks the corrected command. The summary is rewritten after every episode.
+leaves nothing that blocks the corrected command. Episodes run one at a time in this process (`num_envs=1`) or
+on parallel simulator workers (evaluate/parallel.py); either way this process records each episode when it
+ends and rewrites the summary.
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from tqdm import tqdm
 
 from evaluate.analysis.metrics import query_metrics
 from evaluate.config import run_identity, select_tasks
-from evaluate.envs.suites import suite_family
+from evaluate.envs.suites import FAMILIES, suite_family, suite_info
 from evaluate.interrupt import InterruptGuard
-from evaluate.policies import build_policy
+from evaluate.parallel import run_parallel
+from evaluate.policies import POLICIES, build_policy
 from evaluate.policy import EpisodeContext
 from evaluate.rollout import run_episode
 from evaluate.store import EpisodeRecord, ResultStore
@@ -59,24 +62,20 @@ def run(cfg: DictConfig) -> dict:
         bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), unit="ep", desc=cfg.suite.name,
                    dynamic_ncols=True)
         bar.set_postfix(_progress_postfix(records))
+
+        def record_episode(record: EpisodeRecord) -> None:
+            store.append(record)
+            _, records = _publish(store, meta)
+            bar.update(1)
+            bar.set_postfix(_progress_postfix(records))
+
         demos = _demo_recorder(cfg, run_dir)
-        video_dir = run_dir / "videos" if cfg.video else None
         try:
-            for task, group in groupby(todo, key=lambda item: item[0]):
-                env = family.make_env(task)  # created and closed per task, as the official evaluation does
-                try:
-                    for _, init_index in group:
-                        ctx = EpisodeContext(cfg.suite.name, task.task_id, task.instruction, init_index, cfg.seed)
-                        record = run_episode(env, policy, ctx, cfg.suite.max_steps, video_dir, demos, guard.check)
-                        store.append(record)
-                        summary, records = _publish(store, meta)
-                        bar.update(1)
-                        bar.set_postfix(_progress_postfix(records))
-                        if record.status == "env_error":  # a failed simulator may be left in a bad state
-                            env.close()
-                            env = family.make_env(task)
-                finally:
-                    env.close()
+            if cfg.num_envs == 1:
+                _run_here(cfg, family, policy, todo, demos, record_episode, guard.check)
+            else:
+                run_parallel(cfg, FAMILIES[suite_info(cfg.suite.name).family], policy,
+                             POLICIES[cfg.policy.name].beside_simulator, todo, record_episode, guard.check)
         finally:
             bar.close()
             if demos is not None:
@@ -85,6 +84,23 @@ def run(cfg: DictConfig) -> dict:
             cost = query_metrics(records, OmegaConf.to_container(cfg.model, resolve=True))
             summary, _ = _publish(store, {**meta, "cost": cost}, records)
     return summary
+
+
+def _run_here(cfg: DictConfig, family, policy, todo, demos, record_episode, check_interrupt) -> None:
+    """The episodes one after the other in this process, one env per task."""
+    video_dir = Path(cfg.output_dir) / "videos" if cfg.video else None
+    for task, group in groupby(todo, key=lambda item: item[0]):
+        env = family.make_env(task)  # created and closed per task, as the official evaluation does
+        try:
+            for _, init_index in group:
+                ctx = EpisodeContext(cfg.suite.name, task.task_id, task.instruction, init_index, cfg.seed)
+                record = run_episode(env, policy, ctx, cfg.suite.max_steps, video_dir, demos, check_interrupt)
+                record_episode(record)
+                if record.status == "env_error":  # a failed simulator may be left in a bad state
+                    env.close()
+                    env = family.make_env(task)
+        finally:
+            env.close()
 
 
 def _publish(store: ResultStore, meta: dict,

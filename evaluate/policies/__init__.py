@@ -12,8 +12,8 @@ from evaluate.policy import Policy, PolicyEntry
 
 POLICIES: dict[str, PolicyEntry] = {
     "vla": PolicyEntry(build_vla_policy, check=check_vla_policy),
-    "scripted": PolicyEntry(make_scripted),
-    "noop": PolicyEntry(build_noop),
+    "scripted": PolicyEntry(make_scripted, beside_simulator=True),
+    "noop": PolicyEntry(build_noop, beside_simulator=True),
 }
 
 

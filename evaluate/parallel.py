@@ -1,0 +1,286 @@
+"""Parallel rollouts (`num_envs=N`, N > 1): N spawned simulator workers, each running whole episodes with
+`run_episode`, exactly as the sequential path runs them.
+
+Where the policy runs: a policy that runs beside the simulator (`PolicyEntry.beside_simulator`: weight-free or
+privileged, e.g. the scripted expert that reads the live env) is built in every worker. Any other policy stays
+in this (main) process, loaded once: a worker's episode reaches it through `RemotePolicy`, and the main loop
+answers all waiting workers with ONE batched query (`BatchedPolicy.act_batch`) as soon as no worker is mid-step
+(a worker that is still building its env or settling a new episode is not waited for). A worker is a policy
+slot: the policy keeps per-episode state (a pruner's history) per slot.
+
+Records are written by the main process when a worker reports an episode, through the same store, locks and
+summary as the sequential path. A worker that dies (a MuJoCo segfault) or stays silent for `worker_timeout_s`
+while it has work costs its episode one `env_error` record and is replaced. A worker that raises (a bug, not
+the simulator) stops the run with its traceback. Workers ignore SIGINT/SIGTERM: the main process checks the
+interrupt guard and stops them itself, so no finished episode is lost and no interrupted one is recorded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import signal
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from importlib import import_module
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Callable, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from evaluate.envs.base import Observation, Task
+from evaluate.policy import BatchedPolicy, EpisodeContext, PolicyOutput, TaskNotSupported
+from evaluate.rollout import run_episode
+from evaluate.store import EpisodeRecord
+
+POLL_S = 0.2  # how often the main loop looks at the interrupt guard, dead workers and timeouts
+HEARTBEAT_S = 1.0  # a worker busy in the simulator says it is alive this often (checked after every sim call)
+STOP_GRACE_S = 10.0  # a worker asked to stop after its last episode gets this long before it is killed
+
+
+# ------------------------------------------------------------------------------------------ the worker side
+
+
+class RemotePolicy:
+    """The main process's policy as a worker's episode sees it: reset and act are requests over the pipe."""
+
+    name = "remote"
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def reset(self, ctx: EpisodeContext) -> None:
+        self._ask("reset", dataclasses.replace(ctx, env=None))  # the live simulator stays in this process
+
+    def act(self, obs: Observation) -> PolicyOutput:
+        return self._ask("act", Observation(obs.images, obs.state, obs.instruction))  # learned policies read no raw
+
+    def _ask(self, kind: str, payload):
+        self.conn.send((kind, payload))
+        status, value = self.conn.recv()
+        if status == "error":
+            raise value
+        return value
+
+    def describe(self) -> dict:
+        return {"policy": self.name}
+
+
+class Heartbeat:
+    """Tells the main process this worker is alive, at most every HEARTBEAT_S (a hung simulator stops it)."""
+
+    def __init__(self, conn: Connection):
+        self.conn, self.last = conn, 0.0
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last >= HEARTBEAT_S:
+            self.conn.send(("alive", None))
+            self.last = time.monotonic()
+
+
+def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str | None, beside: bool) -> None:
+    """A worker process: receive (task, init index), run the episode, send its record; None or EOF ends it."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    env = env_task = None
+    beat = Heartbeat(conn)
+    try:
+        config = OmegaConf.create(cfg)
+        family = import_module(family_module).FAMILY
+        if beside:
+            from evaluate.policies import build_policy
+
+            policy = build_policy(config)
+        else:
+            policy = RemotePolicy(conn)
+        while (job := _receive(conn)) is not None:
+            task, init_index = job
+            beat()
+            if task != env_task:  # one env per task, as the sequential path (and the official evaluation) does
+                if env is not None:
+                    env.close()
+                env, env_task = family.make_env(task), task
+                beat.last = 0.0
+                beat()
+            ctx = EpisodeContext(config.suite.name, task.task_id, task.instruction, init_index, config.seed)
+            record = run_episode(env, policy, ctx, config.suite.max_steps, video_dir and Path(video_dir),
+                                 check_interrupt=beat)
+            if record.status == "env_error":  # a failed simulator may be left in a bad state
+                env.close()
+                env = env_task = None
+            conn.send(("record", record))
+    except EOFError:  # the main process is gone
+        pass
+    except BaseException:
+        try:
+            conn.send(("crash", traceback.format_exc()))
+        except OSError:
+            pass
+    finally:
+        if env is not None:
+            env.close()
+
+
+def _receive(conn: Connection):
+    try:
+        return conn.recv()
+    except EOFError:
+        return None
+
+
+# -------------------------------------------------------------------------------------------- the main side
+
+
+class WorkerFailed(RuntimeError):
+    """A worker raised (not a simulator error): the run stops with the worker's traceback."""
+
+
+@dataclass
+class _Worker:
+    slot: int
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    job: tuple[Task, int] | None = None
+    phase: str = "idle"  # idle | starting (env, settle) | stepping (will ask or report soon) | waiting (has asked)
+    query: Observation | None = None
+    heard: float = 0.0  # time.monotonic() of its last message (or of its job)
+
+
+class WorkerPool:
+    """N simulator workers and the loop that feeds them episodes and answers their policy queries."""
+
+    def __init__(self, cfg: DictConfig, family_module: str, policy, beside_simulator: bool,
+                 on_record: Callable[[EpisodeRecord], None], check_interrupt: Callable[[], None]):
+        self.cfg, self.policy, self.beside = cfg, policy, beside_simulator
+        self.on_record, self.check_interrupt = on_record, check_interrupt
+        self.timeout_s = float(cfg.worker_timeout_s)
+        video_dir = str(Path(cfg.output_dir) / "videos") if cfg.video else None
+        self._args = (family_module, OmegaConf.to_container(cfg, resolve=True), video_dir, beside_simulator)
+        self._context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked EGL/CUDA state
+        self.workers: list[_Worker] = []
+
+    def run(self, jobs: Sequence[tuple[Task, int]]) -> None:
+        """Run every (task, init index) of `jobs`; returns when all are recorded."""
+        pending = deque(jobs)
+        try:
+            self.workers = [self._spawn(slot) for slot in range(min(int(self.cfg.num_envs), len(pending)))]
+            for worker in self.workers:
+                self._assign(worker, pending)
+            while any(w.job for w in self.workers):
+                self.check_interrupt()
+                self._poll(pending)
+                self._answer_queries()
+        finally:
+            self._stop_all()
+
+    # --- workers ----------------------------------------------------------------------------------------
+    def _spawn(self, slot: int) -> _Worker:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(target=_worker_main, args=(child, *self._args), daemon=True,
+                                        name=f"simulator-{slot}")
+        process.start()
+        child.close()
+        return _Worker(slot, process, parent)
+
+    def _assign(self, worker: _Worker, pending: deque) -> None:
+        worker.job = pending.popleft() if pending else None
+        worker.phase, worker.query, worker.heard = ("starting" if worker.job else "idle"), None, time.monotonic()
+        if worker.job is not None:
+            worker.conn.send(worker.job)
+
+    def _replace(self, worker: _Worker, error: str, pending: deque) -> None:
+        """Record the worker's episode as an env_error, kill it, and start a fresh worker in its slot."""
+        task, init_index = worker.job
+        self.on_record(EpisodeRecord(suite=self.cfg.suite.name, task_id=task.task_id, task=task.instruction,
+                                     init_index=init_index, success=False, steps=0,
+                                     wall_time_s=round(time.monotonic() - worker.heard, 3), status="env_error",
+                                     error=error))
+        _kill(worker)
+        fresh = self._spawn(worker.slot)
+        self.workers[self.workers.index(worker)] = fresh
+        self._assign(fresh, pending)
+
+    def _stop_all(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.conn.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for worker in self.workers:
+            if worker.job is None:  # finished its work: let it close its env
+                worker.process.join(max(0.0, deadline - time.monotonic()))
+            _kill(worker)
+
+    # --- messages ---------------------------------------------------------------------------------------
+    def _poll(self, pending: deque) -> None:
+        busy = [w for w in self.workers if w.job]
+        ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=POLL_S))
+        for worker in busy:
+            if worker.conn in ready:
+                try:
+                    message = worker.conn.recv()
+                except EOFError:
+                    self._replace(worker, _death(worker), pending)
+                    continue
+                worker.heard = time.monotonic()
+                self._handle(worker, message, pending)
+            elif worker.process.sentinel in ready:
+                self._replace(worker, _death(worker), pending)
+            elif worker.phase != "waiting" and time.monotonic() - worker.heard > self.timeout_s:
+                self._replace(worker, f"simulator worker gave no sign of life for {self.timeout_s:g} s "
+                                      "(worker_timeout_s); killed", pending)
+
+    def _handle(self, worker: _Worker, message, pending: deque) -> None:
+        kind, payload = message
+        if kind == "record":
+            self.on_record(payload)
+            self._assign(worker, pending)
+        elif kind == "reset":
+            try:
+                self.policy.reset_slot(worker.slot, payload)
+                worker.conn.send(("ok", None))
+            except TaskNotSupported as e:
+                worker.conn.send(("error", e))
+            worker.phase = "stepping"
+        elif kind == "act":
+            worker.phase, worker.query = "waiting", payload
+        elif kind == "alive":
+            pass
+        elif kind == "crash":
+            raise WorkerFailed(f"simulator worker {worker.slot} failed:\n{payload}")
+        else:
+            raise WorkerFailed(f"simulator worker {worker.slot} sent an unknown message {kind!r}")
+
+    def _answer_queries(self) -> None:
+        """One batched query for every waiting worker, once no worker is mid-step (it would ask soon)."""
+        waiting = [w for w in self.workers if w.phase == "waiting"]
+        if not waiting or any(w.phase == "stepping" for w in self.workers):
+            return
+        outputs = self.policy.act_batch([(w.slot, w.query) for w in waiting])
+        for worker, output in zip(waiting, outputs):
+            worker.conn.send(("ok", output))
+            worker.phase, worker.query, worker.heard = "stepping", None, time.monotonic()
+
+
+def _death(worker: _Worker) -> str:
+    worker.process.join(1.0)
+    return f"simulator worker died (exit code {worker.process.exitcode})"
+
+
+def _kill(worker: _Worker) -> None:
+    if worker.process.is_alive():
+        worker.process.kill()
+    worker.process.join(5.0)
+    worker.conn.close()
+
+
+def run_parallel(cfg: DictConfig, family_module: str, policy, beside_simulator: bool,
+                 jobs: Sequence[tuple[Task, int]], on_record: Callable[[EpisodeRecord], None],
+                 check_interrupt: Callable[[], None]) -> None:
+    """Run `jobs` on `cfg.num_envs` workers (see the module docstring)."""
+    if not beside_simulator and not isinstance(policy, BatchedPolicy):
+        raise TypeError(f"policy {type(policy).__name__} cannot serve several episodes at once (no act_batch)")
+    WorkerPool(cfg, family_module, policy, beside_simulator, on_record, check_interrupt).run(jobs)
