@@ -3,11 +3,18 @@
 One query per env step: the primary camera's image is preprocessed as the official evaluation does, the LLM runs
 through the pruning engine with the configured pruner (prefill, then 7 greedy action tokens with a KV cache
 of kept tokens), the action is un-normalised with the suite's statistics and its gripper mapped to the env
-convention. Each query reports its latency per stage and what the pruner kept.
+convention. Each query reports its latency per stage, its batch size and what the pruner kept.
+
+Several episodes at once (`num_envs` > 1): each episode is a slot with its own prompt and its own pruner (a
+pruner's history is per episode); `act_batch` answers the waiting slots with one batched pass per prompt (the
+episodes of one task share it), each sample pruned by its own pruner. `reset`/`act` are slot 0, batch size 1.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Callable, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -19,7 +26,7 @@ from evaluate.policy import EpisodeContext, PolicyOutput
 from vla_pruner.models.preprocess import model_image
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from vla_pruner.engine import PruningEngine
-from vla_pruner.pruning import ModelLayout
+from vla_pruner.pruning import ModelLayout, Pruner
 from vla_pruner.models.action_tokenizer import gripper_to_env, select_action_stats
 from vla_pruner.models.checkpoint import resolve_device_dtype
 from vla_pruner.models.openvla import ACTION_DIM, FAMILY, OpenVLA, with_empty_token
@@ -42,16 +49,30 @@ class Stopwatch:
         self.ms[stage] = 1e3 * (now - self._last)
         self._last = now
 
+    def latency(self) -> dict[str, float]:
+        """Milliseconds per stage and their total, as a query record holds them."""
+        latency = {stage: round(ms, 3) for stage, ms in self.ms.items()}
+        latency["total"] = round(sum(self.ms.values()), 3)
+        return latency
+
+
+@dataclass
+class Slot:
+    """One running episode's state in the policy."""
+
+    input_ids: torch.Tensor  # the episode's tokenised prompt [1, T]
+    pruner: Pruner  # its own pruner: the history of one episode never steers another's
+
 
 class OpenVLAPolicy:
     name = "vla"
 
     def __init__(self, model: OpenVLA, processor: OpenVLAProcessor, unnorm_key: str,
-                 model_cfg: OpenVLAModelConfig, engine: PruningEngine):
+                 model_cfg: OpenVLAModelConfig, engine: PruningEngine, make_pruner: Callable[[], Pruner]):
         self.model, self.processor, self.unnorm_key, self.model_cfg = model, processor, unnorm_key, model_cfg
-        self.engine = engine
+        self.engine, self.make_pruner = engine, make_pruner
         select_action_stats(model.norm_stats, unnorm_key)  # fail now, not at the first step
-        self.input_ids: torch.Tensor | None = None
+        self.slots: dict[int, Slot] = {}
         self._burn_in()
 
     @torch.inference_mode()
@@ -64,35 +85,53 @@ class OpenVLAPolicy:
         self.engine.pruner.reset()
 
     def reset(self, ctx: EpisodeContext) -> None:
-        tokens = self.processor.tokenizer(prompt_for(ctx.instruction), return_tensors="pt")["input_ids"]
-        self.input_ids = with_empty_token(tokens)
-        self.engine.pruner.reset(seed=ctx.seed, episode=f"{ctx.suite}/{ctx.task_id}/{ctx.init_index}")
+        self.reset_slot(0, ctx)
 
-    def _stopwatch(self) -> Stopwatch:
-        """A new query's stopwatch, once reset() has set the episode's prompt."""
-        if self.input_ids is None:
-            raise RuntimeError("reset(ctx) must be called before act(obs)")
-        return Stopwatch(self.model.device)
+    def reset_slot(self, slot: int, ctx: EpisodeContext) -> None:
+        tokens = self.processor.tokenizer(prompt_for(ctx.instruction), return_tensors="pt")["input_ids"]
+        pruner = self.engine.pruner if slot == 0 else (self.slots[slot].pruner if slot in self.slots
+                                                       else self.make_pruner())
+        pruner.reset(seed=ctx.seed, episode=f"{ctx.suite}/{ctx.task_id}/{ctx.init_index}")
+        self.slots[slot] = Slot(with_empty_token(tokens), pruner)
+
+    def act(self, obs: Observation) -> PolicyOutput:
+        return self.act_batch([(0, obs)])[0]
 
     @torch.inference_mode()
-    def act(self, obs: Observation) -> PolicyOutput:
-        model, engine, clock = self.model, self.engine, self._stopwatch()
-        pixel_values = self.processor.image_processor(Image.fromarray(model_image(obs.images[PRIMARY])))
+    def act_batch(self, queries: Sequence[tuple[int, Observation]]) -> list[PolicyOutput]:
+        """One batched pass per prompt among the queries (a batch holds one prompt length); outputs in order."""
+        missing = [slot for slot, _ in queries if slot not in self.slots]
+        if missing:
+            raise RuntimeError(f"reset(ctx) must be called before act(obs) (slots {missing})")
+        outputs: dict[int, PolicyOutput] = {}
+        order = sorted(range(len(queries)), key=lambda i: self.slots[queries[i][0]].input_ids.tolist())
+        for _, group in groupby(order, key=lambda i: self.slots[queries[i][0]].input_ids.tolist()):
+            group = list(group)
+            batch = self._act_one_prompt([self.slots[queries[i][0]] for i in group], [queries[i][1] for i in group])
+            outputs.update(zip(group, batch))
+        return [outputs[i] for i in range(len(queries))]
+
+    def _act_one_prompt(self, slots: list[Slot], observations: list[Observation]) -> list[PolicyOutput]:
+        model, engine, clock = self.model, self.engine, Stopwatch(self.model.device)
+        pixel_values = torch.cat([self.processor.image_processor(Image.fromarray(model_image(obs.images[PRIMARY])))
+                                  for obs in observations])
         clock.lap("preprocess")
         visual = model.encode_image(pixel_values)
         clock.lap("vision")
-        embeds = model.multimodal_embeds(self.input_ids, visual)
-        state = engine.prefill(embeds, model.sequence_layout(embeds.shape[1]))  # and the first action token
+        embeds = model.multimodal_embeds(slots[0].input_ids, visual)
+        state = engine.prefill(embeds, model.sequence_layout(embeds.shape[1]),  # and the first action token
+                               [slot.pruner for slot in slots])
         clock.lap("prefill")
         tokens = engine.decode(state, ACTION_DIM)
         engine.finish(state)
         clock.lap("decode")
-        action = gripper_to_env(model.tokens_to_action(tokens[0], self.unnorm_key))
-        latency = {stage: round(ms, 3) for stage, ms in clock.ms.items()}
-        latency["total"] = round(sum(clock.ms.values()), 3)
-        info = {"latency_ms": latency, "action_tokens": tokens[0].tolist(), "decode_steps": ACTION_DIM - 1,
-                **state.trace.to_record()}
-        return PolicyOutput(actions=action[None], info=info)
+        outputs = []
+        for row, trace in zip(tokens, state.traces):
+            action = gripper_to_env(model.tokens_to_action(row, self.unnorm_key))
+            info = {"latency_ms": clock.latency(), "batch_size": len(slots), "action_tokens": row.tolist(),
+                    "decode_steps": ACTION_DIM - 1, **trace.to_record()}
+            outputs.append(PolicyOutput(actions=action[None], info=info))
+        return outputs
 
     def describe(self) -> dict:
         return {
@@ -114,6 +153,10 @@ def build_openvla_policy(cfg: DictConfig) -> OpenVLAPolicy:
     model = OpenVLA.from_pretrained(checkpoint, device=device, dtype=dtype)
     processor = OpenVLAProcessor.from_pretrained(checkpoint)
     layout = ModelLayout(num_layers=len(model.language_model.layers), image_tokens=(model.num_patches,))
-    pruner = baselines.build_pruner(cfg.pruner, cfg.keep, layout)
-    engine = PruningEngine(model.language_model, pruner)
-    return OpenVLAPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg, engine)
+
+    def make_pruner() -> Pruner:
+        return baselines.build_pruner(cfg.pruner, cfg.keep, layout)
+
+    engine = PruningEngine(model.language_model, make_pruner())
+    return OpenVLAPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg, engine,
+                         make_pruner)

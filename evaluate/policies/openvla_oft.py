@@ -5,7 +5,7 @@ agent view (upright from the env, then JPEG, Lanczos to 224, centre crop), the o
 is normalised with the suite's `{suite}_no_noops` statistics, the LLM runs once (bidirectional) through the
 pruning engine, and the action head reads its window from the end of the pruned sequence. The chunk is
 un-normalised and its gripper mapped to the env convention. Each query reports per-stage latency
-(decode = the action head) and what the pruner kept.
+(decode = the action head), its batch size and what the pruner kept. Episodes run in slots as OpenVLA's do.
 """
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ from PIL import Image
 
 import baselines
 from evaluate.envs.base import PRIMARY, WRIST, Observation
-from evaluate.policies.openvla import OpenVLAPolicy
+from evaluate.policies.openvla import OpenVLAPolicy, Slot, Stopwatch
 from vla_pruner.models.preprocess import model_image
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from evaluate.policy import PolicyOutput
 from vla_pruner.engine import PruningEngine
+from vla_pruner.pruning import Pruner
 from vla_pruner.models.action_tokenizer import gripper_to_env
 from vla_pruner.models.checkpoint import resolve_device_dtype
 from vla_pruner.models.openvla_oft import (
-    ACTION_HEAD_FILE, FAMILY, NUM_IMAGES, PATCHES_PER_IMAGE, PROPRIO_FILE, OpenVLAOFT, select_proprio_stats,
+    ACTION_HEAD_FILE, FAMILY, NUM_IMAGES, PATCHES_PER_IMAGE, PROPRIO_FILE, READOUT_ROWS, OpenVLAOFT,
+    select_proprio_stats,
 )
 from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
 from vla_pruner.models.proprio import PROPRIO_DIM
@@ -43,9 +45,9 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
     model: OpenVLAOFT
 
     def __init__(self, model: OpenVLAOFT, processor: OpenVLAProcessor, unnorm_key: str,
-                 model_cfg: OpenVLAModelConfig, engine: PruningEngine):
+                 model_cfg: OpenVLAModelConfig, engine: PruningEngine, make_pruner):
         select_proprio_stats(model.norm_stats, unnorm_key)  # fail now, not at the first step
-        super().__init__(model, processor, unnorm_key, model_cfg, engine)
+        super().__init__(model, processor, unnorm_key, model_cfg, engine, make_pruner)
 
     @torch.inference_mode()
     def _burn_in(self) -> None:
@@ -55,27 +57,29 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
         blank = self.processor.image_processor(Image.new("RGB", (224, 224)))
         embeds = self.model.multimodal_embeds(tokens, self.model.encode_images(torch.cat([blank] * 2, dim=1)),
                                               self.model.project_proprio(np.zeros(PROPRIO_DIM)))
-        self.model.action_chunk(self.model.run_llm(embeds, self.engine).hidden)
+        self.model.action_chunk(self.model.run_llm(embeds, self.engine).last_rows(READOUT_ROWS))
         self.engine.pruner.reset()
 
-    @torch.inference_mode()
-    def act(self, obs: Observation) -> PolicyOutput:
-        model, engine, clock = self.model, self.engine, self._stopwatch()
-        pixel_values = torch.cat([self.processor.image_processor(Image.fromarray(model_image(obs.images[camera])))
-                                  for camera in CAMERAS], dim=1)
-        proprio = model.normalize_proprio(obs.state, self.unnorm_key)
+    def _act_one_prompt(self, slots: list[Slot], observations: list[Observation]) -> list[PolicyOutput]:
+        model, clock = self.model, Stopwatch(self.model.device)
+        pixel_values = torch.cat([
+            torch.cat([self.processor.image_processor(Image.fromarray(model_image(obs.images[camera])))
+                       for camera in CAMERAS], dim=1)
+            for obs in observations])
+        proprio = np.stack([model.normalize_proprio(obs.state, self.unnorm_key) for obs in observations])
         clock.lap("preprocess")
-        embeds = model.multimodal_embeds(self.input_ids, model.encode_images(pixel_values),
+        embeds = model.multimodal_embeds(slots[0].input_ids, model.encode_images(pixel_values),
                                          model.project_proprio(proprio))
         clock.lap("vision")
-        state = model.run_llm(embeds, engine)  # prefill and finish: the action attention is probed in this pass
+        # prefill and finish: the action attention is probed in this pass
+        state = model.run_llm(embeds, self.engine, [slot.pruner for slot in slots])
         clock.lap("prefill")
-        normalized = model.action_chunk(state.hidden)[0].cpu().numpy()
+        normalized = model.action_chunk(state.last_rows(READOUT_ROWS)).cpu().numpy()
         clock.lap("decode")
-        actions = gripper_to_env(model.unnormalize(normalized, self.unnorm_key))
-        latency = {stage: round(ms, 3) for stage, ms in clock.ms.items()}
-        latency["total"] = round(sum(clock.ms.values()), 3)
-        return PolicyOutput(actions=actions, info={"latency_ms": latency, "decode_steps": 0, **state.trace.to_record()})
+        return [PolicyOutput(actions=gripper_to_env(model.unnormalize(chunk, self.unnorm_key)),
+                             info={"latency_ms": clock.latency(), "batch_size": len(slots), "decode_steps": 0,
+                                   **trace.to_record()})
+                for chunk, trace in zip(normalized, state.traces)]
 
     def describe(self) -> dict:
         return {**super().describe(), "family": self.model_cfg.family}
@@ -91,6 +95,10 @@ def build_openvla_oft_policy(cfg: DictConfig) -> OpenVLAOFTPolicy:
     model = OpenVLAOFT.from_pretrained(checkpoint, device=device, dtype=dtype)
     processor = OpenVLAProcessor.from_pretrained(checkpoint)
     layout = baselines.ModelLayout(len(model.language_model.layers), (PATCHES_PER_IMAGE,) * NUM_IMAGES)
-    pruner = baselines.build_pruner(cfg.pruner, cfg.keep, layout)
-    engine = PruningEngine(model.language_model, pruner)
-    return OpenVLAOFTPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg, engine)
+
+    def make_pruner() -> Pruner:
+        return baselines.build_pruner(cfg.pruner, cfg.keep, layout)
+
+    engine = PruningEngine(model.language_model, make_pruner())
+    return OpenVLAOFTPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg,
+                            engine, make_pruner)
