@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+from functools import partial
 import signal
 import time
 import traceback
@@ -31,6 +32,7 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from evaluate.envs.base import Observation, Task
+from evaluate.policies import POLICIES
 from evaluate.policy import BatchedPolicy, EpisodeContext, PolicyOutput, TaskNotSupported
 from evaluate.rollout import run_episode
 from evaluate.store import EpisodeRecord
@@ -44,17 +46,20 @@ STOP_GRACE_S = 10.0  # a worker asked to stop after its last episode gets this l
 
 
 class RemotePolicy:
-    """The main process's policy as a worker's episode sees it: reset and act are requests over the pipe."""
+    """The main process's policy as a worker's episode sees it: reset and act are requests over the pipe. The
+    observation goes through the policy's weight-free `prepare` here, in parallel with the other workers."""
 
     name = "remote"
 
-    def __init__(self, conn: Connection):
-        self.conn = conn
+    def __init__(self, conn: Connection, prepare: Callable[[Observation], Observation] | None = None):
+        self.conn, self.prepare = conn, prepare
 
     def reset(self, ctx: EpisodeContext) -> None:
         self._ask("reset", dataclasses.replace(ctx, env=None))  # the live simulator stays in this process
 
     def act(self, obs: Observation) -> PolicyOutput:
+        if self.prepare is not None:
+            return self._ask("act", self.prepare(obs))
         return self._ask("act", Observation(obs.images, obs.state, obs.instruction))  # learned policies read no raw
 
     def _ask(self, kind: str, payload):
@@ -87,21 +92,21 @@ def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str
     env = env_task = None
     beat = Heartbeat(conn)
     try:
+        from evaluate.policies import POLICIES, build_policy, cameras_for
+
         config = OmegaConf.create(cfg)
         family = import_module(family_module).FAMILY
-        if beside:
-            from evaluate.policies import build_policy
-
-            policy = build_policy(config)
-        else:
-            policy = RemotePolicy(conn)
+        cameras = cameras_for(config)
+        prepare = POLICIES[config.policy.name].prepare
+        policy = (build_policy(config) if beside
+                  else RemotePolicy(conn, None if prepare is None else partial(prepare, config)))
         while (job := _receive(conn)) is not None:
             task, init_index = job
             beat()
             if task != env_task:  # one env per task, as the sequential path (and the official evaluation) does
                 if env is not None:
                     env.close()
-                env, env_task = family.make_env(task), task
+                env, env_task = family.make_env(task, cameras), task
                 beat.last = 0.0
                 beat()
             ctx = EpisodeContext(config.suite.name, task.task_id, task.instruction, init_index, config.seed)
@@ -154,6 +159,7 @@ class WorkerPool:
     def __init__(self, cfg: DictConfig, family_module: str, policy, beside_simulator: bool,
                  on_record: Callable[[EpisodeRecord], None], check_interrupt: Callable[[], None]):
         self.cfg, self.policy, self.beside = cfg, policy, beside_simulator
+        self.prepared = POLICIES[cfg.policy.name].prepare is not None  # the workers prepare the observations
         self.on_record, self.check_interrupt = on_record, check_interrupt
         self.timeout_s = float(cfg.worker_timeout_s)
         video_dir = str(Path(cfg.output_dir) / "videos") if cfg.video else None
@@ -259,7 +265,7 @@ class WorkerPool:
         waiting = [w for w in self.workers if w.phase == "waiting"]
         if not waiting or any(w.phase == "stepping" for w in self.workers):
             return
-        outputs = self.policy.act_batch([(w.slot, w.query) for w in waiting])
+        outputs = self.policy.act_batch([(w.slot, w.query) for w in waiting], prepared=self.prepared)
         for worker, output in zip(waiting, outputs):
             worker.conn.send(("ok", output))
             worker.phase, worker.query, worker.heard = "stepping", None, time.monotonic()

@@ -54,8 +54,9 @@ class BatchedPolicy(Policy, Protocol):
     def reset_slot(self, slot: int, ctx: EpisodeContext) -> None:
         """Start a new episode in `slot` (`reset` is slot 0)."""
 
-    def act_batch(self, queries: Sequence[tuple[int, Observation]]) -> list[PolicyOutput]:
-        """One query per (slot, observation), answered together; outputs in the same order."""
+    def act_batch(self, queries: Sequence[tuple[int, Observation]], prepared: bool = False) -> list[PolicyOutput]:
+        """One query per (slot, observation), answered together; outputs in the same order. `prepared`: the
+        observations went through the policy entry's `prepare` already (in the simulator workers)."""
 
 
 class TaskNotSupported(Exception):
@@ -72,3 +73,8 @@ class PolicyEntry:
     # with num_envs > 1: built in every simulator worker (weight-free or privileged, e.g. it reads the live env)
     # instead of once in the main process behind batched queries
     beside_simulator: bool = False
+    # the camera roles (evaluate.envs.base.PRIMARY, WRIST) its observations must hold; only these are rendered
+    cameras: Callable[[Any], tuple[str, ...]] = lambda cfg: ()
+    # (cfg, observation) -> the observation as the policy's model takes it, weight-free (image preprocessing): with
+    # num_envs > 1 the workers run it in parallel, before the batched query
+    prepare: Callable[[Any, Observation], Observation] | None = None

@@ -9,6 +9,7 @@ ends and rewrites the summary.
 from __future__ import annotations
 
 import logging
+import time
 from itertools import groupby
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from evaluate.config import run_identity, select_tasks
 from evaluate.envs.suites import FAMILIES, suite_family, suite_info
 from evaluate.interrupt import InterruptGuard
 from evaluate.parallel import run_parallel
-from evaluate.policies import POLICIES, build_policy
+from evaluate.policies import POLICIES, build_policy, cameras_for
 from evaluate.policy import EpisodeContext
 from evaluate.rollout import run_episode
 from evaluate.store import EpisodeRecord, ResultStore
@@ -63,8 +64,11 @@ def run(cfg: DictConfig) -> dict:
                    dynamic_ncols=True)
         bar.set_postfix(_progress_postfix(records))
 
+        ran, started = [], time.monotonic()  # this invocation's episodes, with the time each was recorded
+
         def record_episode(record: EpisodeRecord) -> None:
             store.append(record)
+            ran.append(time.monotonic())
             _, records = _publish(store, meta)
             bar.update(1)
             bar.set_postfix(_progress_postfix(records))
@@ -82,15 +86,17 @@ def run(cfg: DictConfig) -> dict:
                 demos.close()
             records = store.records()
             cost = query_metrics(records, OmegaConf.to_container(cfg.model, resolve=True))
-            summary, _ = _publish(store, {**meta, "cost": cost}, records)
+            summary, _ = _publish(store, {**meta, "cost": cost,
+                                          "throughput": _throughput(cfg, ran, time.monotonic() - started)}, records)
     return summary
 
 
 def _run_here(cfg: DictConfig, family, policy, todo, demos, record_episode, check_interrupt) -> None:
     """The episodes one after the other in this process, one env per task."""
     video_dir = Path(cfg.output_dir) / "videos" if cfg.video else None
+    cameras = cameras_for(cfg)
     for task, group in groupby(todo, key=lambda item: item[0]):
-        env = family.make_env(task)  # created and closed per task, as the official evaluation does
+        env = family.make_env(task, cameras)  # created and closed per task, as the official evaluation does
         try:
             for _, init_index in group:
                 ctx = EpisodeContext(cfg.suite.name, task.task_id, task.instruction, init_index, cfg.seed)
@@ -98,9 +104,21 @@ def _run_here(cfg: DictConfig, family, policy, todo, demos, record_episode, chec
                 record_episode(record)
                 if record.status == "env_error":  # a failed simulator may be left in a bad state
                     env.close()
-                    env = family.make_env(task)
+                    env = family.make_env(task, cameras)
         finally:
             env.close()
+
+
+def _throughput(cfg: DictConfig, recorded_at: list[float], seconds: float) -> dict:
+    """This invocation's episodes per hour: over its whole episode loop (workers' start-up and env creation
+    included), and sustained, from the num_envs-th episode recorded (every worker past its start-up) to the last:
+    what a long run gets."""
+    n, first = len(recorded_at), int(cfg.num_envs)
+    sustained = (3600 * (n - first) / (recorded_at[-1] - recorded_at[first - 1])
+                 if n > first and recorded_at[-1] > recorded_at[first - 1] else None)
+    return {"num_envs": first, "episodes": n, "wall_s": round(seconds, 1),
+            "episodes_per_hour": round(3600 * n / seconds, 1) if n and seconds > 0 else None,
+            "sustained_episodes_per_hour": None if sustained is None else round(sustained, 1)}
 
 
 def _publish(store: ResultStore, meta: dict,

@@ -81,7 +81,7 @@ class CountingEnv:
 
     live = None
 
-    def __init__(self, task: Task):
+    def __init__(self, task: Task, cameras=(PRIMARY,)):
         self.task, self.t = task, 0
 
     def _observe(self) -> Observation:

@@ -60,5 +60,5 @@ class SuiteFamily:
     depend on (recorded with every run)."""
 
     load_suite: Callable[[str], Sequence[Task]]
-    make_env: Callable[[Task], TaskEnv]
+    make_env: Callable[[Task, Sequence[str]], TaskEnv]  # the task, the camera roles to render (maybe none)
     versions: Callable[[], dict]

@@ -34,7 +34,7 @@ from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -127,21 +127,29 @@ def observation(raw: Mapping[str, Any], instruction: str) -> Observation:
 
 
 class TaskEnv:
-    """One task's simulator; create it once per task, reuse it across that task's episodes."""
+    """One task's simulator; create it once per task, reuse it across that task's episodes.
 
-    def __init__(self, task: LiberoTask):
+    Only the cameras in `cameras` (roles) are rendered: on a machine without a GPU, rendering (Mesa's software
+    EGL) is most of a step, and OpenVLA reads the primary camera only, the scripted expert none. Rendering
+    does not touch the physics.
+    """
+
+    def __init__(self, task: LiberoTask, cameras: Sequence[str] = (PRIMARY, WRIST)):
         self.task = task
+        names = [CAMERAS[role].removesuffix("_image") for role in cameras]  # observation key = camera + "_image"
+        render = ({"camera_names": names, "camera_heights": CAMERA_SIZE, "camera_widths": CAMERA_SIZE} if names
+                  else {"use_camera_obs": False})
         with _prints_to_run_log():
-            from libero.libero.envs import OffScreenRenderEnv
+            from libero.libero.envs.env_wrapper import ControlEnv
 
-            self.env = OffScreenRenderEnv(
-                bddl_file_name=str(task.bddl_file), camera_heights=CAMERA_SIZE, camera_widths=CAMERA_SIZE
-            )
+            # what OffScreenRenderEnv is, with the renderer only when a camera is wanted
+            self.env = ControlEnv(bddl_file_name=str(task.bddl_file), has_renderer=False,
+                                  has_offscreen_renderer=bool(cameras), **render)
         self.env.seed(0)
 
     @property
     def live(self):
-        """The OffScreenRenderEnv (privileged policies reach the problem env inside as `live.env`)."""
+        """The LIBERO ControlEnv (privileged policies reach the problem env inside as `live.env`)."""
         return self.env
 
     def start_episode(self, init_index: int) -> Observation:

@@ -34,6 +34,9 @@ from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
 
 
 
+CAMERAS = (PRIMARY,)  # the one image OpenVLA reads
+
+
 class Stopwatch:
     """Wall-clock milliseconds per stage; waits for CUDA work so a stage's time is its own."""
 
@@ -98,8 +101,9 @@ class OpenVLAPolicy:
         return self.act_batch([(0, obs)])[0]
 
     @torch.inference_mode()
-    def act_batch(self, queries: Sequence[tuple[int, Observation]]) -> list[PolicyOutput]:
-        """One batched pass per prompt among the queries (a batch holds one prompt length); outputs in order."""
+    def act_batch(self, queries: Sequence[tuple[int, Observation]], prepared: bool = False) -> list[PolicyOutput]:
+        """One batched pass per prompt among the queries (a batch holds one prompt length); outputs in order.
+        `prepared`: the images are the model's frames already (evaluate.policies.vla.prepare_vla_observation)."""
         missing = [slot for slot, _ in queries if slot not in self.slots]
         if missing:
             raise RuntimeError(f"reset(ctx) must be called before act(obs) (slots {missing})")
@@ -107,14 +111,19 @@ class OpenVLAPolicy:
         order = sorted(range(len(queries)), key=lambda i: self.slots[queries[i][0]].input_ids.tolist())
         for _, group in groupby(order, key=lambda i: self.slots[queries[i][0]].input_ids.tolist()):
             group = list(group)
-            batch = self._act_one_prompt([self.slots[queries[i][0]] for i in group], [queries[i][1] for i in group])
+            batch = self._act_one_prompt([self.slots[queries[i][0]] for i in group],
+                                         [queries[i][1] for i in group], prepared)
             outputs.update(zip(group, batch))
         return [outputs[i] for i in range(len(queries))]
 
-    def _act_one_prompt(self, slots: list[Slot], observations: list[Observation]) -> list[PolicyOutput]:
+    def _pixels(self, obs: Observation, camera: str, prepared: bool) -> torch.Tensor:
+        frame = obs.images[camera] if prepared else model_image(obs.images[camera])
+        return self.processor.image_processor(Image.fromarray(frame))
+
+    def _act_one_prompt(self, slots: list[Slot], observations: list[Observation],
+                        prepared: bool) -> list[PolicyOutput]:
         model, engine, clock = self.model, self.engine, Stopwatch(self.model.device)
-        pixel_values = torch.cat([self.processor.image_processor(Image.fromarray(model_image(obs.images[PRIMARY])))
-                                  for obs in observations])
+        pixel_values = torch.cat([self._pixels(obs, PRIMARY, prepared) for obs in observations])
         clock.lap("preprocess")
         visual = model.encode_image(pixel_values)
         clock.lap("vision")

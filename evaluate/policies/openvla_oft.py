@@ -60,12 +60,11 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
         self.model.action_chunk(self.model.run_llm(embeds, self.engine).last_rows(READOUT_ROWS))
         self.engine.pruner.reset()
 
-    def _act_one_prompt(self, slots: list[Slot], observations: list[Observation]) -> list[PolicyOutput]:
+    def _act_one_prompt(self, slots: list[Slot], observations: list[Observation],
+                        prepared: bool) -> list[PolicyOutput]:
         model, clock = self.model, Stopwatch(self.model.device)
-        pixel_values = torch.cat([
-            torch.cat([self.processor.image_processor(Image.fromarray(model_image(obs.images[camera])))
-                       for camera in CAMERAS], dim=1)
-            for obs in observations])
+        pixel_values = torch.cat([torch.cat([self._pixels(obs, camera, prepared) for camera in CAMERAS], dim=1)
+                                  for obs in observations])
         proprio = np.stack([model.normalize_proprio(obs.state, self.unnorm_key) for obs in observations])
         clock.lap("preprocess")
         embeds = model.multimodal_embeds(slots[0].input_ids, model.encode_images(pixel_values),

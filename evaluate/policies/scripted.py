@@ -37,7 +37,7 @@ class ScriptedExpert:
     def reset(self, ctx: EpisodeContext) -> None:
         if ctx.env is None:
             raise TaskNotSupported("the scripted expert needs the live env (ctx.env)")
-        self.env = ctx.env.env  # the LIBERO problem env inside the OffScreenRenderEnv
+        self.env = ctx.env.env  # the LIBERO problem env inside the ControlEnv
         problem = self.env.parsed_problem
         try:
             self.plan = plan_goal(problem)

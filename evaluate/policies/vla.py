@@ -10,11 +10,14 @@ from typing import Callable
 from omegaconf import DictConfig
 
 from evaluate.config import ConfigError
+from evaluate.envs.base import Observation
 from evaluate.policy import Policy
+from evaluate.policies import openvla, openvla_oft
 from evaluate.policies.openvla import build_openvla_policy
 from evaluate.policies.openvla_oft import build_openvla_oft_policy
 from evaluate.policies.vla_checks import check_vla_model
 from vla_pruner.families import ModelFamily, family_names, model_family
+from vla_pruner.models.preprocess import model_image
 
 # The harness adapter of each model family (observation -> model inputs -> env actions); the family's own facts
 # are its vla_pruner.families.ModelFamily record.
@@ -29,6 +32,19 @@ def family_of(cfg: DictConfig) -> ModelFamily:
     if family not in ADAPTERS:
         raise ConfigError(f"model {cfg.model.name} has family '{family}'; valid families: {', '.join(ADAPTERS)}")
     return model_family(family)
+
+
+# the camera roles each family's adapter reads, in the model's image order
+CAMERAS: dict[str, tuple[str, ...]] = {"openvla": openvla.CAMERAS, "openvla_oft": openvla_oft.CAMERAS}
+
+
+def vla_cameras(cfg: DictConfig) -> tuple[str, ...]:
+    return CAMERAS[family_of(cfg).name]
+
+
+def prepare_vla_observation(cfg: DictConfig, obs: Observation) -> Observation:
+    """The model's frames (JPEG round trip, Lanczos to 224: `model_image`) of the cameras it reads."""
+    return Observation({role: model_image(obs.images[role]) for role in vla_cameras(cfg)}, obs.state, obs.instruction)
 
 
 def check_vla_policy(cfg: DictConfig) -> None:
