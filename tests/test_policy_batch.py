@@ -89,3 +89,22 @@ def test_slots_keep_their_own_pruner_and_reset_reuses_it(model):
     assert policy.slots[1].pruner is pruner and len(pruner.history) == 0
     with pytest.raises(RuntimeError, match=r"reset\(ctx\) must be called before act\(obs\) \(slots \[5\]\)"):
         policy.act_batch([(5, observation(3, INSTRUCTIONS[0]))])
+
+
+def test_observations_prepared_in_the_workers_give_the_same_queries(model):
+    """With num_envs > 1 the workers run the weight-free preprocessing (model_image) before the batched query."""
+    from evaluate.policies.vla import prepare_vla_observation
+
+    name = model[0]
+    cfg = OmegaConf.create({"model": {"name": name, "family": OmegaConf.load(
+        REPO / "configs" / "model" / f"{name}.yaml").family}})
+    raw, prepared = policy_for(model, {"name": "fastv"}, 0.25), policy_for(model, {"name": "fastv"}, 0.25)
+    for policy in (raw, prepared):
+        policy.reset_slot(0, context(0, INSTRUCTIONS[0]))
+    obs = observation(3, INSTRUCTIONS[0])
+    ready = prepare_vla_observation(cfg, obs)
+    assert all(image.shape == (224, 224, 3) for image in ready.images.values())
+    ours = prepared.act_batch([(0, ready)], prepared=True)[0]
+    theirs = raw.act_batch([(0, obs)])[0]
+    np.testing.assert_array_equal(ours.actions, theirs.actions)
+    assert ours.info["pruning"][0]["kept_mask"] == theirs.info["pruning"][0]["kept_mask"]

@@ -1,15 +1,18 @@
 """Per-query cost metrics (latency, kept tokens, FLOPs) from episode records.
 
 The VLA policy writes into each `EpisodeRecord.queries[i]`: `latency_ms` {vision, prefill, decode, total}
-(ms), `warmup` (bool), `visual_tokens` (before pruning), `kept_visual`, `prefill_tokens` (tokens each LLM
-layer processed in the prefill), `decode_steps`, `selection_ms`. Policies without a model (noop, scripted)
-write none of them: their queries count, their cost columns stay empty.
+(ms), `batch_size` (queries answered together, num_envs > 1), `warmup` (bool), `visual_tokens` (before
+pruning), `kept_visual`, `prefill_tokens` (tokens each LLM layer processed in the prefill), `decode_steps`,
+`selection_ms`. Policies without a model (noop, scripted) write none of them: their queries count, their cost
+columns stay empty.
 
 Headline numbers follow the paper's convention: latency, FLOPs and kept tokens are over the pruned queries,
 warm-up excluded (a VLA-Pruner warm-up query runs dense while its action history fills; the paper's VLA-Pruner
 FLOPs equal FastV's at the same retention, so it does not count them). The all-query means, warm-up included,
 stand beside them as `*_mean_all_queries`: what a deployment really spends, e.g. for OpenVLA-OFT's 15-20
-queries per episode three dense warm-up queries add about 30% at keep 0.125.
+queries per episode three dense warm-up queries add about 30% at keep 0.125. Headline latency is per query of
+batch size 1 (the paper's convention); a batched run's per-query time is reported per batch size beside it
+(`latency_total_median_ms_by_batch_size`), labelled as such, never as the headline.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from evaluate.analysis.flops import TERA, VlaDims, analytic_prefill_macs, full_q
 from evaluate.store import EpisodeRecord
 
 LATENCY_STAGES = ("preprocess", "vision", "prefill", "decode", "total")  # preprocess: optional
-QUERY_COLUMNS = ["suite", "task_id", "init_index", "query", "warmup", "visual_tokens", "kept_visual",
+QUERY_COLUMNS = ["suite", "task_id", "init_index", "query", "batch_size", "warmup", "visual_tokens", "kept_visual",
                  "decode_steps", "selection_ms", "prefill_tokens", *(f"{s}_ms" for s in LATENCY_STAGES)]
 
 
@@ -35,6 +38,7 @@ def query_frame(records: list[EpisodeRecord]) -> pd.DataFrame:
             latency = q.get("latency_ms") or {}
             rows.append({
                 "suite": r.suite, "task_id": r.task_id, "init_index": r.init_index, "query": i,
+                "batch_size": int(q.get("batch_size", 1)),
                 "warmup": bool(q.get("warmup", False)),
                 "visual_tokens": q.get("visual_tokens", math.nan), "kept_visual": q.get("kept_visual", math.nan),
                 "decode_steps": q.get("decode_steps", math.nan), "selection_ms": q.get("selection_ms", math.nan),
@@ -72,16 +76,22 @@ def _stat(values: pd.Series, fn) -> float | None:
 
 
 def latency_stats(queries: pd.DataFrame) -> dict[str, Any]:
-    """Median and p90 (ms) per stage over non-warm-up queries; warm-up queries' median separately."""
+    """Median and p90 (ms) per stage over non-warm-up queries of batch size 1; warm-up queries' median
+    separately; the median total per batch size (a batched query's time, shared by its samples)."""
     is_warm = queries.warmup.astype(bool)
-    steady, warm = queries[~is_warm], queries[is_warm]
-    out: dict[str, Any] = {"queries": len(queries), "warmup_queries": len(warm)}
+    single = queries.batch_size == 1
+    steady, warm = queries[~is_warm & single], queries[is_warm & single]
+    out: dict[str, Any] = {"queries": len(queries), "warmup_queries": int(is_warm.sum()),
+                           "batched_queries": int((~single).sum())}
     for stage in LATENCY_STAGES:
         col = f"{stage}_ms"
         out[f"latency_{stage}_median_ms"] = _stat(steady[col], np.median)
         out[f"latency_{stage}_p90_ms"] = _stat(steady[col], lambda v: np.percentile(v, 90))
     out["warmup_latency_total_median_ms"] = _stat(warm["total_ms"], np.median)
     out["selection_median_ms"] = _stat(steady["selection_ms"], np.median)
+    out["latency_total_median_ms_by_batch_size"] = {
+        str(size): _stat(group["total_ms"], np.median) for size, group in queries[~is_warm].groupby("batch_size")
+        if group["total_ms"].notna().any()}
     return out
 
 
