@@ -198,6 +198,7 @@ class WorkerPool:
 
     def _replace(self, worker: _Worker, error: str, pending: deque) -> None:
         """Record the worker's episode as an env_error, kill it, and start a fresh worker in its slot."""
+        self.check_interrupt()  # a Ctrl-C on the terminal reaches a worker still starting: the stop comes first
         task, init_index = worker.job
         self.on_record(EpisodeRecord(suite=self.cfg.suite.name, task_id=task.task_id, task=task.instruction,
                                      init_index=init_index, success=False, steps=0,
@@ -256,6 +257,7 @@ class WorkerPool:
         elif kind == "alive":
             pass
         elif kind == "crash":
+            self.check_interrupt()
             raise WorkerFailed(f"simulator worker {worker.slot} failed:\n{payload}")
         else:
             raise WorkerFailed(f"simulator worker {worker.slot} sent an unknown message {kind!r}")
