@@ -8,8 +8,8 @@ semantic and action scores make the VLA-Pruner candidate union large (up to 2 x 
 case for the diversity filter. Then VLA-Pruner's steps one by one, select_diverse alone on n rows
 (n = 256, 512; k = n/2) split into the cosine-distance matrix and the greedy (the greedy's time includes a
 copy of the matrix), and last VLA-Pruner's select() against its diversity filter as it was before issue 15
-(a finiteness scan of all n x d features, then the full n x n product), side by side on the same inputs, with
-the selections compared. Prints medians. On a shared machine, --threads 1 gives steadier numbers.
+(a finiteness scan of all n x d features, then the full n x n product), alternating call by call on the same
+inputs, with the selections compared. Prints medians. On a shared machine, --threads 1 gives steadier numbers.
 """
 from __future__ import annotations
 
@@ -111,23 +111,31 @@ def select_diverse_before(features: torch.Tensor, k: int, dtype: torch.dtype = t
 
 
 def bench_before_after(layout: ModelLayout, keep: float, width: int, repeats: int) -> tuple[float, float, bool]:
-    """(ms before, ms now, identical selections) of VLA-Pruner's select(), on 10 inputs compared and one timed."""
+    """(ms before, ms now, identical selections) of VLA-Pruner's select(): 10 inputs compared, one timed with
+    the two filters alternating call by call, so that a shared machine's drift hits both alike."""
     generator = torch.Generator().manual_seed(1)
     vla = build_pruner({"name": "vla"}, keep=keep, layout=layout)
     while vla.warming_up:
         vla.select(stage_inputs(layout, 8, 1, generator))
         vla.observe([torch.rand(m, generator=generator) for m in layout.image_tokens])
     inputs = [stage_inputs(layout, width, 1, generator) for _ in range(10)]
-    now = [vla.select(x).kept for x in inputs]
-    time_now = median_ms(lambda: vla.select(inputs[0]), repeats)
-    current, vla_pruner.method.select_diverse = vla_pruner.method.select_diverse, select_diverse_before
+    filters = {"now": vla_pruner.method.select_diverse, "before": select_diverse_before}
+    kept, times = {}, {name: [] for name in filters}
     try:
-        before = [vla.select(x).kept for x in inputs]
-        time_before = median_ms(lambda: vla.select(inputs[0]), repeats)
+        for name, select in filters.items():
+            vla_pruner.method.select_diverse = select
+            kept[name] = [vla.select(x).kept for x in inputs]
+        for _ in range(repeats + 1):  # the first round is a warm-up
+            for name, select in filters.items():
+                vla_pruner.method.select_diverse = select
+                start = time.perf_counter()
+                vla.select(inputs[0])
+                times[name].append(time.perf_counter() - start)
     finally:
-        vla_pruner.method.select_diverse = current
-    identical = all(torch.equal(a, b) for x, y in zip(now, before) for a, b in zip(x, y))
-    return time_before, time_now, identical
+        vla_pruner.method.select_diverse = filters["now"]
+    identical = all(torch.equal(a, b) for x, y in zip(kept["now"], kept["before"]) for a, b in zip(x, y))
+    before, now = (1e3 * statistics.median(times[name][1:]) for name in ("before", "now"))
+    return before, now, identical
 
 
 def main() -> None:
