@@ -115,7 +115,9 @@ def test_task_shards_of_a_small_grid_run_as_job_arrays_into_shared_run_dirs(slur
 def test_a_job_past_its_time_limit_keeps_its_episodes_and_the_same_sweep_completes_it(slurm, tmp_path):
     """SLURM ends the job at its limit (SIGTERM, SIGKILL KillWait later): the run stops between simulator steps
     and writes its summary; submitit does not requeue it (max_num_timeout: 0); re-running resumes."""
-    point = [*NOOP, "tasks=[0]", "episodes_per_task=20", f"output_root={tmp_path}"]
+    # 20 episodes of 200 noop steps: 2-3 minutes of work (no camera is rendered for noop), past the 1-minute limit
+    point = ["policy=noop", "suite=libero_object", "suite.max_steps=200", "tasks=[0]", "episodes_per_task=20",
+             f"output_root={tmp_path}"]
     run_dir = noop_run_dir(tmp_path, "libero_object")
     # signal_delay_s=0: no early warning, SLURM's own SIGTERM at the limit (1 min, checked every 30 s)
     first = run(slurm, evaluate_sweep(*point, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=0"))
