@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from evaluate.envs.base import Observation, Task
-from evaluate.policies import POLICIES
+from evaluate.policies import POLICIES, build_policy, cameras_for
 from evaluate.policy import BatchedPolicy, EpisodeContext, PolicyOutput, TaskNotSupported
 from evaluate.rollout import run_episode
 from evaluate.store import EpisodeRecord
@@ -92,8 +92,6 @@ def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str
     env = env_task = None
     beat = Heartbeat(conn)
     try:
-        from evaluate.policies import POLICIES, build_policy, cameras_for
-
         config = OmegaConf.create(cfg)
         family = import_module(family_module).FAMILY
         cameras = cameras_for(config)
