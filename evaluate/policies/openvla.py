@@ -71,9 +71,10 @@ class OpenVLAPolicy:
     name = "vla"
 
     def __init__(self, model: OpenVLA, processor: OpenVLAProcessor, unnorm_key: str,
-                 model_cfg: OpenVLAModelConfig, engine: PruningEngine, make_pruner: Callable[[], Pruner]):
+                 model_cfg: OpenVLAModelConfig, make_pruner: Callable[[], Pruner]):
+        """`make_pruner` builds the run's pruner: the engine's (slot 0), then one per further slot."""
         self.model, self.processor, self.unnorm_key, self.model_cfg = model, processor, unnorm_key, model_cfg
-        self.engine, self.make_pruner = engine, make_pruner
+        self.engine, self.make_pruner = PruningEngine(model.language_model, make_pruner()), make_pruner
         select_action_stats(model.norm_stats, unnorm_key)  # fail now, not at the first step
         self.slots: dict[int, Slot] = {}
         self._burn_in()
@@ -92,8 +93,10 @@ class OpenVLAPolicy:
 
     def reset_slot(self, slot: int, ctx: EpisodeContext) -> None:
         tokens = self.processor.tokenizer(prompt_for(ctx.instruction), return_tensors="pt")["input_ids"]
-        pruner = self.engine.pruner if slot == 0 else (self.slots[slot].pruner if slot in self.slots
-                                                       else self.make_pruner())
+        if slot in self.slots:
+            pruner = self.slots[slot].pruner
+        else:
+            pruner = self.engine.pruner if slot == 0 else self.make_pruner()
         pruner.reset(seed=ctx.seed, episode=f"{ctx.suite}/{ctx.task_id}/{ctx.init_index}")
         self.slots[slot] = Slot(with_empty_token(tokens), pruner)
 
@@ -108,8 +111,8 @@ class OpenVLAPolicy:
         if missing:
             raise RuntimeError(f"reset(ctx) must be called before act(obs) (slots {missing})")
         outputs: dict[int, PolicyOutput] = {}
-        order = sorted(range(len(queries)), key=lambda i: self.slots[queries[i][0]].input_ids.tolist())
-        for _, group in groupby(order, key=lambda i: self.slots[queries[i][0]].input_ids.tolist()):
+        prompts = [self.slots[slot].input_ids.tolist() for slot, _ in queries]
+        for _, group in groupby(sorted(range(len(queries)), key=prompts.__getitem__), key=prompts.__getitem__):
             group = list(group)
             batch = self._act_one_prompt([self.slots[queries[i][0]] for i in group],
                                          [queries[i][1] for i in group], prepared)
@@ -166,6 +169,5 @@ def build_openvla_policy(cfg: DictConfig) -> OpenVLAPolicy:
     def make_pruner() -> Pruner:
         return baselines.build_pruner(cfg.pruner, cfg.keep, layout)
 
-    engine = PruningEngine(model.language_model, make_pruner())
-    return OpenVLAPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg, engine,
+    return OpenVLAPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg,
                          make_pruner)

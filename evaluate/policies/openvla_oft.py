@@ -22,7 +22,6 @@ from evaluate.policies.openvla import OpenVLAPolicy, Slot, Stopwatch
 from vla_pruner.models.preprocess import model_image
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from evaluate.policy import PolicyOutput
-from vla_pruner.engine import PruningEngine
 from vla_pruner.pruning import Pruner
 from vla_pruner.models.action_tokenizer import gripper_to_env
 from vla_pruner.models.checkpoint import resolve_device_dtype
@@ -45,9 +44,9 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
     model: OpenVLAOFT
 
     def __init__(self, model: OpenVLAOFT, processor: OpenVLAProcessor, unnorm_key: str,
-                 model_cfg: OpenVLAModelConfig, engine: PruningEngine, make_pruner):
+                 model_cfg: OpenVLAModelConfig, make_pruner):
         select_proprio_stats(model.norm_stats, unnorm_key)  # fail now, not at the first step
-        super().__init__(model, processor, unnorm_key, model_cfg, engine, make_pruner)
+        super().__init__(model, processor, unnorm_key, model_cfg, make_pruner)
 
     @torch.inference_mode()
     def _burn_in(self) -> None:
@@ -98,6 +97,5 @@ def build_openvla_oft_policy(cfg: DictConfig) -> OpenVLAOFTPolicy:
     def make_pruner() -> Pruner:
         return baselines.build_pruner(cfg.pruner, cfg.keep, layout)
 
-    engine = PruningEngine(model.language_model, make_pruner())
     return OpenVLAOFTPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg,
-                            engine, make_pruner)
+                            make_pruner)

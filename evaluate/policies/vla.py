@@ -5,6 +5,7 @@ Before a run, `check_vla_policy` checks what building it needs without loading w
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from omegaconf import DictConfig
@@ -13,17 +14,24 @@ from evaluate.config import ConfigError
 from evaluate.envs.base import Observation
 from evaluate.policy import Policy
 from evaluate.policies import openvla, openvla_oft
-from evaluate.policies.openvla import build_openvla_policy
-from evaluate.policies.openvla_oft import build_openvla_oft_policy
 from evaluate.policies.vla_checks import check_vla_model
 from vla_pruner.families import ModelFamily, family_names, model_family
 from vla_pruner.models.preprocess import model_image
 
-# The harness adapter of each model family (observation -> model inputs -> env actions); the family's own facts
-# are its vla_pruner.families.ModelFamily record.
-ADAPTERS: dict[str, Callable[[DictConfig], Policy]] = {
-    "openvla": build_openvla_policy,
-    "openvla_oft": build_openvla_oft_policy,
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """The harness side of a model family (observation -> model inputs -> env actions); the family's own facts
+    are its vla_pruner.families.ModelFamily record."""
+
+    build: Callable[[DictConfig], Policy]
+    cameras: tuple[str, ...]  # the camera roles it reads, in the model's image order
+
+
+ADAPTERS: dict[str, Adapter] = {
+    "openvla": Adapter(openvla.build_openvla_policy, openvla.CAMERAS),
+    "openvla_oft": Adapter(openvla_oft.build_openvla_oft_policy, openvla_oft.CAMERAS),
 }
 
 
@@ -34,12 +42,8 @@ def family_of(cfg: DictConfig) -> ModelFamily:
     return model_family(family)
 
 
-# the camera roles each family's adapter reads, in the model's image order
-CAMERAS: dict[str, tuple[str, ...]] = {"openvla": openvla.CAMERAS, "openvla_oft": openvla_oft.CAMERAS}
-
-
 def vla_cameras(cfg: DictConfig) -> tuple[str, ...]:
-    return CAMERAS[family_of(cfg).name]
+    return ADAPTERS[family_of(cfg).name].cameras
 
 
 def prepare_vla_observation(cfg: DictConfig, obs: Observation) -> Observation:
@@ -52,4 +56,4 @@ def check_vla_policy(cfg: DictConfig) -> None:
 
 
 def build_vla_policy(cfg: DictConfig) -> Policy:
-    return ADAPTERS[family_of(cfg).name](cfg)
+    return ADAPTERS[family_of(cfg).name].build(cfg)
