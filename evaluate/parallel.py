@@ -85,7 +85,7 @@ class Heartbeat:
             self.last = time.monotonic()
 
 
-def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str | None, beside: bool) -> None:
+def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str | None) -> None:
     """A worker process: receive (task, init index), run the episode, send its record; None or EOF ends it."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
@@ -95,9 +95,9 @@ def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str
         config = OmegaConf.create(cfg)
         family = import_module(family_module).FAMILY
         cameras = cameras_for(config)
-        prepare = POLICIES[config.policy.name].prepare
-        policy = (build_policy(config) if beside
-                  else RemotePolicy(conn, None if prepare is None else partial(prepare, config)))
+        entry = POLICIES[config.policy.name]
+        policy = (build_policy(config) if entry.beside_simulator
+                  else RemotePolicy(conn, None if entry.prepare is None else partial(entry.prepare, config)))
         while (job := _receive(conn)) is not None:
             task, init_index = job
             beat()
@@ -154,14 +154,14 @@ class _Worker:
 class WorkerPool:
     """N simulator workers and the loop that feeds them episodes and answers their policy queries."""
 
-    def __init__(self, cfg: DictConfig, family_module: str, policy, beside_simulator: bool,
+    def __init__(self, cfg: DictConfig, family_module: str, policy,
                  on_record: Callable[[EpisodeRecord], None], check_interrupt: Callable[[], None]):
-        self.cfg, self.policy, self.beside = cfg, policy, beside_simulator
+        self.cfg, self.policy = cfg, policy
         self.prepared = POLICIES[cfg.policy.name].prepare is not None  # the workers prepare the observations
         self.on_record, self.check_interrupt = on_record, check_interrupt
         self.timeout_s = float(cfg.worker_timeout_s)
         video_dir = str(Path(cfg.output_dir) / "videos") if cfg.video else None
-        self._args = (family_module, OmegaConf.to_container(cfg, resolve=True), video_dir, beside_simulator)
+        self._args = (family_module, OmegaConf.to_container(cfg, resolve=True), video_dir)
         self._context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked EGL/CUDA state
         self.workers: list[_Worker] = []
 
@@ -283,10 +283,10 @@ def _kill(worker: _Worker) -> None:
     worker.conn.close()
 
 
-def run_parallel(cfg: DictConfig, family_module: str, policy, beside_simulator: bool,
+def run_parallel(cfg: DictConfig, family_module: str, policy,
                  jobs: Sequence[tuple[Task, int]], on_record: Callable[[EpisodeRecord], None],
                  check_interrupt: Callable[[], None]) -> None:
     """Run `jobs` on `cfg.num_envs` workers (see the module docstring)."""
-    if not beside_simulator and not isinstance(policy, BatchedPolicy):
+    if not POLICIES[cfg.policy.name].beside_simulator and not isinstance(policy, BatchedPolicy):
         raise TypeError(f"policy {type(policy).__name__} cannot serve several episodes at once (no act_batch)")
-    WorkerPool(cfg, family_module, policy, beside_simulator, on_record, check_interrupt).run(jobs)
+    WorkerPool(cfg, family_module, policy, on_record, check_interrupt).run(jobs)

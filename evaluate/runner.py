@@ -21,7 +21,7 @@ from evaluate.config import run_identity, select_tasks
 from evaluate.envs.suites import FAMILIES, suite_family, suite_info
 from evaluate.interrupt import InterruptGuard
 from evaluate.parallel import run_parallel
-from evaluate.policies import POLICIES, build_policy, cameras_for
+from evaluate.policies import build_policy, cameras_for
 from evaluate.policy import EpisodeContext
 from evaluate.rollout import run_episode
 from evaluate.store import EpisodeRecord, ResultStore
@@ -78,8 +78,8 @@ def run(cfg: DictConfig) -> dict:
             if cfg.num_envs == 1:
                 _run_here(cfg, family, policy, todo, demos, record_episode, guard.check)
             else:
-                run_parallel(cfg, FAMILIES[suite_info(cfg.suite.name).family], policy,
-                             POLICIES[cfg.policy.name].beside_simulator, todo, record_episode, guard.check)
+                run_parallel(cfg, FAMILIES[suite_info(cfg.suite.name).family], policy, todo, record_episode,
+                             guard.check)
         finally:
             bar.close()
             if demos is not None:
