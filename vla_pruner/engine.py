@@ -348,9 +348,7 @@ class PruningEngine:
                    if layout.causal else None)
 
         def probe(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> None:
-            probs = attention_probs(query[:, :, queries], keys, scaling, visible)
-            for j, sample in enumerate(group.samples):
-                state.actions[sample].add(probs[j], tokens[j])
+            _add_action(state, group, attention_probs(query[:, :, queries], keys, scaling, visible), tokens)
 
         return dict.fromkeys(layers, probe)
 
@@ -361,9 +359,7 @@ class PruningEngine:
             tokens = group.layer_tokens[layer]
 
             def probe(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> None:
-                probs = attention_probs(query, keys, scaling)
-                for j, sample in enumerate(group.samples):
-                    state.actions[sample].add(probs[j], tokens[j])
+                _add_action(state, group, attention_probs(query, keys, scaling), tokens)
 
             return probe
 
@@ -410,6 +406,12 @@ def gather(layout: SequenceLayout, tokens: TokenSet, hidden: torch.Tensor,
         hidden = torch.cat([hidden[:, :after], merged.features[None].to(hidden.dtype), hidden[:, after:]], 1)
         kept = kept.insert(after, visual[i].start + merged.origin.to(device), image=i)
     return hidden, kept
+
+
+def _add_action(state: QueryState, group: Group, probs: torch.Tensor, tokens: list[TokenSet]) -> None:
+    """Each sample of the group adds its rows of `probs` [b, R, keys] to its own action attention."""
+    for j, sample in enumerate(group.samples):
+        state.actions[sample].add(probs[j], tokens[j])
 
 
 def _chain(first: Probe | None, second: Probe) -> Probe:
