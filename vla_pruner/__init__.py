@@ -1,4 +1,4 @@
-"""VLA-Pruner library: OpenVLA / OpenVLA-OFT models, the pruning engine and the VLA-Pruner method.
+"""VLA-Pruner library: OpenVLA / OpenVLA-OFT / pi0 models, the pruning engine and the VLA-Pruner method.
 
 Exports are imported on first use, so importing the package (or its torch-free parts) stays cheap.
 """
@@ -8,6 +8,7 @@ _LAZY_EXPORTS = {
     "OpenVLA": "vla_pruner.models.openvla",
     "OpenVLAProcessor": "vla_pruner.models.processor",
     "OpenVLAOFT": "vla_pruner.models.openvla_oft",
+    "Pi0": "vla_pruner.models.pi0",
     "PruningEngine": "vla_pruner.engine",
     "QueryState": "vla_pruner.engine",
     "SequenceLayout": "vla_pruner.layout",
