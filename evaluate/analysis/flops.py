@@ -103,12 +103,13 @@ def prefill_macs(tokens_per_layer: Sequence[int], d: int, m: int) -> int:
 def plan_schedule(pruner, dims: VlaDims, prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> list[int]:
     """Per-layer prefill tokens of a query that `pruner` (a built `vla_pruner.pruning.Pruner`) prunes, once its
     history is warm: layer `stage.layer` still sees the stage's input, the layers after it what the stage left
-    (the visual budget; progressive SparseVLM: its `stage_counts`, kept + merged, per image)."""
+    (the visual budget; progressive SparseVLM: its `stage_counts`, kept + merged, per image). A stage at layer -1
+    (DivPrune's cut before the LLM) leaves every layer the kept tokens."""
     stages = pruner.plan.stages
     per_image = pruner.describe().get("stage_counts") or [[b] * len(stages) for b in pruner.budgets]
     after_stage = {s.layer: dims.sequence_length(prompt_tokens, 0) + sum(c[j] for c in per_image)
                    for j, s in enumerate(stages)}
-    tokens, schedule = dims.sequence_length(prompt_tokens), []
+    tokens, schedule = after_stage.get(-1, dims.sequence_length(prompt_tokens)), []
     for layer in range(dims.llm.num_layers):
         schedule.append(tokens)
         tokens = after_stage.get(layer, tokens)
