@@ -47,6 +47,7 @@ REFUSED = [
     (["pruner=fastv", "pruner.prune_layer=8"], f"pruner fastv: prune_layer=8 must be in 1..7 {TINY_LAYERS}"),
     (["pruner=random", "pruner.prune_layer=-1"], f"pruner random: prune_layer=-1 must be in 1..7 {TINY_LAYERS}"),
     (["pruner=sparsevlm", "pruner.prune_layer=12"], f"pruner sparsevlm: prune_layer=12 must be in 1..7 {TINY_LAYERS}"),
+    (["pruner=divprune", "pruner.prune_layer=8"], f"pruner divprune: prune_layer=8 must be in 0..7 {TINY_LAYERS}"),
     (["pruner=random", "pruner.prune_layer=three"], "pruner random: prune_layer='three' must be an integer"),
     (["pruner=vla", "pruner.criterion=both"], "pruner vla: criterion='both' is not valid; choose one of 'dual', "
                                               "'semantic_only', 'action_only', 'fusion'"),
@@ -332,7 +333,7 @@ FLOPS_REFUSED = [
     (["model.family=pi0"], "error: model 'openvla_tiny' has family 'pi0'; known: openvla, openvla_oft"),
     (["prompt_tokens=0"], "error: prompt_tokens=0 must be a positive integer"),
     (["prompt_tokens=many"], "error: prompt_tokens=many must be a positive integer"),
-    (["pruner=fast"], "error: unknown pruner 'fast'; valid choices: fastv, none, random, sparsevlm, vla"),
+    (["pruner=fast"], "error: unknown pruner 'fast'; valid choices: divprune, fastv, none, random, sparsevlm, vla"),
 ]
 
 

@@ -88,7 +88,7 @@ def test_none_and_keep_one_equal_the_unpruned_model(model_and_inputs):
     model, queries = model_and_inputs
     for embeds in queries:
         dense_logits, dense_tokens = dense_reference(model, embeds)
-        for name in ("none", "vla", "fastv", "sparsevlm", "random"):
+        for name in ("none", "vla", "fastv", "sparsevlm", "random", "divprune"):
             logits, tokens, trace = run_engine(engine_for(model, name, keep=1.0), embeds)
             assert torch.equal(tokens, dense_tokens), name
             assert trace.kept_visual == 256 and trace.prefill_tokens == [embeds.shape[1]] * 8
@@ -98,7 +98,8 @@ def test_none_and_keep_one_equal_the_unpruned_model(model_and_inputs):
 
 @torch.inference_mode()
 @pytest.mark.parametrize("name, options", [("fastv", {}), ("fastv", {"prune_layer": 5}), ("random", {}),
-                                           ("sparsevlm", {}), ("vla", {"warmup": "semantic"})])
+                                           ("sparsevlm", {}), ("vla", {"warmup": "semantic"}),
+                                           ("divprune", {"prune_layer": 0}), ("divprune", {"prune_layer": 3})])
 def test_token_dropping_equals_masked_keys(model_and_inputs, name, options):
     model, queries = model_and_inputs
     engine = engine_for(model, name, keep=0.25, **options)

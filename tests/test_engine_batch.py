@@ -29,6 +29,8 @@ CASES = [
     ("sparsevlm", {"name": "sparsevlm"}, 0.25, 1, {}),
     ("sparsevlm-progressive", {"name": "sparsevlm", "mode": "progressive"}, 0.5, 1, {}),
     ("random", {"name": "random"}, 0.25, 2, {}),
+    ("divprune", {"name": "divprune"}, 0.25, 1, {}),  # cut before layer 0, on the projector outputs
+    ("divprune-layer", {"name": "divprune", "prune_layer": 3}, 0.25, 1, {}),  # the shared cut, on layer-3 inputs
     # dense warm-up (3 queries), then every sample prunes with its own action history
     ("vla", {"name": "vla"}, 0.25, 4, {}),
     # sample 1 starts a new episode before the last query: it warms up (dense) while samples 0 and 2 prune

@@ -154,7 +154,8 @@ def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
     for embeds in queries[::2]:
         dense = model.action_chunk(dense_reference(model, embeds))
         assert torch.equal(model.action_chunk(model.run_llm(embeds).hidden), dense)
-        for name, keep in [("none", 0.25), ("vla", 1.0), ("fastv", 1.0), ("sparsevlm", 1.0), ("random", 1.0)]:
+        for name, keep in [("none", 0.25), ("vla", 1.0), ("fastv", 1.0), ("sparsevlm", 1.0), ("random", 1.0),
+                           ("divprune", 1.0)]:
             hidden, trace = run_engine(engine_for(model, name, keep), embeds)
             assert torch.equal(model.action_chunk(hidden), dense), name
             assert trace.kept_visual == 512 and trace.prefill_tokens == [embeds.shape[1]] * 8
@@ -162,7 +163,8 @@ def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
 
 @torch.inference_mode()
 @pytest.mark.parametrize("name, options", [("fastv", {}), ("fastv", {"prune_layer": 5}), ("random", {}),
-                                           ("sparsevlm", {}), ("vla", {"warmup": "semantic"})])
+                                           ("sparsevlm", {}), ("vla", {"warmup": "semantic"}),
+                                           ("divprune", {"prune_layer": 0}), ("divprune", {"prune_layer": 3})])
 def test_pruned_readout_equals_masked_reference(fixture, queries, name, options):
     model = fixture[0]
     engine = engine_for(model, name, keep=0.25, **options)

@@ -12,7 +12,7 @@ from vla_pruner.pruning import (
 
 OPENVLA = ModelLayout(num_layers=32, image_tokens=(256,))
 OFT = ModelLayout(num_layers=32, image_tokens=(256, 256))
-NAMES = ("none", "random", "fastv", "sparsevlm", "vla")
+NAMES = ("none", "random", "fastv", "sparsevlm", "vla", "divprune")
 
 
 def test_registry_holds_every_pruner():
@@ -143,7 +143,8 @@ def engine_query(pruner, layout, width=8, text_rows=5, generator=None):
 
 
 @pytest.mark.parametrize("cfg", [{"name": n} for n in NAMES] + [{"name": "sparsevlm", "mode": "progressive"},
-                                                              {"name": "vla", "warmup": "semantic"}])
+                                                              {"name": "vla", "warmup": "semantic"},
+                                                              {"name": "divprune", "prune_layer": 3}])
 @pytest.mark.parametrize("keep", [0.5, 0.125])
 def test_every_pruner_meets_its_budget_through_the_engine_loop(cfg, keep):
     pruner = build_pruner(cfg, keep=keep, layout=OFT)

@@ -7,7 +7,7 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.sim
 
-PRUNERS = ("none", "random", "fastv", "sparsevlm", "vla")
+PRUNERS = ("none", "random", "fastv", "sparsevlm", "vla", "divprune")
 # steps: enough policy queries that VLA-Pruner (window 3) leaves its dense warm-up and prunes at least once
 CASES = {"openvla_tiny": (5, 1), "openvla_oft_tiny": (32, 8)}  # model: (max steps, actions per query)
 
