@@ -40,6 +40,7 @@ class ModelFamily:
 _BUILT_IN = {
     "openvla": "vla_pruner.models.openvla:FAMILY",
     "openvla_oft": "vla_pruner.models.openvla_oft:FAMILY",
+    "pi0": "vla_pruner.models.pi0:FAMILY",
 }
 _REGISTERED: dict[str, ModelFamily] = {}
 

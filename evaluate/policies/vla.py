@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from evaluate.config import ConfigError
 from evaluate.envs.base import Observation
 from evaluate.policy import Policy
-from evaluate.policies import openvla, openvla_oft
+from evaluate.policies import openvla, openvla_oft, pi0
 from evaluate.policies.vla_checks import check_vla_model
 from vla_pruner.families import ModelFamily, family_names, model_family
 from vla_pruner.models.preprocess import model_image
@@ -27,11 +27,14 @@ class Adapter:
 
     build: Callable[[DictConfig], Policy]
     cameras: tuple[str, ...]  # the camera roles it reads, in the model's image order
+    check: Callable[[DictConfig], None] | None = None  # its own pre-run check (default: the OpenVLA checkpoints')
+    prepare: Callable[[Observation], Observation] | None = None  # its own frames (default: OpenVLA's model_image)
 
 
 ADAPTERS: dict[str, Adapter] = {
     "openvla": Adapter(openvla.build_openvla_policy, openvla.CAMERAS),
     "openvla_oft": Adapter(openvla_oft.build_openvla_oft_policy, openvla_oft.CAMERAS),
+    "pi0": Adapter(pi0.build_pi0_policy, pi0.CAMERAS, check=pi0.check_pi0_policy, prepare=pi0.prepare_pi0_observation),
 }
 
 
@@ -47,11 +50,17 @@ def vla_cameras(cfg: DictConfig) -> tuple[str, ...]:
 
 
 def prepare_vla_observation(cfg: DictConfig, obs: Observation) -> Observation:
-    """The model's frames (JPEG round trip, Lanczos to 224: `model_image`) of the cameras it reads."""
+    """The model's frames (OpenVLA's: JPEG round trip, Lanczos to 224, `model_image`) of the cameras it reads."""
+    adapter = ADAPTERS[family_of(cfg).name]
+    if adapter.prepare is not None:
+        return adapter.prepare(obs)
     return Observation({role: model_image(obs.images[role]) for role in vla_cameras(cfg)}, obs.state, obs.instruction)
 
 
 def check_vla_policy(cfg: DictConfig) -> None:
+    adapter = ADAPTERS[family_of(cfg).name]
+    if adapter.check is not None:
+        return adapter.check(cfg)
     check_vla_model(cfg, family_of(cfg), [model_family(name) for name in family_names()])
 
 

@@ -108,6 +108,15 @@ def module_key(stored: str, prefix: str) -> str | None:
     return None if key in _NEVER_RUN else key
 
 
+def stored_key(name: str) -> str:
+    """The stored name (openpi's; LeRobot's without `model.`) of a module's tensor: each module prefix's first
+    spelling in _RENAMES, the current transformers one."""
+    for old, new in _RENAMES:
+        if name.startswith(new):
+            return old + name[len(new):]
+    return name
+
+
 def iter_stored(ckpt: Pi0Checkpoint) -> Iterator[tuple[str, Any]]:
     """(stored name, lazy tensor getter) of every stored tensor."""
     for file in weight_files(ckpt.directory):

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from safetensors.torch import save_file
@@ -102,14 +102,19 @@ def write_tiny_checkpoint(directory: Path, seed: int, instructions: Iterable[str
 
 
 def ensure_tiny_checkpoint(directory: str | Path, seed: int, instructions: Iterable[str]) -> Path:
-    """The tiny checkpoint at `directory`, built first if absent (in a temp dir renamed into place)."""
-    directory = Path(directory).expanduser()
+    """The tiny checkpoint at `directory`, built first if absent."""
+    return build_atomically(Path(directory).expanduser(), lambda path: write_tiny_checkpoint(path, seed, instructions))
+
+
+def build_atomically(directory: Path, write: Callable[[Path], None]) -> Path:
+    """`directory`, first written by `write(path)` (which creates path) if it has no config.json yet: in a temp
+    dir renamed into place, so concurrent builders and interrupted builds never leave half a checkpoint."""
     if (directory / "config.json").is_file():
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        write_tiny_checkpoint(staging / "ckpt", seed, instructions)
+        write(staging / "ckpt")
         try:
             os.rename(staging / "ckpt", directory)
         except OSError:  # another process finished first

@@ -1,0 +1,200 @@
+"""`policy=vla` with a pi0 model (`model=pi0`: a real checkpoint directory; `model=pi0_tiny`: the seeded small one).
+
+openpi's LIBERO protocol: the agent view and the wrist camera (upright 256 px, resized with padding to 224) plus
+an empty third slot, the 8-dim state (eef position, axis-angle, gripper qpos) normalised with the checkpoint's
+mean/std, the task's language as the prompt. One query samples a 50-action chunk (10 Euler steps over the prefix's
+cache) of which the first `replan_steps` (default 5) are executed. Actions are un-normalised; where the checkpoint
+predicts deltas of the state (openpi's pi0_libero: `extra_delta_transform`), the state's first 6 dims are added.
+The gripper dim is already in the env's convention (-1 open, +1 close). Noise is drawn from a generator seeded by
+(seed, episode), so an episode replays exactly. Each query records latency per stage under the harness's names
+(preprocess, vision, prefill = the prefix pass, decode = the 10 Euler steps) and its visual-token counts. Pruning pi0 is not implemented yet: only `pruner=none` runs.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from evaluate.config import ConfigError, check_device_available
+from evaluate.envs.base import PRIMARY, WRIST, Observation
+from evaluate.policies.openvla import Stopwatch
+from evaluate.policies.vla_model import cache_root, libero_instructions
+from evaluate.policy import EpisodeContext, PolicyOutput
+from vla_pruner.models.checkpoint import CheckpointError, resolve_device_dtype
+from vla_pruner.models.pi0 import Pi0
+from vla_pruner.models.pi0_checkpoint import check_pi0_files
+from vla_pruner.models.pi0_inputs import resize_with_pad, to_pixels
+from vla_pruner.models.pi0_tiny import ensure_tiny_pi0
+from vla_pruner.models.pi0_tokenizer import Pi0Tokenizer
+
+CAMERAS = (PRIMARY, WRIST)  # the model's first two image slots; the third is the empty camera
+EXAMPLE = "model.checkpoint=/path/to/pi0_libero_pytorch"
+PRUNERS = ("none",)  # pi0's prefix pruning is not implemented yet
+
+
+@dataclass
+class Pi0ModelConfig:
+    """The fields of configs/model/pi0*.yaml (documented there)."""
+
+    name: str
+    family: str = "pi0"
+    checkpoint: str | None = None
+    build_seed: int | None = None
+    replan_steps: int = 5
+    relative_actions: bool | None = None
+    dtype: str = "auto"
+    note: str = ""
+
+    @classmethod
+    def from_cfg(cls, node: DictConfig) -> "Pi0ModelConfig":
+        values = OmegaConf.to_container(node, resolve=True)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown model config fields {unknown}; known: {known}")
+        model = cls(**values)
+        if not isinstance(model.replan_steps, int) or isinstance(model.replan_steps, bool) or model.replan_steps < 1:
+            raise ConfigError(f"model.replan_steps={model.replan_steps!r} must be an integer from 1 to the chunk size")
+        if model.relative_actions not in (None, True, False):
+            raise ConfigError(f"model.relative_actions={model.relative_actions!r}; valid: null (the checkpoint's "
+                              "config), true, false")
+        return model
+
+    def location(self) -> Path:
+        if self.checkpoint:
+            return Path(self.checkpoint).expanduser()
+        if self.build_seed is not None:
+            return cache_root() / f"{self.name}-seed{self.build_seed}"
+        raise ConfigError(f"model {self.name} needs a checkpoint directory: {EXAMPLE}")
+
+
+def pi0_frame(upright: np.ndarray) -> np.ndarray:
+    return resize_with_pad(upright)
+
+
+def prepare_pi0_observation(obs: Observation) -> Observation:
+    """The 224-px frames of both cameras (weight-free: the simulator workers run it with num_envs > 1)."""
+    return Observation({role: pi0_frame(obs.images[role]) for role in CAMERAS}, obs.state, obs.instruction)
+
+
+def episode_generator(ctx: EpisodeContext) -> torch.Generator:
+    key = f"{ctx.seed}/{ctx.suite}/{ctx.task_id}/{ctx.init_index}".encode()
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+
+
+@dataclass
+class Slot:
+    tokens: np.ndarray  # [L]
+    token_mask: np.ndarray  # [L]
+    noise: torch.Generator
+
+
+class Pi0Policy:
+    name = "vla"
+
+    def __init__(self, model: Pi0, tokenizer: Pi0Tokenizer, model_cfg: Pi0ModelConfig):
+        self.model, self.tokenizer, self.model_cfg = model, tokenizer, model_cfg
+        chunk = model.config.chunk_size
+        if model_cfg.replan_steps > chunk:
+            raise ConfigError(f"model.replan_steps={model_cfg.replan_steps} exceeds the chunk of {chunk} actions")
+        checkpoint_says = model.config.relative_actions
+        self.relative_actions = checkpoint_says if model_cfg.relative_actions is None else model_cfg.relative_actions
+        self.relative_source = "checkpoint config" if model_cfg.relative_actions is None else "model.relative_actions"
+        self.slots: dict[int, Slot] = {}
+
+    def reset(self, ctx: EpisodeContext) -> None:
+        self.reset_slot(0, ctx)
+
+    def reset_slot(self, slot: int, ctx: EpisodeContext) -> None:
+        tokens, mask = self.tokenizer(ctx.instruction)
+        self.slots[slot] = Slot(tokens, mask, episode_generator(ctx))
+
+    def act(self, obs: Observation) -> PolicyOutput:
+        return self.act_batch([(0, obs)])[0]
+
+    @torch.inference_mode()
+    def act_batch(self, queries: Sequence[tuple[int, Observation]], prepared: bool = False) -> list[PolicyOutput]:
+        """One batched query for all (slot, observation) pairs: prompts may differ (they are masked, not cut)."""
+        missing = [slot for slot, _ in queries if slot not in self.slots]
+        if missing:
+            raise RuntimeError(f"reset(ctx) must be called before act(obs) (slots {missing})")
+        model, stats, laps = self.model, self.model.stats, Stopwatch(self.model.device)
+        slots = [self.slots[slot] for slot, _ in queries]
+        observations = [obs if prepared else prepare_pi0_observation(obs) for _, obs in queries]
+        B, cameras = len(queries), model.config.num_cameras
+        pixels = -np.ones((B, cameras, 3, 224, 224), dtype=np.float32)  # the empty slot: -1 pixels, masked
+        for i, obs in enumerate(observations):
+            for c, role in enumerate(CAMERAS):
+                pixels[i, c] = to_pixels(obs.images[role])
+        image_masks = torch.zeros(B, cameras, dtype=torch.bool)
+        image_masks[:, :len(CAMERAS)] = True
+        raw_state = np.stack([np.asarray(obs.state, dtype=np.float64) for obs in observations])
+        state = torch.as_tensor(stats.normalize_state(raw_state), dtype=torch.float32)
+        tokens = torch.as_tensor(np.stack([s.tokens for s in slots]))
+        token_masks = torch.as_tensor(np.stack([s.token_mask for s in slots]))
+        noise = torch.cat([model.make_noise(1, s.noise) for s in slots])
+        laps.lap("preprocess")
+        images = model.embed_images(torch.from_numpy(pixels))
+        laps.lap("vision")
+        embeds, valid = model.embed_prefix(None, image_masks, tokens, token_masks, images)
+        cache, _ = model.run_prefix(embeds, valid)
+        laps.lap("prefill")  # the prefix pass (the harness's stage names)
+        chunk = model.integrate(cache, model.pad_state(state), noise)
+        laps.lap("decode")  # the 10 Euler steps of the action expert
+        normalized = chunk[:, : self.model_cfg.replan_steps].cpu().numpy().astype(np.float64)
+        actions = stats.unnormalize_actions(normalized)
+        if self.relative_actions:
+            actions[..., :6] += raw_state[:, None, :6]
+        visual = len(CAMERAS) * model.config.vision.num_patches
+        return [PolicyOutput(actions=actions[i], info={
+            "latency_ms": laps.latency(), "batch_size": B, "decode_steps": 0, "euler_steps": model.config.num_steps,
+            "visual_tokens": visual, "kept_visual": visual, "prefill_tokens": int(valid[i].sum())})
+            for i in range(B)]
+
+    def describe(self) -> dict:
+        return {
+            "policy": self.name, "model": self.model_cfg.name, "family": "pi0",
+            "checkpoint": str(self.model.checkpoint_dir), "checkpoint_layout": self.model.layout,
+            "device": str(self.model.device), "dtype": str(self.model.dtype).removeprefix("torch."),
+            "replan_steps": self.model_cfg.replan_steps, "chunk_size": self.model.config.chunk_size,
+            "relative_actions": self.relative_actions, "relative_actions_from": self.relative_source,
+            "note": self.model_cfg.note, "pruner": {"name": "none"},
+        }
+
+
+def check_pi0_policy(cfg: DictConfig) -> None:
+    """What building the policy would trip over, told from the config and the checkpoint's files alone."""
+    model = Pi0ModelConfig.from_cfg(cfg.model)
+    try:
+        resolve_device_dtype("cpu", model.dtype)
+    except ValueError as e:
+        raise ConfigError(f"model.dtype: {e}") from None
+    check_device_available(cfg.device)
+    if cfg.pruner.name not in PRUNERS:
+        raise ConfigError(f"pruner '{cfg.pruner.name}' is not implemented for pi0 yet; valid choices: "
+                          f"{', '.join(PRUNERS)}")
+    directory = model.location()
+    if model.build_seed is not None and not (directory / "config.json").is_file():
+        return  # built on first use
+    try:
+        _, config, _ = check_pi0_files(directory)
+        Pi0Tokenizer.from_dir(directory, config.max_token_len)
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    if model.replan_steps > config.chunk_size:
+        raise ConfigError(f"model.replan_steps={model.replan_steps} exceeds the chunk of {config.chunk_size} actions")
+
+
+def build_pi0_policy(cfg: DictConfig) -> Pi0Policy:
+    model_cfg = Pi0ModelConfig.from_cfg(cfg.model)
+    directory = model_cfg.location()
+    if model_cfg.build_seed is not None:
+        directory = ensure_tiny_pi0(directory, model_cfg.build_seed, libero_instructions())
+    device, dtype = resolve_device_dtype(cfg.device, model_cfg.dtype)
+    model = Pi0.from_pretrained(directory, device=device, dtype=dtype)
+    return Pi0Policy(model, Pi0Tokenizer.from_dir(directory, model.config.max_token_len), model_cfg)
