@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -153,3 +154,20 @@ def test_flops_count_every_layer_pruned_before_the_llm_and_k_layers_dense_at_the
         prefill_macs([35 + 64] * 32, 4096, 11008) / 1e12, rel=1e-5)
     assert flops_cli("pruner=divprune", "pruner.prune_layer=3", "keep=0.25") == pytest.approx(
         prefill_macs([291] * 3 + [35 + 64] * 29, 4096, 11008) / 1e12, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- Table 1 row
+
+
+def test_collect_puts_a_divprune_run_beside_the_papers_divprune_row(tmp_path):
+    from tests.test_report import write_run
+
+    runs = tmp_path / "runs"
+    write_run(runs, "libero_spatial", "none", 1.0, 7, {0: [True, True]}, total_ms=200.0)
+    write_run(runs, "libero_spatial", "divprune", 0.25, 7, {0: [True, False]}, total_ms=90.0)
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(runs), "--out", str(tmp_path)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "table1_vs_paper.csv")
+    [row] = table[(table.method == "DivPrune") & (table.retention_pct == 25)].itertuples()
+    assert row.spatial == 50.0 and row.spatial_paper == 77.4

@@ -12,8 +12,8 @@ from evaluate.envs.suites import paper_columns
 DENSE_PRUNER = "none"
 # The paper's column and row names (suite columns: the suite table, evaluate/envs/suites.py).
 SUITE_COLUMNS = paper_columns()
-METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "vla": "VLA-Pruner",
-                "random": "Random"}
+METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "divprune": "DivPrune",
+                "vla": "VLA-Pruner", "random": "Random"}
 # Group files that preset a pruner's options (configs/pruner/<stem>.yaml): a row's name says which reading it is.
 PRESET_NAMES = {"vla_released": "VLA-Pruner (as released)"}
 # Our rows that read a paper row two ways (scripts/collect.py): both are compared with the paper's numbers.
