@@ -300,6 +300,10 @@ def report_lines(model_cfg: Mapping, pruner_cfg: Mapping, keep: float, prompt_to
     from evaluate.config import build_checked_pruner, check_keep
 
     check_keep(keep)
+    if model_cfg.get("family") == "pi0":  # a prefix + an action expert: its own count
+        from evaluate.analysis.pi0_flops import pi0_report_lines
+
+        return pi0_report_lines(model_cfg, pruner_cfg, keep)
     dims = model_dims(model_cfg)
     llm = dims.llm
     pruner = build_checked_pruner(pruner_cfg, keep, model_layout(llm.num_layers, model_family(model_cfg)))
