@@ -90,6 +90,30 @@ class Stage:
     visual_embeddings: bool = False  # LLM input embeddings (projector outputs) of the current visual rows
     text_embeddings: bool = False  # LLM input embeddings of the "text" rows
     hidden_states: bool = False  # `layer`'s output hidden states of the current visual rows (token merging)
+    frames: bool = False  # this query's preprocessed images (uint8 [H, W, 3] per image, the model's 224 view)
+
+
+@dataclass(frozen=True)
+class KVReuse:
+    """The plan of a pruner that carries keys/values from one query to the next (VLA-Cache) instead of deleting
+    tokens: a visual row a stage leaves out stops being a QUERY from the next layer on, but stays a key, with the
+    key/value the previous query left at its position (`QueryKV`, which the engine hands `keep_query()` after
+    every query and reads back from `stored_query()` before the next)."""
+
+    attention_layer: int  # the layer whose text -> visual attention `QueryKV.text_attention` holds
+    bidirectional: bool = False  # prefill without the causal mask (the released VLA-Cache code's behaviour)
+    decode_at_zero: bool = False  # decode steps of a reusing query at RoPE position 0 (released VLA-Cache code)
+
+
+@dataclass
+class QueryKV:
+    """What one query leaves a KV-reusing pruner for the next query of its episode."""
+
+    keys: list[torch.Tensor]  # per layer [kv_heads, S, head_dim]: every prompt position's key (reused: carried)
+    values: list[torch.Tensor]
+    entropy: torch.Tensor  # [L] per layer: mean over the rows it ran of their head-averaged attention's entropy
+    text_attention: list[torch.Tensor]  # per image [M_i]: attention_layer's head-averaged attention from the
+    # text rows to the image's visual tokens, mean over the text rows
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,7 @@ class PrunePlan:
     stages: tuple[Stage, ...] = ()  # empty: the model runs dense, select() is never called
     # layers whose action-query attention observe() needs, averaged over these layers; empty: no observe()
     action_layers: tuple[int, ...] = ()
+    reuse: KVReuse | None = None  # set: rows a stage leaves out are reused keys, not deleted tokens
 
 
 @dataclass
@@ -117,6 +142,7 @@ class StageInputs:
     visual_embeddings: list[torch.Tensor] | None = None  # [n_i, d]
     text_embeddings: torch.Tensor | None = None  # [T, d], same rows as "text" attention
     hidden_states: list[torch.Tensor] | None = None  # [n_i, d]
+    frames: list[Any] | None = None  # per image: the query's preprocessed image, uint8 [H, W, 3]
 
 
 @dataclass
@@ -278,7 +304,8 @@ class Pruner:
         """Fail clearly when the engine left out something the stage asked for."""
         stage = self.plan.stages[inputs.stage]
         wanted = {"attention": stage.rows is not None, "visual_embeddings": stage.visual_embeddings,
-                  "text_embeddings": stage.text_embeddings, "hidden_states": stage.hidden_states}
+                  "text_embeddings": stage.text_embeddings, "hidden_states": stage.hidden_states,
+                  "frames": stage.frames}
         missing = [name for name, needed in wanted.items() if needed and getattr(inputs, name) is None]
         if missing:
             raise ValueError(f"{self.name} stage {inputs.stage} needs {', '.join(missing)} (see its plan: {stage})")
@@ -287,6 +314,14 @@ class Pruner:
         """After decoding, when plan.action_layers is not empty: per image, the attention the action queries
         paid to the visual tokens present in those layers (in `kept` order of the query's last selection, or
         all M_i original tokens), averaged over heads, action queries and plan.action_layers."""
+
+    def keep_query(self, query: QueryKV) -> None:
+        """After each query, when plan.reuse is set: what the next query of the episode may reuse."""
+
+    def stored_query(self) -> QueryKV | None:
+        """Before a query's first reusing layer, when plan.reuse is set: the previous query's `QueryKV` (None: the
+        episode's first query, which has nothing to reuse)."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Static facts saved with the run."""

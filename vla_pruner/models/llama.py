@@ -57,6 +57,40 @@ class KVCache:
         k = self.keys[layer_idx]
         return 0 if k is None else k.shape[-2]
 
+    def subset(self, indices: list[int]) -> "KVCache":
+        """The cache of these batch samples."""
+        cache = type(self).__new__(type(self))
+        cache.__dict__.update(self.__dict__)
+        cache.keys = [None if k is None else k[indices] for k in self.keys]
+        cache.values = [None if v is None else v[indices] for v in self.values]
+        return cache
+
+
+class ReuseCache(KVCache):
+    """A prefill cache over a sequence of `length` positions whose layers may run only some of them (VLA-Cache):
+    a layer that runs n < length rows writes their keys/values over `base` (the previous query's, at every
+    position) at the rows' positions `rows` [B, n], and attends to all `length` keys in position order. Decode
+    steps append as in `KVCache`."""
+
+    def __init__(self, num_layers: int, length: int):
+        super().__init__(num_layers)
+        self.length_full = length
+        self.base: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # per layer [B, kv_heads, S, hd]
+        self.rows: torch.Tensor | None = None  # [B, n] positions of the rows the running layers compute
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if self.keys[layer_idx] is None and key.shape[-2] < self.length_full:
+            index = self.rows[:, None, :, None].expand(-1, key.shape[1], -1, key.shape[-1])
+            key = self.base[0][layer_idx].scatter(2, index, key)
+            value = self.base[1][layer_idx].scatter(2, index, value)
+        return super().update(key, value, layer_idx)
+
+    def subset(self, indices: list[int]) -> "ReuseCache":
+        cache = super().subset(indices)
+        if self.base is not None:
+            cache.base = tuple([t[indices] for t in part] for part in self.base)
+        return cache
+
 
 class _LlamaBody(nn.Module):
     def __init__(self, config: LlamaConfig):

@@ -128,13 +128,14 @@ class OpenVLA(nn.Module):
     @torch.inference_mode()
     def predict_action_tokens(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
                               engine: PruningEngine | None = None,
-                              pruners: Sequence[Pruner] | None = None) -> torch.Tensor:
+                              pruners: Sequence[Pruner] | None = None, frames=None) -> torch.Tensor:
         """The 7 greedy action tokens [B, 7] for B tokenised prompts of one length (29871 is appended if absent)
         and B images, through `engine` (default: the dense model) with one pruner per sample (`pruners`; None:
-        the engine's own, for one sample or an empty plan)."""
+        the engine's own, for one sample or an empty plan); `frames`: per sample [its uint8 224 image], for
+        pruners that read pixels (VLA-Cache)."""
         engine = engine or self.dense_engine()
         embeds = self.multimodal_embeds(with_empty_token(input_ids), self.encode_image(pixel_values))
-        state = engine.prefill(embeds, self.sequence_layout(embeds.shape[1]), pruners)
+        state = engine.prefill(embeds, self.sequence_layout(embeds.shape[1]), pruners, frames)
         tokens = engine.decode(state, ACTION_DIM)
         engine.finish(state)
         return tokens

@@ -151,13 +151,14 @@ class OpenVLAOFT(nn.Module):
         return torch.cat([embeds, slots, stop], dim=1)
 
     def run_llm(self, inputs_embeds: torch.Tensor, engine: PruningEngine | None = None,
-                pruners: Sequence[Pruner] | None = None) -> QueryState:
+                pruners: Sequence[Pruner] | None = None, frames=None) -> QueryState:
         """The one bidirectional pass over a batch [B, S, d] through `engine` (default: the dense model) with
         one pruner per sample (`pruners`; None: the engine's own), finished at once: the action attention the
         pruners observe was probed in this same pass. `.last_rows(READOUT_ROWS)` = the action head's input,
-        `.traces` = what each sample's pruner kept."""
+        `.traces` = what each sample's pruner kept. `frames`: per sample [primary, wrist] uint8 224 images, for
+        pruners that read pixels (VLA-Cache)."""
         engine = engine or self.dense_engine()
-        state = engine.prefill(inputs_embeds, sequence_layout(inputs_embeds.shape[1]), pruners)
+        state = engine.prefill(inputs_embeds, sequence_layout(inputs_embeds.shape[1]), pruners, frames)
         engine.finish(state)
         return state
 
