@@ -66,10 +66,13 @@ def test_exact_ties_go_to_the_lowest_index_and_duplicates_are_not_picked_twice()
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_agrees_with_vla_pruners_filter_away_from_float_ties(seed):
-    """Where DivPrune's rule and select_diverse's coincide (no near-duplicate tokens), they pick alike."""
-    features = torch.from_numpy(np.random.default_rng(100 + seed).normal(size=(48, 32)).astype(np.float32))
-    assert divprune_select(features, 12).tolist() == select_diverse(features, 12).tolist()
+def test_vla_pruners_filter_runs_the_same_greedy_away_from_float_ties(seed):
+    """select_diverse (VLA-Pruner's filter) starts from the nearest OTHER token and ranks by its own distances; with
+    no near-duplicate tokens that is DivPrune's greedy, against the same brute force."""
+    features = np.random.default_rng(100 + seed).normal(size=(24, 16)).astype(np.float32)
+    reference = brute_force_divprune(features, 10)
+    assert select_diverse(torch.from_numpy(features), 10).tolist() == reference
+    assert divprune_select(torch.from_numpy(features), 10).tolist() == reference
 
 
 def test_bad_inputs_fail_clearly():
