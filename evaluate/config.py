@@ -70,6 +70,8 @@ MODEL_PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
     # and the paper's order
     "released_semantic_source": {"*": "last", "openvla_oft": "prefill"},
     "released_temporal_order": {"*": "reversed", "openvla_oft": "paper"},
+    # VLA-Cache's eviction: the released OpenVLA code never reuses the 120 most attended tokens, its OFT port 100
+    "vla_cache_eviction_top_k": {"*": 120, "openvla_oft": 100},
 }
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from PIL import Image
@@ -69,6 +70,7 @@ class Slot:
 
 class OpenVLAPolicy:
     name = "vla"
+    cameras = CAMERAS
 
     def __init__(self, model: OpenVLA, processor: OpenVLAProcessor, unnorm_key: str,
                  model_cfg: OpenVLAModelConfig, make_pruner: Callable[[], Pruner]):
@@ -84,8 +86,9 @@ class OpenVLAPolicy:
         """One untimed query through the engine that act() times (its pruner reset after), so that the first
         timed query does not pay for one-off allocations."""
         tokens = self.processor.tokenizer(prompt_for("warm up"), return_tensors="pt")["input_ids"]
-        blank = self.processor.image_processor(Image.new("RGB", (224, 224)))
-        self.model.predict_action_tokens(tokens, blank, engine=self.engine)
+        frame = np.zeros((224, 224, 3), dtype=np.uint8)
+        blank = self.processor.image_processor(Image.fromarray(frame))
+        self.model.predict_action_tokens(tokens, blank, engine=self.engine, frames=[[frame]])
         self.engine.pruner.reset()
 
     def reset(self, ctx: EpisodeContext) -> None:
@@ -119,20 +122,28 @@ class OpenVLAPolicy:
             outputs.update(zip(group, batch))
         return [outputs[i] for i in range(len(queries))]
 
-    def _pixels(self, obs: Observation, camera: str, prepared: bool) -> torch.Tensor:
-        frame = obs.images[camera] if prepared else model_image(obs.images[camera])
-        return self.processor.image_processor(Image.fromarray(frame))
+    def _frames(self, observations: list[Observation], prepared: bool) -> list[list[np.ndarray]]:
+        """Per observation, the model's 224 view (uint8) of each camera it reads: the pixel values' source, and
+        what pruners that compare frames (VLA-Cache) are shown."""
+        return [[obs.images[camera] if prepared else model_image(obs.images[camera]) for camera in self.cameras]
+                for obs in observations]
+
+    def _pixels(self, frames: list[list[np.ndarray]]) -> torch.Tensor:
+        """[B, 6 per camera, 224, 224]: each observation's cameras on the channel axis."""
+        return torch.cat([torch.cat([self.processor.image_processor(Image.fromarray(f)) for f in per_obs], dim=1)
+                          for per_obs in frames])
 
     def _act_one_prompt(self, slots: list[Slot], observations: list[Observation],
                         prepared: bool) -> list[PolicyOutput]:
         model, engine, clock = self.model, self.engine, Stopwatch(self.model.device)
-        pixel_values = torch.cat([self._pixels(obs, PRIMARY, prepared) for obs in observations])
+        frames = self._frames(observations, prepared)
+        pixel_values = self._pixels(frames)
         clock.lap("preprocess")
         visual = model.encode_image(pixel_values)
         clock.lap("vision")
         embeds = model.multimodal_embeds(slots[0].input_ids, visual)
         state = engine.prefill(embeds, model.sequence_layout(embeds.shape[1]),  # and the first action token
-                               [slot.pruner for slot in slots])
+                               [slot.pruner for slot in slots], frames)
         clock.lap("prefill")
         tokens = engine.decode(state, ACTION_DIM)
         engine.finish(state)

@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 
 import baselines
 from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policies.openvla import OpenVLAPolicy, Slot, Stopwatch
-from vla_pruner.models.preprocess import model_image
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from evaluate.policy import PolicyOutput
 from vla_pruner.pruning import Pruner
@@ -42,6 +40,7 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
     bidirectional pass per query and an 8-action chunk."""
 
     model: OpenVLAOFT
+    cameras = CAMERAS
 
     def __init__(self, model: OpenVLAOFT, processor: OpenVLAProcessor, unnorm_key: str,
                  model_cfg: OpenVLAModelConfig, make_pruner):
@@ -53,24 +52,24 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
         """One untimed pass through the engine that act() times (its pruner reset after), so that the first
         timed query does not pay for one-off allocations."""
         tokens = self.processor.tokenizer(prompt_for("warm up"), return_tensors="pt")["input_ids"]
-        blank = self.processor.image_processor(Image.new("RGB", (224, 224)))
-        embeds = self.model.multimodal_embeds(tokens, self.model.encode_images(torch.cat([blank] * 2, dim=1)),
+        frames = [[np.zeros((224, 224, 3), dtype=np.uint8)] * len(CAMERAS)]
+        embeds = self.model.multimodal_embeds(tokens, self.model.encode_images(self._pixels(frames)),
                                               self.model.project_proprio(np.zeros(PROPRIO_DIM)))
-        self.model.action_chunk(self.model.run_llm(embeds, self.engine).last_rows(READOUT_ROWS))
+        self.model.action_chunk(self.model.run_llm(embeds, self.engine, frames=frames).last_rows(READOUT_ROWS))
         self.engine.pruner.reset()
 
     def _act_one_prompt(self, slots: list[Slot], observations: list[Observation],
                         prepared: bool) -> list[PolicyOutput]:
         model, clock = self.model, Stopwatch(self.model.device)
-        pixel_values = torch.cat([torch.cat([self._pixels(obs, camera, prepared) for camera in CAMERAS], dim=1)
-                                  for obs in observations])
+        frames = self._frames(observations, prepared)
+        pixel_values = self._pixels(frames)
         proprio = np.stack([model.normalize_proprio(obs.state, self.unnorm_key) for obs in observations])
         clock.lap("preprocess")
         embeds = model.multimodal_embeds(slots[0].input_ids, model.encode_images(pixel_values),
                                          model.project_proprio(proprio))
         clock.lap("vision")
         # prefill and finish: the action attention is probed in this pass
-        state = model.run_llm(embeds, self.engine, [slot.pruner for slot in slots])
+        state = model.run_llm(embeds, self.engine, [slot.pruner for slot in slots], frames)
         clock.lap("prefill")
         normalized = model.action_chunk(state.last_rows(READOUT_ROWS)).cpu().numpy()
         clock.lap("decode")
