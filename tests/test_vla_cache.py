@@ -305,3 +305,19 @@ def test_no_host_sync_inside_the_layers(openvla, monkeypatch):
         for hook in hooks:
             hook.remove()
     assert state.trace.to_record()["reused_visual"] > 0 and syncs.ops == []
+
+
+def test_flops_count_reused_tokens_as_keys_only():
+    """`python -m evaluate.flops model=openvla pruner=vla_cache keep=0.25`: layers 0-1 run all 291 tokens, from
+    layer 2 the 64 recomputed visual tokens and 35 others are queries against all 291 keys."""
+    import subprocess
+    import sys
+
+    from evaluate.analysis.flops import layer_macs, prefill_macs
+
+    assert layer_macs(2, 4, 3, keys=5) == 4 * 2 * 16 + 2 * 2 * 5 * 4 + 3 * 2 * 4 * 3
+    out = subprocess.run([sys.executable, "-m", "evaluate.flops", "model=openvla", "pruner=vla_cache", "keep=0.25"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    expected = prefill_macs([291] * 2 + [99] * 30, 4096, 11008, [291] * 32) / 1e12
+    assert float(out[-1]) == pytest.approx(expected, rel=1e-5)
+    assert "99 of 291 tokens are queries, all 291 are keys" in out[3]

@@ -9,6 +9,9 @@ Two counts:
 - `prefill_macs`: the paper's analytic LLM-prefill count, per decoder layer with n tokens
   `4*n*d^2 + 2*n^2*d + 3*n*d*m` (four attention projections, scores + weighted sum, three MLP matrices),
   summed over a per-layer token-count list (layers 0..K-1 full, K.. kept; SparseVLM's schedule fits too).
+  A KV-reusing query (VLA-Cache) has more keys than queries: its reused visual tokens are keys (carried from the
+  previous query) but not queries, so layer l counts `4*n*d^2 + 2*n*k*d + 3*n*d*m` with n = the rows it
+  computes and k = the keys it attends to (every position).
 - `full_query_macs`: end to end, all matrix products: both ViTs (patch embedding + the blocks that run),
   the projector, the prefill (exact k/v widths for grouped-query attention), the LM-head rows computed and
   the decode steps with their real KV-cache lengths (layer l's cache holds what layer l kept in prefill).
@@ -90,20 +93,24 @@ class VlaDims:
 # ------------------------------------------------------------------------------------------------ counts
 
 
-def layer_macs(n: int, d: int, m: int) -> int:
-    """The paper's per-layer prefill count for n tokens, hidden d, MLP width m."""
-    return 4 * n * d * d + 2 * n * n * d + 3 * n * d * m
+def layer_macs(n: int, d: int, m: int, keys: int | None = None) -> int:
+    """The paper's per-layer prefill count for n tokens, hidden d, MLP width m; `keys` (default n): the keys they
+    attend to, more than n when some are reused rather than computed (VLA-Cache)."""
+    return 4 * n * d * d + 2 * n * (n if keys is None else keys) * d + 3 * n * d * m
 
 
-def prefill_macs(tokens_per_layer: Sequence[int], d: int, m: int) -> int:
-    """The paper's analytic LLM-prefill count: layer l processes tokens_per_layer[l] tokens."""
-    return sum(layer_macs(int(n), d, m) for n in tokens_per_layer)
+def prefill_macs(tokens_per_layer: Sequence[int], d: int, m: int, keys_per_layer: Sequence[int] | None = None) -> int:
+    """The paper's analytic LLM-prefill count: layer l processes tokens_per_layer[l] tokens (attending to
+    keys_per_layer[l] keys; default: the same tokens)."""
+    keys = tokens_per_layer if keys_per_layer is None else keys_per_layer
+    return sum(layer_macs(int(n), d, m, int(k)) for n, k in zip(tokens_per_layer, keys, strict=True))
 
 
 def plan_schedule(pruner, dims: VlaDims, prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> list[int]:
     """Per-layer prefill tokens of a query that `pruner` (a built `vla_pruner.pruning.Pruner`) prunes, once its
     history is warm: layer `stage.layer` still sees the stage's input, the layers after it what the stage left
-    (the visual budget; progressive SparseVLM: its `stage_counts`, kept + merged, per image). A stage at layer -1
+    (the visual budget; progressive SparseVLM: its `stage_counts`, kept + merged, per image; VLA-Cache: the rows it
+    recomputes when every static candidate is reused from its first reuse layer). A stage at layer -1
     (DivPrune's cut before the LLM) leaves every layer the kept tokens."""
     stages = pruner.plan.stages
     per_image = pruner.describe().get("stage_counts") or [[b] * len(stages) for b in pruner.budgets]
@@ -139,23 +146,34 @@ def llm_pass_macs(llm: LlmDims, n_queries: int, n_keys: int) -> int:
     return projections + attention + 3 * n_queries * d * llm.intermediate
 
 
-def full_query_macs(dims: VlaDims, prefill_tokens: Sequence[int], decode_steps: int | None = None) -> dict[str, int]:
-    """End-to-end MACs of one query, by stage; `prefill_tokens[l]` = tokens layer l processed (and cached)."""
+def plan_keys(pruner, dims: VlaDims, prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> list[int] | None:
+    """Per-layer keys of a KV-reusing pruner's query (every position, reused ones included); None for the others,
+    whose layers attend to the tokens they process."""
+    if pruner.plan.reuse is None:
+        return None
+    return [dims.sequence_length(prompt_tokens)] * dims.llm.num_layers
+
+
+def full_query_macs(dims: VlaDims, prefill_tokens: Sequence[int], decode_steps: int | None = None,
+                    prefill_keys: Sequence[int] | None = None) -> dict[str, int]:
+    """End-to-end MACs of one query, by stage; `prefill_tokens[l]` = tokens layer l processed, `prefill_keys[l]`
+    = keys it attended to and cached (default: the same)."""
     llm = dims.llm
-    if len(prefill_tokens) != llm.num_layers:
+    keys = prefill_tokens if prefill_keys is None else prefill_keys
+    if len(prefill_tokens) != llm.num_layers or len(keys) != llm.num_layers:
         raise ValueError(f"{len(prefill_tokens)} per-layer token counts for a {llm.num_layers}-layer LLM")
     steps = dims.family.decode_steps if decode_steps is None else decode_steps
     head = llm.hidden * llm.vocab_size
-    prefill = sum(llm_pass_macs(llm, n, n) for n in prefill_tokens)
+    prefill = sum(llm_pass_macs(llm, n, k) for n, k in zip(prefill_tokens, keys))
     prefill += dims.family.prefill_logit_rows * head
-    decode = sum(llm_pass_macs(llm, 1, n + i + 1) for i in range(steps) for n in prefill_tokens) + steps * head
+    decode = sum(llm_pass_macs(llm, 1, k + i + 1) for i in range(steps) for k in keys) + steps * head
     counts = {"vision": vision_macs(dims), "prefill": prefill, "decode": decode}
     counts["total"] = sum(counts.values())
     return counts
 
 
-def analytic_prefill_macs(dims: VlaDims, prefill_tokens: Sequence[int]) -> int:
-    return prefill_macs(prefill_tokens, dims.llm.hidden, dims.llm.intermediate)
+def analytic_prefill_macs(dims: VlaDims, prefill_tokens: Sequence[int], prefill_keys: Sequence[int] | None = None) -> int:
+    return prefill_macs(prefill_tokens, dims.llm.hidden, dims.llm.intermediate, prefill_keys)
 
 
 def kept_per_image(keep: float) -> int:
@@ -308,11 +326,15 @@ def report_lines(model_cfg: Mapping, pruner_cfg: Mapping, keep: float, prompt_to
     llm = dims.llm
     pruner = build_checked_pruner(pruner_cfg, keep, model_layout(llm.num_layers, model_family(model_cfg)))
     dense = [dims.sequence_length(prompt_tokens)] * llm.num_layers
-    pruned = plan_schedule(pruner, dims, prompt_tokens)
-    cuts = "; ".join(f"cut before layer K={s.layer + 1}, {pruned[s.layer + 1]} tokens from there"
-                     for s in pruner.plan.stages) or "no cut: it keeps every token"
+    pruned, keys = plan_schedule(pruner, dims, prompt_tokens), plan_keys(pruner, dims, prompt_tokens)
+    if keys:  # VLA-Cache: the count when every static candidate is reused from the first reuse layer
+        cuts = (f"reused keys from layer {pruner.plan.stages[0].layer + 1}: {pruned[-1]} of {keys[0]} tokens "
+                f"are queries, all {keys[0]} are keys")
+    else:
+        cuts = "; ".join(f"cut before layer K={s.layer + 1}, {pruned[s.layer + 1]} tokens from there"
+                         for s in pruner.plan.stages) or "no cut: it keeps every token"
     to_t = lambda macs: format(macs / TERA, ".6g")  # noqa: E731
-    pruned_tmacs = to_t(analytic_prefill_macs(dims, pruned))
+    pruned_tmacs = to_t(analytic_prefill_macs(dims, pruned, keys))
     return [
         f"model {model_cfg['name']}: LLM d={llm.hidden} m={llm.intermediate} L={llm.num_layers}, "
         f"{dims.family.num_images} image(s) x {VISUAL_TOKENS_PER_IMAGE} visual tokens, prompt {prompt_tokens} tokens",
@@ -320,7 +342,8 @@ def report_lines(model_cfg: Mapping, pruner_cfg: Mapping, keep: float, prompt_to
         f"dense  prefill ({dense[0]} tokens): {to_t(analytic_prefill_macs(dims, dense))} {UNIT}",
         f"pruned prefill (pruner={pruner.name}, keep={keep}, {cuts}): {pruned_tmacs} {UNIT}",
         f"full query, dense / pruned (vision + projector + prefill + decode): "
-        f"{to_t(full_query_macs(dims, dense)['total'])} / {to_t(full_query_macs(dims, pruned)['total'])} {UNIT}",
+        f"{to_t(full_query_macs(dims, dense)['total'])} / "
+        f"{to_t(full_query_macs(dims, pruned, prefill_keys=keys)['total'])} {UNIT}",
         pruned_tmacs,
     ]
 

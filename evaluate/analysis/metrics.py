@@ -2,7 +2,8 @@
 
 The VLA policy writes into each `EpisodeRecord.queries[i]`: `latency_ms` {vision, prefill, decode, total}
 (ms), `batch_size` (queries answered together, num_envs > 1), `warmup` (bool), `visual_tokens` (before
-pruning), `kept_visual`, `prefill_tokens` (tokens each LLM layer processed in the prefill), `decode_steps`,
+pruning), `kept_visual`, `prefill_tokens` (tokens each LLM layer processed in the prefill; with KV reuse, VLA-Cache, also
+`prefill_keys` per layer and `reused_visual`), `decode_steps`,
 `selection_ms`. Policies without a model (noop, scripted) write none of them: their queries count, their cost
 columns stay empty.
 
@@ -27,7 +28,8 @@ from evaluate.store import EpisodeRecord
 
 LATENCY_STAGES = ("preprocess", "vision", "prefill", "decode", "total")  # preprocess: optional
 QUERY_COLUMNS = ["suite", "task_id", "init_index", "query", "batch_size", "warmup", "visual_tokens", "kept_visual",
-                 "decode_steps", "selection_ms", "prefill_tokens", *(f"{s}_ms" for s in LATENCY_STAGES)]
+                 "decode_steps", "selection_ms", "prefill_tokens", "prefill_keys", "reused_visual",
+                 *(f"{s}_ms" for s in LATENCY_STAGES)]
 
 
 def query_frame(records: list[EpisodeRecord]) -> pd.DataFrame:
@@ -43,6 +45,8 @@ def query_frame(records: list[EpisodeRecord]) -> pd.DataFrame:
                 "visual_tokens": q.get("visual_tokens", math.nan), "kept_visual": q.get("kept_visual", math.nan),
                 "decode_steps": q.get("decode_steps", math.nan), "selection_ms": q.get("selection_ms", math.nan),
                 "prefill_tokens": q.get("prefill_tokens"),
+                "prefill_keys": q.get("prefill_keys"),  # KV reuse (VLA-Cache): keys per layer, reused included
+                "reused_visual": q.get("reused_visual", math.nan),
                 **{f"{s}_ms": latency.get(s, math.nan) for s in LATENCY_STAGES},
             })
     return pd.DataFrame(rows, columns=QUERY_COLUMNS)
@@ -57,14 +61,15 @@ def add_flops(queries: pd.DataFrame, dims: VlaDims | None) -> pd.DataFrame:
     """Columns `prefill_tmacs` (the paper's analytic count) and `full_tmacs` (end to end) per query."""
     out = queries.copy()
     prefill, full = [], []
-    for tokens, steps in zip(out.prefill_tokens, out.decode_steps):
+    for tokens, keys, steps in zip(out.prefill_tokens, out.prefill_keys, out.decode_steps):
         if dims is None or not isinstance(tokens, list) or len(tokens) != dims.llm.num_layers:
             prefill.append(math.nan)
             full.append(math.nan)
             continue
-        prefill.append(analytic_prefill_macs(dims, tokens) / TERA)
+        keys = keys if isinstance(keys, list) else None
+        prefill.append(analytic_prefill_macs(dims, tokens, keys) / TERA)
         decode = None if pd.isna(steps) else int(steps)
-        full.append(full_query_macs(dims, tokens, decode)["total"] / TERA)
+        full.append(full_query_macs(dims, tokens, decode, keys)["total"] / TERA)
     out["prefill_tmacs"] = prefill
     out["full_tmacs"] = full
     return out
