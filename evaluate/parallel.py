@@ -3,10 +3,15 @@
 
 Where the policy runs: a policy that runs beside the simulator (`PolicyEntry.beside_simulator`: weight-free or
 privileged, e.g. the scripted expert that reads the live env) is built in every worker. Any other policy stays
-in this (main) process, loaded once: a worker's episode reaches it through `RemotePolicy`, and the main loop
-answers all waiting workers with ONE batched query (`BatchedPolicy.act_batch`) as soon as no worker is mid-step
-(a worker that is still building its env or settling a new episode is not waited for). A worker is a policy
-slot: the policy keeps per-episode state (a pruner's history) per slot.
+in the main process, loaded once: a worker's episode reaches it through `RemotePolicy`, and the main loop
+answers all workers waiting at that moment with ONE batched query (`BatchedPolicy.act_batch`), without waiting
+for the ones still stepping: the policy computes while the others simulate, and batches form by themselves
+whenever the policy is the bottleneck (with two workers they settle into turns, one stepping while the other is
+answered). A worker is a policy slot: the policy keeps per-episode state (a pruner's history) per slot.
+
+Cores: each worker renders and runs torch on one thread (N workers fill N cores; Mesa's llvmpipe and torch
+would otherwise start a thread per core in every worker and the processes would fight over the cores), and the
+main process's torch gets the cores the workers leave, at least one. LP_NUM_THREADS set by the user wins.
 
 Records are written by the main process when a worker reports an episode, through the same store, locks and
 summary as the sequential path. A worker that dies (a MuJoCo segfault) or stays silent for `worker_timeout_s`
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 from functools import partial
 import signal
 import time
@@ -29,6 +35,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from evaluate.envs.base import Observation, Task
@@ -89,6 +96,8 @@ def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str
     """A worker process: receive (task, init index), run the episode, send its record; None or EOF ends it."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+    os.environ.setdefault("LP_NUM_THREADS", "1")  # read when the env's GL context is made, below
+    torch.set_num_threads(1)
     env = env_task = None
     beat = Heartbeat(conn)
     try:
@@ -168,6 +177,8 @@ class WorkerPool:
     def run(self, jobs: Sequence[tuple[Task, int]]) -> None:
         """Run every (task, init index) of `jobs`; returns when all are recorded."""
         pending = deque(jobs)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - int(self.cfg.num_envs)))
         try:
             self.workers = [self._spawn(slot) for slot in range(min(int(self.cfg.num_envs), len(pending)))]
             for worker in self.workers:
@@ -178,6 +189,7 @@ class WorkerPool:
                 self._answer_queries()
         finally:
             self._stop_all()
+            torch.set_num_threads(threads)
 
     # --- workers ----------------------------------------------------------------------------------------
     def _spawn(self, slot: int) -> _Worker:
@@ -261,9 +273,9 @@ class WorkerPool:
             raise WorkerFailed(f"simulator worker {worker.slot} sent an unknown message {kind!r}")
 
     def _answer_queries(self) -> None:
-        """One batched query for every waiting worker, once no worker is mid-step (it would ask soon)."""
+        """One batched query for every worker waiting now."""
         waiting = [w for w in self.workers if w.phase == "waiting"]
-        if not waiting or any(w.phase == "stepping" for w in self.workers):
+        if not waiting:
             return
         outputs = self.policy.act_batch([(w.slot, w.query) for w in waiting], prepared=self.prepared)
         for worker, output in zip(waiting, outputs):
