@@ -112,6 +112,26 @@ def test_task_shards_of_a_small_grid_run_as_job_arrays_into_shared_run_dirs(slur
     assert pruned.dense_sr == dense.sr
 
 
+def test_a_job_with_two_simulator_workers_answers_them_from_one_model(slurm, tmp_path):
+    """num_envs=2 inside a SLURM job given 2 CPUs: two spawned simulator workers, the tiny OpenVLA loaded once
+    in the job's main process, every episode recorded once, per-query batch sizes and the throughput recorded."""
+    launcher = [o if not o.startswith("hydra.launcher.cpus_per_task=") else "hydra.launcher.cpus_per_task=2"
+                for o in LAUNCHER]
+    point = ["policy=vla", "model=openvla_tiny", "pruner=vla", "keep=0.25", "suite=libero_object", "tasks=[0]",
+             "episodes_per_task=3", "suite.max_steps=6", "num_envs=2", f"output_root={tmp_path}"]
+    result = run(slurm, [sys.executable, "-m", "evaluate", "-m", *point, "hydra/launcher=slurm", *launcher])
+    assert result.returncode == 0, result.stderr[-3000:]
+    [job] = submitted_jobs(tmp_path)
+    assert slurm.final_states()[job] == "COMPLETED"
+    run_dir = tmp_path / "openvla_tiny" / "libero_object" / "vla-keep0.25" / "seed7"
+    records = episode_records(run_dir)
+    assert keys(records) == [(0, 0), (0, 1), (0, 2)] and {r["status"] for r in records} == {"ok"}
+    sizes = {q["batch_size"] for r in records for q in r["queries"]}
+    assert sizes <= {1, 2} and all(len(r["queries"]) == 6 for r in records)
+    summary = run_summary(run_dir)
+    assert summary["complete"] is True and summary["throughput"]["episodes_per_hour"] > 0
+
+
 def test_a_job_past_its_time_limit_keeps_its_episodes_and_the_same_sweep_completes_it(slurm, tmp_path):
     """SLURM ends the job at its limit (SIGTERM, SIGKILL KillWait later): the run stops between simulator steps
     and writes its summary; submitit does not requeue it (max_num_timeout: 0); re-running resumes."""
