@@ -31,7 +31,7 @@ from evaluate.envs.suites import SUITES, suite_info  # noqa: E402
 PAPER = {
     "models": ["openvla", "openvla_oft"],
     "suites": [s.option for s in SUITES if s.in_paper],
-    "pruners": ["fastv", "sparsevlm", "divprune", "vla"],
+    "pruners": ["fastv", "sparsevlm", "divprune", "vla_cache", "vla"],
     "keeps": ["0.5", "0.25", "0.125"],
     "seeds": ["7"],
 }

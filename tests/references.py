@@ -10,12 +10,17 @@ from vla_pruner.models.openvla import OpenVLA, with_empty_token
 from vla_pruner.models.processor import OpenVLAProcessor
 
 
+def fixture_checkpoint(fixtures_dir: Path, model_class, name: str, reference: str):
+    """(model in float32 on the CPU, its processor, the reference npz) of a fixture checkpoint directory."""
+    path = fixtures_dir / name
+    return (model_class.from_pretrained(path, device="cpu", dtype="float32"), OpenVLAProcessor.from_pretrained(path),
+            np.load(fixtures_dir / reference))
+
+
 def openvla_fixture_queries(fixtures_dir: Path) -> tuple[OpenVLA, list[torch.Tensor]]:
     """The fixture checkpoint (float32, CPU) and the prefill embeddings of its reference frames and prompts."""
-    path = fixtures_dir / "openvla_tiny_hf"
-    model = OpenVLA.from_pretrained(path, device="cpu", dtype="float32")
-    processor = OpenVLAProcessor.from_pretrained(path)
-    reference = np.load(fixtures_dir / "openvla_tiny_hf_reference.npz")
+    model, processor, reference = fixture_checkpoint(fixtures_dir, OpenVLA, "openvla_tiny_hf",
+                                                     "openvla_tiny_hf_reference.npz")
     queries = []
     with torch.inference_mode():
         for image, prompt in zip(reference["image"], reference["prompt"]):

@@ -333,7 +333,7 @@ FLOPS_REFUSED = [
     (["model.family=pi0"], "error: model 'openvla_tiny' has family 'pi0'; known: openvla, openvla_oft"),
     (["prompt_tokens=0"], "error: prompt_tokens=0 must be a positive integer"),
     (["prompt_tokens=many"], "error: prompt_tokens=many must be a positive integer"),
-    (["pruner=fast"], "error: unknown pruner 'fast'; valid choices: divprune, fastv, none, random, sparsevlm, vla"),
+    (["pruner=fast"], "error: unknown pruner 'fast'; valid choices: divprune, fastv, none, random, sparsevlm, vla, vla_cache"),
 ]
 
 

@@ -67,3 +67,26 @@ def test_missing_video_or_episode(tmp_path):
         overlay.load_episode(run, 0, 0)
     with pytest.raises(overlay.OverlayError, match="no finished episode"):
         overlay.load_episode(run, 0, 1)
+
+
+def test_vla_cache_draws_reused_patches_blue(tmp_path):
+    """A VLA-Cache query records the tokens it reused (two pruning stages, whose masks are not the patch grid):
+    the overlay tints the reused patches and leaves the recomputed ones untouched."""
+    run = make_run(tmp_path, "vla_cache")
+    path = run / "episodes" / "task00.jsonl"
+    record = json.loads(path.read_text())
+    reused = [17, 18]
+    for i, query in enumerate(record["queries"]):
+        query["pruning"] = [stage(list(range(256)), warmup=i == 0)] * 2
+        query["reused_mask"] = [indices_to_hex(torch.tensor([] if i == 0 else reused, dtype=torch.long), 256)]
+    path.write_text(json.dumps(record) + "\n")
+    episode = overlay.load_episode(run, 0, 0)
+    assert episode.reuses and episode.warmup == [True] + [False] * (STEPS - 1)
+    assert int((~episode.masks[1]).sum()) == 2
+    view = episode.view(1)
+    shaded = overlay.shade(view, episode.masks[1], reused=True)
+    p = overlay.PATCH
+    assert np.array_equal(shaded[p:2 * p, 3 * p:4 * p], view[p:2 * p, 3 * p:4 * p])  # token 19: recomputed
+    tinted = shaded[p:2 * p, 2 * p:3 * p].astype(int)  # token 18: reused
+    assert (tinted[..., 2] - tinted[..., 0]).mean() > (view[p:2 * p, 2 * p:3 * p, 2].astype(int)
+                                                        - view[p:2 * p, 2 * p:3 * p, 0]).mean() + 30

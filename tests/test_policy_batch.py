@@ -49,7 +49,7 @@ def context(slot: int, instruction: str) -> EpisodeContext:
 
 @pytest.mark.parametrize("pruner, keep", [({"name": "vla", "window": 2}, 0.25), ({"name": "fastv"}, 0.25),
                                           ({"name": "random"}, 0.5), ({"name": "none"}, 1.0),
-                                          ({"name": "divprune"}, 0.25)])
+                                          ({"name": "divprune"}, 0.25), ({"name": "vla_cache"}, 0.25)])
 def test_a_batch_of_slots_equals_each_episode_alone(model, pruner, keep):
     """Three episodes, two of one prompt and one of another, four queries each: one act_batch per round against
     each slot queried alone (batch size 1) on a second policy."""

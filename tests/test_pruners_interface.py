@@ -12,7 +12,7 @@ from vla_pruner.pruning import (
 
 OPENVLA = ModelLayout(num_layers=32, image_tokens=(256,))
 OFT = ModelLayout(num_layers=32, image_tokens=(256, 256))
-NAMES = ("none", "random", "fastv", "sparsevlm", "vla", "divprune")
+NAMES = ("none", "random", "fastv", "sparsevlm", "vla", "divprune", "vla_cache")
 
 
 def test_registry_holds_every_pruner():
@@ -133,6 +133,8 @@ def engine_query(pruner, layout, width=8, text_rows=5, generator=None):
             if stage.visual_embeddings else None,
             text_embeddings=torch.randn(text_rows, width, generator=generator) if stage.text_embeddings else None,
             hidden_states=[torch.randn(n, width, generator=generator) for n in rows] if stage.hidden_states else None,
+            frames=[torch.randint(0, 256, (224, 224, 3), generator=generator, dtype=torch.uint8).numpy()
+                    for _ in rows] if stage.frames else None,
         ))
         selections.append(selection)
         merged = selection.merged or [None] * len(rows)
@@ -154,6 +156,8 @@ def test_every_pruner_meets_its_budget_through_the_engine_loop(cfg, keep):
         json.dumps([s.to_record() for s in selections])
     if cfg["name"] == "none":
         assert selections == [] and rows == [256, 256]
+    elif cfg["name"] == "vla_cache":  # reuses, never deletes: with no previous query handed to it, all recomputed
+        assert [s.kept for s in selections] and rows == [256, 256] and all(s.warmup for s in selections)
     elif cfg.get("mode") == "progressive":  # the budget is met on average over layers (tested elsewhere)
         assert rows == [counts[-1] for counts in pruner.counts]
     else:

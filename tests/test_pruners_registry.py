@@ -58,7 +58,7 @@ def small_lm():
 
 def test_registered_pruner_is_listed_and_names_stay_unique():
     assert "test_keep_first" in PRUNERS and PRUNERS["test_keep_first"] is KeepFirst
-    assert {"none", "vla", "fastv", "random", "sparsevlm", "divprune"} <= set(PRUNERS)
+    assert {"none", "vla", "fastv", "random", "sparsevlm", "divprune", "vla_cache"} <= set(PRUNERS)
     with pytest.raises(ValueError, match="'test_keep_first' registered twice"):
         register_pruner(KeepFirst)
     taken = type("Taken", (KeepFirst,), {"name": "vla"})  # a declared name counts before it is imported

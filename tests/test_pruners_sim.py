@@ -7,7 +7,7 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.sim
 
-PRUNERS = ("none", "random", "fastv", "sparsevlm", "vla", "divprune")
+PRUNERS = ("none", "random", "fastv", "sparsevlm", "vla", "divprune", "vla_cache")
 # steps: enough policy queries that VLA-Pruner (window 3) leaves its dense warm-up and prunes at least once
 CASES = {"openvla_tiny": (5, 1), "openvla_oft_tiny": (32, 8)}  # model: (max steps, actions per query)
 
@@ -30,6 +30,9 @@ def test_every_pruner_runs_real_episodes(model, tmp_path):
         expected_pruned = visual // 4  # round(0.25 * 256) per image
         if pruner == "none":
             assert kept == [visual] * len(queries) and all(q["pruning"] == [] for q in queries)
+        elif pruner == "vla_cache":  # dense first query (fills the store), then recomputes at least the budget
+            assert kept[0] == visual and all(expected_pruned <= k <= visual for k in kept)
+            assert [q["reused_visual"] for q in queries] == [visual - k for k in kept] and min(kept) < visual
         elif pruner == "vla":  # dense while the action history fills (3 queries), then pruned
             assert kept[:3] == [visual] * 3 and kept[3:] == [expected_pruned] * (len(queries) - 3)
             assert [q["warmup"] for q in queries][:4] == [True, True, True, False]

@@ -40,9 +40,9 @@ def test_paper_grid_has_the_dense_baseline_once_per_model_and_suite():
     dense = [j for j in all_jobs if j["pruner"] == "none"]
     assert len(dense) == 2 * 4 and all(j["keep"] == "1.0" for j in dense)
     pruned = [j for j in all_jobs if j["pruner"] != "none"]
-    assert len(pruned) == 2 * 4 * 4 * 3
+    assert len(pruned) == 2 * 4 * 5 * 3  # models x suites x pruners x retentions
     assert {(j["pruner"], j["keep"]) for j in pruned} == {
-        (p, k) for p in ("fastv", "sparsevlm", "divprune", "vla") for k in ("0.5", "0.25", "0.125")}
+        (p, k) for p in ("fastv", "sparsevlm", "divprune", "vla_cache", "vla") for k in ("0.5", "0.25", "0.125")}
     assert len({tuple(sorted(j.items())) for j in all_jobs}) == len(all_jobs)
 
 

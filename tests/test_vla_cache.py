@@ -10,9 +10,9 @@ import baselines.vla_cache as vla_cache
 from vla_pruner.engine import PruningEngine
 from vla_pruner.models.openvla import ACTION_DIM, OpenVLA, with_empty_token
 from vla_pruner.models.openvla_oft import READOUT_ROWS, OpenVLAOFT
-from vla_pruner.models.processor import OpenVLAProcessor
 from vla_pruner.pruning import build_pruner
 
+from tests.references import fixture_checkpoint
 from tests.test_engine import dense_reference
 
 # Logits tolerance against the released code's outputs. Our dense bidirectional pass alone is 1.7e-5 from the
@@ -29,10 +29,8 @@ FRACTIONS_ATOL = 0.01
 @pytest.fixture(scope="module")
 def openvla(fixtures_dir):
     """The fixture checkpoint, the VLA-Cache reference and each reference frame's prefill embeddings."""
-    path = fixtures_dir / "openvla_tiny_hf"
-    model = OpenVLA.from_pretrained(path, device="cpu", dtype="float32")
-    processor = OpenVLAProcessor.from_pretrained(path)
-    reference = np.load(fixtures_dir / "vla_cache_tiny_reference.npz")
+    model, processor, reference = fixture_checkpoint(fixtures_dir, OpenVLA, "openvla_tiny_hf",
+                                                     "vla_cache_tiny_reference.npz")
     with torch.inference_mode():
         embeds = []
         for frame in reference["frames"]:
@@ -168,10 +166,8 @@ def test_paper_behaviour_decodes_at_the_right_positions(openvla):
 
 @pytest.fixture(scope="module")
 def oft(fixtures_dir):
-    path = fixtures_dir / "openvla_oft_tiny_hf"
-    model = OpenVLAOFT.from_pretrained(path, device="cpu", dtype="float32")
-    processor = OpenVLAProcessor.from_pretrained(path)
-    reference = np.load(fixtures_dir / "openvla_oft_tiny_hf_reference.npz")
+    model, processor, reference = fixture_checkpoint(fixtures_dir, OpenVLAOFT, "openvla_oft_tiny_hf",
+                                                     "openvla_oft_tiny_hf_reference.npz")
     queries = []
     with torch.inference_mode():
         for i in range(len(reference["prompt"])):

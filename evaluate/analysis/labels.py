@@ -13,11 +13,12 @@ DENSE_PRUNER = "none"
 # The paper's column and row names (suite columns: the suite table, evaluate/envs/suites.py).
 SUITE_COLUMNS = paper_columns()
 METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "divprune": "DivPrune",
-                "vla": "VLA-Pruner", "random": "Random"}
+                "vla_cache": "VLA-Cache", "vla": "VLA-Pruner", "random": "Random"}
 # Group files that preset a pruner's options (configs/pruner/<stem>.yaml): a row's name says which reading it is.
 PRESET_NAMES = {"vla_released": "VLA-Pruner (as released)"}
 # Our rows that read a paper row two ways (scripts/collect.py): both are compared with the paper's numbers.
-READINGS = {"VLA-Pruner": ("VLA-Pruner", "paper"), "VLA-Pruner (as released)": ("VLA-Pruner", "as released")}
+READINGS = {"VLA-Pruner": ("VLA-Pruner", "paper"), "VLA-Pruner (as released)": ("VLA-Pruner", "as released"),
+            "VLA-Cache": ("VLA-Cache", "paper"), "VLA-Cache (behaviour=released)": ("VLA-Cache", "as released")}
 
 
 def paper_row(method: str) -> tuple[str, str]:

@@ -100,7 +100,7 @@ def latency_stats(queries: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-COST_COLUMNS = ("visual_tokens", "kept_visual", "prefill_tmacs", "full_tmacs")
+COST_COLUMNS = ("visual_tokens", "kept_visual", "reused_visual", "prefill_tmacs", "full_tmacs")  # reused: VLA-Cache
 
 
 def cost_stats(queries: pd.DataFrame) -> dict[str, Any]:

@@ -10,7 +10,9 @@ env step) query i saw frame i, so rotating the frame back and applying the model
 the video codec, so the view is close to, not bit-identical with, what the model saw.
 
 Only single-stage pruners are drawn: a later stage's mask indexes the rows left by the previous stage (and
-merged tokens), not the patch grid. A query without pruning stages (pruner none, keep 1.0) is dense.
+merged tokens), not the patch grid. A query without pruning stages (pruner none, keep 1.0) is dense. VLA-Cache
+deletes nothing: its queries record which tokens the last layer reused (`reused_mask`), drawn tinted blue beside
+the recomputed ones.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from vla_pruner.pruning import hex_to_indices
 GRID = 16  # OpenVLA's 16x16 patch grid: 256 visual tokens
 PATCH = IMAGE_SIZE // GRID
 DIM = 0.35  # dropped patches: greyscale at this fraction of their brightness
+REUSED_TINT = np.array([60, 110, 255])  # reused patches (VLA-Cache): half their pixels, half this blue
 SCALE = 2  # panels are enlarged (nearest) so that 14-pixel patches stay readable
 HEADER = 48  # title bar height; kept even, as H.264 (yuv420p) needs even frame sizes
 GAP = 8
@@ -46,6 +49,7 @@ class Episode:
     frames: np.ndarray  # [T, 256, 256, 3] upright video frames
     masks: list[np.ndarray | None]  # per query: bool[256] kept tokens, None when nothing was pruned
     warmup: list[bool]  # per query: dense warm-up (VLA-Pruner's history still filling)
+    reuses: bool = False  # the masks are recomputed tokens, the others reused (VLA-Cache), not kept vs dropped
 
     def view(self, step: int) -> np.ndarray:
         """The model's 224x224 input at query `step`: the frame un-flipped, then preprocessed as live."""
@@ -63,10 +67,15 @@ def run_label(run_dir: Path) -> str:
 
 
 def query_mask(query: dict) -> tuple[np.ndarray | None, bool]:
-    """(kept tokens of the first image as bool[256] or None if dense, warm-up flag) of one query record."""
+    """(kept tokens of the first image as bool[256] or None if dense, warm-up flag) of one query record; for a
+    KV-reusing query (VLA-Cache) the recomputed tokens."""
     stages = query.get("pruning") or []
     if not stages:
         return None, False
+    if "reused_mask" in query:
+        recomputed = np.ones(GRID * GRID, dtype=bool)
+        recomputed[hex_to_indices(query["reused_mask"][0])] = False
+        return recomputed, bool(stages[0]["warmup"])
     if len(stages) > 1:
         raise OverlayError(f"{len(stages)} pruning stages: only single-stage pruners map onto the patch grid")
     kept = np.zeros(GRID * GRID, dtype=bool)
@@ -91,21 +100,26 @@ def load_episode(run_dir: str | Path, task: int, init: int) -> Episode:
     if len(masks) > len(frames):
         raise OverlayError(f"{video} has {len(frames)} frames for {len(masks)} queries: "
                            f"expected one query per env step (OpenVLA)")
-    return Episode(run_label(run_dir), frames, list(masks), list(warmup))
+    reuses = any("reused_mask" in q for q in record.queries)
+    return Episode(run_label(run_dir), frames, list(masks), list(warmup), reuses)
 
 
-def shade(view: np.ndarray, kept: np.ndarray | None) -> np.ndarray:
-    """Dropped patches greyed and darkened, kept ones untouched (kept=None: all kept)."""
+def shade(view: np.ndarray, kept: np.ndarray | None, reused: bool = False) -> np.ndarray:
+    """Dropped patches greyed and darkened (`reused`: the patches not in `kept` tinted blue), kept ones untouched
+    (kept=None: all kept)."""
     if kept is None:
         return view.copy()
     pixels = kept.reshape(GRID, GRID).repeat(PATCH, axis=0).repeat(PATCH, axis=1)[..., None]
-    dropped = (DIM * view.mean(axis=-1, keepdims=True)).astype(np.uint8)
-    return np.where(pixels, view, dropped)
+    if reused:
+        other = ((view.astype(np.float32) + REUSED_TINT) / 2).astype(np.uint8)
+    else:
+        other = (DIM * view.mean(axis=-1, keepdims=True)).astype(np.uint8)
+    return np.where(pixels, view, other)
 
 
-def draw_frame(view: np.ndarray, kept: np.ndarray | None, title: str) -> np.ndarray:
+def draw_frame(view: np.ndarray, kept: np.ndarray | None, title: str, reused: bool = False) -> np.ndarray:
     """One panel: the shaded 224 view enlarged SCALE times under a title bar."""
-    image = shade(view, kept).repeat(SCALE, axis=0).repeat(SCALE, axis=1)
+    image = shade(view, kept, reused).repeat(SCALE, axis=0).repeat(SCALE, axis=1)
     panel = Image.new("RGB", (image.shape[1], HEADER + image.shape[0]), "white")
     panel.paste(Image.fromarray(image), (0, HEADER))
     ImageDraw.Draw(panel).multiline_text((6, 4), title, fill="black", font=ImageFont.load_default(size=17))
@@ -121,10 +135,13 @@ def episode_panel(episode: Episode, step: int) -> np.ndarray:
         status = "warm-up (dense)"
     elif kept is None:
         status = "dense"
+    elif episode.reuses:
+        status = f"recomputed {int(kept.sum())}/{GRID * GRID}, reused {int((~kept).sum())} (blue)"
     else:
         status = f"kept {int(kept.sum())}/{GRID * GRID}"
     ended = " (episode ended)" if step > last else ""
-    return draw_frame(episode.view(s), None if warm else kept, f"{episode.label}\nstep {s}: {status}{ended}")
+    return draw_frame(episode.view(s), None if warm else kept, f"{episode.label}\nstep {s}: {status}{ended}",
+                      episode.reuses)
 
 
 def side_by_side(a: Episode, b: Episode, step: int) -> np.ndarray:
