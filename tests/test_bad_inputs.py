@@ -77,7 +77,7 @@ REFUSED = [
     (["tasks=[]"], "tasks=[] selects no task"),
     (["+model.revision=main"], "unknown model config fields ['revision']"),
     (["model.dtype=int8"], "model.dtype: unknown dtype 'int8'; use auto or one of"),
-    (["model.family=pi0"], "model openvla_tiny has family 'pi0'; valid families: openvla, openvla_oft"),
+    (["model.family=octo"], "model openvla_tiny has family 'octo'; valid families: openvla, openvla_oft, pi0"),
     (["model.build_seed=abc"], "model.build_seed='abc' must be an integer"),
     (["model=openvla", "suite=libero_90"], "openvla has no checkpoint for suite libero_90 (official ones: "
                                            "libero_spatial, libero_object, libero_goal, libero_10)"),
@@ -330,7 +330,7 @@ FLOPS_REFUSED = [
     (["pruner=fastv", "pruner.prune_layer=2.5"], "error: pruner fastv: prune_layer=2.5 must be an integer"),
     (["pruner=sparsevlm", "pruner.mode=multi"], "error: pruner sparsevlm: mode='multi' is not valid"),
     (["pruner=sparsevlm", "pruner.mode=progressive", "keep=0.25"], "error: pruner sparsevlm: budget 64/256 is below"),
-    (["model.family=pi0"], "error: model 'openvla_tiny' has family 'pi0'; known: openvla, openvla_oft"),
+    (["model.family=octo"], "error: model 'openvla_tiny' has family 'octo'; known: openvla, openvla_oft, pi0"),
     (["prompt_tokens=0"], "error: prompt_tokens=0 must be a positive integer"),
     (["prompt_tokens=many"], "error: prompt_tokens=many must be a positive integer"),
     (["pruner=fast"], "error: unknown pruner 'fast'; valid choices: divprune, fastv, none, random, sparsevlm, vla, vla_cache"),
