@@ -49,6 +49,10 @@ REFUSED = [
     (["pruner=sparsevlm", "pruner.prune_layer=12"], f"pruner sparsevlm: prune_layer=12 must be in 1..7 {TINY_LAYERS}"),
     (["pruner=divprune", "pruner.prune_layer=8"], f"pruner divprune: prune_layer=8 must be in 0..7 {TINY_LAYERS}"),
     (["pruner=random", "pruner.prune_layer=three"], "pruner random: prune_layer='three' must be an integer"),
+    (["pruner=vla_cache", "pruner.behaviour=foo"], "pruner vla_cache: behaviour='foo' is not valid; choose one of "
+                                                   "'paper', 'released'"),
+    (["pruner=vla_cache", "pruner.reuse_layers=[9,11]"], "pruner vla_cache: reuse_layers=[9, 11]: none below the "
+                                                         "model's 8 layers"),
     (["pruner=vla", "pruner.criterion=both"], "pruner vla: criterion='both' is not valid; choose one of 'dual', "
                                               "'semantic_only', 'action_only', 'fusion'"),
     (["pruner=vla", "pruner.semantic_source=first"], "pruner vla: semantic_source='first' is not valid; choose one of "
