@@ -59,10 +59,11 @@ ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
 
 
 # Pruner options whose default depends on the model family, in one place: the pruner group files refer to them
-# as ${model_default:OPTION}. "*" = every family not listed.
+# as ${model_default:OPTION}. Keys are families or model names (a model's name wins); "*" = every one not listed.
 MODEL_PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
     # layers 0..K-1 see every token; the VLA-Pruner repository's OpenVLA-OFT port prunes after 4 layers
-    "prune_layer": {"*": 3, "openvla_oft": 4},
+    # (the seeded pi0_tiny has a 3-layer VLM, so its cut is before layer 2)
+    "prune_layer": {"*": 3, "openvla_oft": 4, "pi0_tiny": 2},
     # FastV's scoring rows; the OFT port's FastV baseline averages all prefill rows
     "fastv_source": {"*": "last", "openvla_oft": "prefill"},
     # the released VLA-Pruner code (configs/pruner/vla_released.yaml): the Feb-2026 OpenVLA scripts rank by the last
@@ -75,36 +76,36 @@ MODEL_PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def model_default(option: str, family: str | None) -> Any:
-    """The default of a pruner option for a model family (MODEL_PRUNER_DEFAULTS)."""
+def model_default(option: str, family: str | None, model: str | None = None) -> Any:
+    """The default of a pruner option for a model (by name) or its family (MODEL_PRUNER_DEFAULTS)."""
     if option not in MODEL_PRUNER_DEFAULTS:
         raise ConfigError(f"no model-dependent default '{option}'; known: {', '.join(MODEL_PRUNER_DEFAULTS)}")
     defaults = MODEL_PRUNER_DEFAULTS[option]
-    return defaults.get(family, defaults["*"])
+    return defaults.get(model, defaults.get(family, defaults["*"]))
 
 
 def _model_default_resolver(option: str, _root_: DictConfig) -> Any:
-    return model_default(option, OmegaConf.select(_root_, "model.family"))
+    return model_default(option, OmegaConf.select(_root_, "model.family"), OmegaConf.select(_root_, "model.name"))
 
 
-def pruner_presets(name: str, family: str | None = None) -> dict[str, dict]:
+def pruner_presets(name: str, family: str | None = None, model: str | None = None) -> dict[str, dict]:
     """The group files (configs/pruner/<stem>.yaml) that configure pruner `name`, by stem, with their option
-    values resolved for `family` (e.g. vla.yaml and the vla_released.yaml preset both configure `vla`)."""
+    values resolved for `family` and `model` (e.g. vla.yaml and the vla_released.yaml preset both configure `vla`)."""
     presets = {}
     for path in sorted((CONFIG_DIR / "pruner").glob("*.yaml")):
         raw = OmegaConf.load(path)
         if raw.get("name") == name:
-            context = OmegaConf.create({"model": {"family": family}, "pruner": raw})
+            context = OmegaConf.create({"model": {"family": family, "name": model}, "pruner": raw})
             presets[path.stem] = OmegaConf.to_container(context.pruner, resolve=True)
     return presets
 
 
-def pruner_tag(pruner: DictConfig | dict, family: str | None = None) -> str:
+def pruner_tag(pruner: DictConfig | dict, family: str | None = None, model: str | None = None) -> str:
     """A run-directory name for a pruner: its group file's stem (`fastv`, `vla_released`), then the options that
     differ from that file's defaults for the model's family (`vla,criterion=fusion,window=5`), so that
     ablations get directories of their own. Of several files configuring the pruner, the closest one names it."""
     values = dict(pruner)
-    presets = pruner_presets(values["name"], family) or {values["name"]: {}}
+    presets = pruner_presets(values["name"], family, model) or {values["name"]: {}}
 
     def changed(stem: str) -> list[str]:
         defaults = presets[stem]
@@ -115,7 +116,8 @@ def pruner_tag(pruner: DictConfig | dict, family: str | None = None) -> str:
 
 
 def _pruner_tag_resolver(pruner: DictConfig, _root_: DictConfig) -> str:
-    return pruner_tag(OmegaConf.to_container(pruner, resolve=True), OmegaConf.select(_root_, "model.family"))
+    return pruner_tag(OmegaConf.to_container(pruner, resolve=True), OmegaConf.select(_root_, "model.family"),
+                      OmegaConf.select(_root_, "model.name"))
 
 
 def _plain(value) -> str:

@@ -10,8 +10,10 @@ from evaluate.policies import POLICIES
 from evaluate.policies.pi0 import Pi0ModelConfig, Pi0Policy, prepare_pi0_observation
 from evaluate.policy import EpisodeContext
 from vla_pruner.models.pi0 import Pi0
+from vla_pruner.models.pi0_pruned import pi0_layout
 from vla_pruner.models.pi0_tiny import SPECIAL_IDS, ensure_tiny_pi0
 from vla_pruner.models.pi0_tokenizer import Pi0Tokenizer
+from vla_pruner.pruning import build_pruner
 from tests.conftest import composed, run_cli
 
 INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "put the wine bottle on top of the cabinet"]
@@ -65,9 +67,11 @@ def context(init=0, instruction=INSTRUCTIONS[0]):
     return EpisodeContext("libero_object", 0, instruction, init, 7)
 
 
-def policy(tiny, **fields):
+def policy(tiny, pruner=None, keep=1.0, **fields):
     model, tokenizer = tiny
-    return Pi0Policy(model, tokenizer, Pi0ModelConfig(name="pi0_tiny", **fields))
+    layout = pi0_layout(model, 2)
+    return Pi0Policy(model, tokenizer, Pi0ModelConfig(name="pi0_tiny", **fields),
+                     lambda: build_pruner(pruner or {"name": "none"}, keep, layout))
 
 
 def test_chunk_is_executed_in_replan_steps_and_replays(tiny):
@@ -96,8 +100,9 @@ def test_relative_actions_add_the_state(tiny):
     assert np.all(diff[:, 6] == 0)
 
 
-def test_a_batch_of_slots_equals_each_episode_alone(tiny):
-    batched, alone = policy(tiny), policy(tiny)
+@pytest.mark.parametrize("pruner", [None, {"name": "fastv", "prune_layer": 2}], ids=["none", "fastv"])
+def test_a_batch_of_slots_equals_each_episode_alone(tiny, pruner):
+    batched, alone = policy(tiny, pruner, 0.25), policy(tiny, pruner, 0.25)
     contexts = [context(0), context(3, INSTRUCTIONS[1])]
     for slot, ctx in enumerate(contexts):
         batched.reset_slot(slot, ctx)
@@ -106,12 +111,16 @@ def test_a_batch_of_slots_equals_each_episode_alone(tiny):
         alone.reset(ctx)
         single = alone.act(observation(slot))
         np.testing.assert_allclose(outs[slot].actions, single.actions, atol=1e-5)
+        assert outs[slot].info["pruning"] == [{**s, "select_ms": outs[slot].info["pruning"][i]["select_ms"]}
+                                              for i, s in enumerate(single.info["pruning"])]
+        assert outs[slot].info["kept_visual"] == single.info["kept_visual"] == (128 if pruner else 512)
     assert outs[0].info["batch_size"] == 2
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["model=pi0"], "error: model pi0 needs a checkpoint directory: model.checkpoint="),
-    (["model=pi0_tiny", "pruner=fastv"], "error: pruner 'fastv' is not implemented for pi0 yet; valid choices: none"),
+    (["model=pi0_tiny", "pruner=fastv", "pruner.prune_layer=3"], "error: pruner fastv: prune_layer=3 must be in 1..2"),
+    (["model=pi0_tiny", "pruner=vla_cache"], "error: pruner 'vla_cache': VLA-Cache reuses the previous query's"),
     (["model=pi0_tiny", "model.replan_steps=0"], "error: model.replan_steps=0 must be an integer from 1"),
     (["model=pi0_tiny", "model.relative_actions=maybe"], "error: model.relative_actions='maybe'"),
     (["model=pi0", "model.checkpoint=/nonexistent/pi0"], "error: no config.json in pi0 checkpoint directory"),

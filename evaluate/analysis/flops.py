@@ -33,11 +33,9 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 if TYPE_CHECKING:
     from vla_pruner.families import ModelFamily
 
-TERA = 1e12
-UNIT = "TMACs"  # what the paper calls "FLOPs (T)"
-UNIT_NOTE = "TMACs = the paper's 'FLOPs (T)'; torch FlopCounterMode FLOPs = 2 x MACs"
+from evaluate.analysis.macs import DEFAULT_PRUNE_LAYER, TERA, UNIT, UNIT_NOTE, layer_macs
+
 VISUAL_TOKENS_PER_IMAGE = 256
-DEFAULT_PRUNE_LAYER = 3
 # Non-visual tokens of a typical LIBERO OpenVLA prompt ([BOS] + "In: What action should the robot take to
 # ...?\nOut:" + 29871): 256 + 35 = 291, the sequence length the paper's 1.906 T refers to.
 DEFAULT_PROMPT_TOKENS = 35
@@ -91,12 +89,6 @@ class VlaDims:
 
 
 # ------------------------------------------------------------------------------------------------ counts
-
-
-def layer_macs(n: int, d: int, m: int, keys: int | None = None) -> int:
-    """The paper's per-layer prefill count for n tokens, hidden d, MLP width m; `keys` (default n): the keys they
-    attend to, more than n when some are reused rather than computed (VLA-Cache)."""
-    return 4 * n * d * d + 2 * n * (n if keys is None else keys) * d + 3 * n * d * m
 
 
 def prefill_macs(tokens_per_layer: Sequence[int], d: int, m: int, keys_per_layer: Sequence[int] | None = None) -> int:
@@ -264,6 +256,10 @@ _DIMS_CACHE: dict[str, VlaDims] = {}
 
 
 def _model_dims(model_cfg: Mapping) -> VlaDims:
+    if model_cfg.get("family") == "pi0":  # a prefix + an action expert: its own sizes (evaluate.analysis.pi0_flops)
+        from evaluate.analysis.pi0_flops import pi0_architecture
+
+        return pi0_architecture(model_cfg)
     return vla_dims(architecture(model_cfg), model_family(model_cfg))
 
 

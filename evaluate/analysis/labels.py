@@ -31,8 +31,8 @@ def method_label(identity: Mapping) -> str:
     configs/pruner/<name>.yaml: the rule that names run directories (evaluate.config.pruner_tag), so a table row
     and its directory say the same. `identity` is the whole run identity, so that defaults depending on more than
     the pruner (e.g. per model) are added here and nowhere else."""
-    family = (identity.get("model") or {}).get("family")
-    name, *changed = pruner_tag(dict(identity["pruner"]), family).split(",")
+    model = identity.get("model") or {}
+    name, *changed = pruner_tag(dict(identity["pruner"]), model.get("family"), model.get("name")).split(",")
     base = PRESET_NAMES.get(name) or METHOD_NAMES.get(name, name)
     return f"{base} ({', '.join(changed)})" if changed else base
 

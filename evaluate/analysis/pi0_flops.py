@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from evaluate.analysis.flops import DEFAULT_PRUNE_LAYER, TERA, UNIT, UNIT_NOTE, layer_macs
+from evaluate.analysis.macs import DEFAULT_PRUNE_LAYER, TERA, UNIT, UNIT_NOTE, layer_macs
 from vla_pruner.models.pi0_config import REAL_PI0, Pi0Config
 
 PAPER_FLOPS_RATIO_50 = 60.9  # % of dense at 50% retention (paper Table 4; shared/reference/paper_table4_pi0.csv)
@@ -66,9 +66,16 @@ def expert_macs(c: Pi0Config, prefix_keys: list[int]) -> int:
 
 def pi0_macs(c: Pi0Config, kept_per_camera: int | None = None, prune_layer: int = DEFAULT_PRUNE_LAYER,
              empty_rows: bool = True) -> Pi0Macs:
-    schedule = prefix_schedule(c, kept_per_camera, prune_layer, empty_rows)
-    return Pi0Macs(vision_macs(c), sum(layer_macs(n, c.vlm.width, c.vlm.mlp_dim) for n in schedule),
-                   expert_macs(c, schedule))
+    return recorded_macs(c, prefix_schedule(c, kept_per_camera, prune_layer, empty_rows))
+
+
+def recorded_macs(c: Pi0Config, prefix_tokens: list[int]) -> Pi0Macs:
+    """One query's counts from the prefix tokens each VLM layer ran on (a query record's `prefill_tokens`): the
+    expert's keys at layer l are layer l's prefix rows, so its count follows the kept tokens too."""
+    if len(prefix_tokens) != c.vlm.depth:
+        raise ValueError(f"{len(prefix_tokens)} per-layer token counts for a {c.vlm.depth}-layer pi0 prefix")
+    return Pi0Macs(vision_macs(c), sum(layer_macs(n, c.vlm.width, c.vlm.mlp_dim) for n in prefix_tokens),
+                   expert_macs(c, list(prefix_tokens)))
 
 
 def pi0_architecture(model_cfg: Mapping) -> Pi0Config:

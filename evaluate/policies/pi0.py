@@ -7,20 +7,23 @@ cache) of which the first `replan_steps` (default 5) are executed. Actions are u
 predicts deltas of the state (openpi's pi0_libero: `extra_delta_transform`), the state's first 6 dims are added.
 The gripper dim is already in the env's convention (-1 open, +1 close). Noise is drawn from a generator seeded by
 (seed, episode), so an episode replays exactly. Each query records latency per stage under the harness's names
-(preprocess, vision, prefill = the prefix pass, decode = the 10 Euler steps) and its visual-token counts. Pruning pi0 is not implemented yet: only `pruner=none` runs.
+(preprocess, vision, prefill = the prefix pass, decode = the 10 Euler steps), its visual-token counts and what the
+pruner kept. Every slot has its own pruner (`vla_pruner.models.pi0_pruned`: the prefix cut, action attention from the
+expert's steps), built on the valid cameras' tokens only.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from evaluate.config import ConfigError, check_device_available
+import baselines
+from evaluate.config import ConfigError, build_checked_pruner, check_device_available
 from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policies.openvla import Stopwatch
 from evaluate.policies.vla_model import cache_root, libero_instructions
@@ -28,13 +31,19 @@ from evaluate.policy import EpisodeContext, PolicyOutput
 from vla_pruner.models.checkpoint import CheckpointError, resolve_device_dtype
 from vla_pruner.models.pi0 import Pi0
 from vla_pruner.models.pi0_checkpoint import check_pi0_files
+from vla_pruner.models import pi0_pruned
 from vla_pruner.models.pi0_inputs import resize_with_pad, to_pixels
-from vla_pruner.models.pi0_tiny import ensure_tiny_pi0
+from vla_pruner.models.pi0_tiny import TINY_PI0, ensure_tiny_pi0
 from vla_pruner.models.pi0_tokenizer import Pi0Tokenizer
+from vla_pruner.pruning import Pruner
 
 CAMERAS = (PRIMARY, WRIST)  # the model's first two image slots; the third is the empty camera
 EXAMPLE = "model.checkpoint=/path/to/pi0_libero_pytorch"
-PRUNERS = ("none",)  # pi0's prefix pruning is not implemented yet
+# pruners pi0 cannot run, and why (told before weights load)
+UNSUPPORTED_PRUNERS = {
+    "vla_cache": "VLA-Cache reuses the previous query's keys/values through the Llama engine's KV store; pi0's "
+                 "prefix has no cross-query cache (not implemented), so it cannot run on pi0",
+}
 
 
 @dataclass
@@ -92,13 +101,17 @@ class Slot:
     tokens: np.ndarray  # [L]
     token_mask: np.ndarray  # [L]
     noise: torch.Generator
+    pruner: Pruner  # its own: one episode's history never steers another's
 
 
 class Pi0Policy:
     name = "vla"
 
-    def __init__(self, model: Pi0, tokenizer: Pi0Tokenizer, model_cfg: Pi0ModelConfig):
+    def __init__(self, model: Pi0, tokenizer: Pi0Tokenizer, model_cfg: Pi0ModelConfig,
+                 make_pruner: Callable[[], Pruner]):
+        """`make_pruner` builds the run's pruner: slot 0's, then one per further slot."""
         self.model, self.tokenizer, self.model_cfg = model, tokenizer, model_cfg
+        self.make_pruner, self.pruner = make_pruner, make_pruner()
         chunk = model.config.chunk_size
         if model_cfg.replan_steps > chunk:
             raise ConfigError(f"model.replan_steps={model_cfg.replan_steps} exceeds the chunk of {chunk} actions")
@@ -112,7 +125,12 @@ class Pi0Policy:
 
     def reset_slot(self, slot: int, ctx: EpisodeContext) -> None:
         tokens, mask = self.tokenizer(ctx.instruction)
-        self.slots[slot] = Slot(tokens, mask, episode_generator(ctx))
+        if slot in self.slots:
+            pruner = self.slots[slot].pruner
+        else:
+            pruner = self.pruner if slot == 0 else self.make_pruner()
+        pruner.reset(seed=ctx.seed, episode=f"{ctx.suite}/{ctx.task_id}/{ctx.init_index}")
+        self.slots[slot] = Slot(tokens, mask, episode_generator(ctx), pruner)
 
     def act(self, obs: Observation) -> PolicyOutput:
         return self.act_batch([(0, obs)])[0]
@@ -142,19 +160,18 @@ class Pi0Policy:
         images = model.embed_images(torch.from_numpy(pixels))
         laps.lap("vision")
         embeds, valid = model.embed_prefix(None, image_masks, tokens, token_masks, images)
-        cache, _ = model.run_prefix(embeds, valid)
+        query = pi0_pruned.prefill(model, embeds, valid, image_masks, [s.pruner for s in slots])
         laps.lap("prefill")  # the prefix pass (the harness's stage names)
-        chunk = model.integrate(cache, model.pad_state(state), noise)
+        chunk = pi0_pruned.integrate(model, query, model.pad_state(state), noise)
+        pi0_pruned.finish(query)
         laps.lap("decode")  # the 10 Euler steps of the action expert
         normalized = chunk[:, : self.model_cfg.replan_steps].cpu().numpy().astype(np.float64)
         actions = stats.unnormalize_actions(normalized)
         if self.relative_actions:
             actions[..., :6] += raw_state[:, None, :6]
-        visual = len(CAMERAS) * model.config.vision.num_patches
         return [PolicyOutput(actions=actions[i], info={
             "latency_ms": laps.latency(), "batch_size": B, "decode_steps": 0, "euler_steps": model.config.num_steps,
-            "visual_tokens": visual, "kept_visual": visual, "prefill_tokens": int(valid[i].sum())})
-            for i in range(B)]
+            **trace.to_record()}) for i, trace in enumerate(query.traces)]
 
     def describe(self) -> dict:
         return {
@@ -163,7 +180,7 @@ class Pi0Policy:
             "device": str(self.model.device), "dtype": str(self.model.dtype).removeprefix("torch."),
             "replan_steps": self.model_cfg.replan_steps, "chunk_size": self.model.config.chunk_size,
             "relative_actions": self.relative_actions, "relative_actions_from": self.relative_source,
-            "note": self.model_cfg.note, "pruner": {"name": "none"},
+            "note": self.model_cfg.note, "pruner": self.pruner.describe(),
         }
 
 
@@ -175,17 +192,20 @@ def check_pi0_policy(cfg: DictConfig) -> None:
     except ValueError as e:
         raise ConfigError(f"model.dtype: {e}") from None
     check_device_available(cfg.device)
-    if cfg.pruner.name not in PRUNERS:
-        raise ConfigError(f"pruner '{cfg.pruner.name}' is not implemented for pi0 yet; valid choices: "
-                          f"{', '.join(PRUNERS)}")
+    if cfg.pruner.name in UNSUPPORTED_PRUNERS:
+        supported = sorted(set(baselines.PRUNERS) - set(UNSUPPORTED_PRUNERS))
+        raise ConfigError(f"pruner '{cfg.pruner.name}': {UNSUPPORTED_PRUNERS[cfg.pruner.name]}; valid choices "
+                          f"for pi0: {', '.join(supported)}")
     directory = model.location()
     if model.build_seed is not None and not (directory / "config.json").is_file():
+        build_checked_pruner(cfg.pruner, cfg.keep, pi0_pruned.pi0_layout(TINY_PI0, len(CAMERAS)))
         return  # built on first use
     try:
         _, config, _ = check_pi0_files(directory)
         Pi0Tokenizer.from_dir(directory, config.max_token_len)
     except CheckpointError as e:
         raise ConfigError(str(e)) from None
+    build_checked_pruner(cfg.pruner, cfg.keep, pi0_pruned.pi0_layout(config, len(CAMERAS)))
     if model.replan_steps > config.chunk_size:
         raise ConfigError(f"model.replan_steps={model.replan_steps} exceeds the chunk of {config.chunk_size} actions")
 
@@ -197,4 +217,9 @@ def build_pi0_policy(cfg: DictConfig) -> Pi0Policy:
         directory = ensure_tiny_pi0(directory, model_cfg.build_seed, libero_instructions())
     device, dtype = resolve_device_dtype(cfg.device, model_cfg.dtype)
     model = Pi0.from_pretrained(directory, device=device, dtype=dtype)
-    return Pi0Policy(model, Pi0Tokenizer.from_dir(directory, model.config.max_token_len), model_cfg)
+    layout = pi0_pruned.pi0_layout(model, len(CAMERAS))
+
+    def make_pruner() -> Pruner:
+        return baselines.build_pruner(cfg.pruner, cfg.keep, layout)
+
+    return Pi0Policy(model, Pi0Tokenizer.from_dir(directory, model.config.max_token_len), model_cfg, make_pruner)

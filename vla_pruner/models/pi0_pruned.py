@@ -1,0 +1,236 @@
+"""Visual-token pruning in pi0 (spec pi0.md, "Pruning in pi0"), driven by the same Pruner interface as the Llama
+engine (`vla_pruner.engine`), translated to pi0's two Gemmas.
+
+- Visual tokens are the VALID cameras' tokens (`pi0_layout`: 256 per valid camera); the masked empty camera is no
+  budget: its rows run until the first cut and are dropped there with the pruned tokens.
+- A stage at layer K-1 runs prefix layers up to K-1 and hands each sample's pruner what it asked for, from the
+  bidirectional prefix: rows "prefill" and "text" = the sample's valid language rows, "last" = its last valid
+  language row (the prompt's closing newline); attention = their head-averaged probabilities over the visual
+  keys at layer K-1; embeddings = the prefix's input embeddings; hidden = layer K-1's outputs.
+- Kept rows keep their original position ids (cumsum of the ORIGINAL valid mask); later prefix layers run on them
+  only, so each layer's cache holds only kept keys, and every expert step attends to exactly those keys.
+- Action relevance: at the plan's action layers, the expert's 50 action rows' head-averaged attention to the
+  prefix's visual keys, summed on the device over rows, layers and the 10 Euler steps, mapped to the original
+  tokens once per query (zero where pruned) and handed to `observe()` as the mean.
+A batch holds one pruner per sample; samples whose row counts differ after a cut run padded to one length with
+masked rows (masked keys get exactly zero probability). An empty plan runs `Pi0.run_prefix` / `integrate` as is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from vla_pruner.engine import QueryTrace, has_work
+from vla_pruner.layout import TokenSet
+from vla_pruner.pruning import ModelLayout, Pruner, Selection, Stage, StageInputs
+
+from .pi0 import Pi0, PrefixCache
+from .pi0_layers import block_mask
+
+EMPTY_CAMERA = -2  # TokenSet.image of a masked camera slot's rows (-1: language)
+
+
+def pi0_layout(model_or_config, valid_cameras: int) -> ModelLayout:
+    """What a pruner may know of pi0: the VLM's depth and 256 visual tokens per valid camera."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return ModelLayout(num_layers=config.vlm.depth, image_tokens=(config.vision.num_patches,) * valid_cameras)
+
+
+@dataclass
+class Pi0Query:
+    """One pruned query over a batch: made by `prefill`, used by `integrate`, closed by `finish`."""
+
+    pruners: list[Pruner]  # per sample, one plan
+    cache: PrefixCache
+    layer_rows: list[list[TokenSet]]  # per VLM layer, each sample's rows (its cached keys, padding after them)
+    traces: list[QueryTrace]
+    image_starts: list[int]  # original prefix index of each valid camera's first token
+    action_sums: dict[int, torch.Tensor] = field(default_factory=dict)  # by expert layer: [B, keys] summed
+    action_rows: int = 0  # rows x layers x steps summed into action_sums (per sample)
+
+    @property
+    def plan(self):
+        return self.pruners[0].plan
+
+
+def check_pruners(pruners: Sequence[Pruner], batch: int) -> list[Pruner]:
+    pruners = list(pruners)
+    if len(pruners) != batch:
+        raise ValueError(f"got {len(pruners)} pruners for a batch of {batch}: pass one per sample")
+    plan = pruners[0].plan
+    if any(p.plan != plan for p in pruners):
+        raise ValueError("the pruners of a batch must share one plan (stages and action layers)")
+    if has_work(plan) and len({id(p) for p in pruners}) != batch:
+        raise ValueError("each sample needs its own pruner object: a pruner's state belongs to one episode")
+    if plan.reuse is not None or any(stage.frames for stage in plan.stages):
+        raise ValueError("pi0 has no cross-query key/value reuse (VLA-Cache's plan); prune with a deleting pruner")
+    return pruners
+
+
+def prefill(model: Pi0, embeds: torch.Tensor, valid: torch.Tensor, image_masks: torch.Tensor,
+            pruners: Sequence[Pruner]) -> Pi0Query:
+    """The prefix pass of a batch [B, P, w] (`Pi0.embed_prefix`'s outputs) with each sample's pruner."""
+    B, P = valid.shape
+    pruners = check_pruners(pruners, B)
+    cameras = image_masks.to(torch.bool).cpu()
+    if not (cameras == cameras[0]).all():
+        raise ValueError("every sample of a pruned batch needs the same valid cameras")
+    c, n, depth = model.config, model.config.vision.num_patches, model.config.vlm.depth
+    valid_cams = torch.nonzero(cameras[0]).flatten().tolist()
+    layout_tokens = pruners[0].layout.image_tokens
+    if len(layout_tokens) != len(valid_cams) or pruners[0].layout.num_layers != depth:
+        raise ValueError(f"the pruners' layout {pruners[0].layout} does not fit {len(valid_cams)} valid cameras "
+                         f"of a {depth}-layer pi0")
+    starts = [cam * n for cam in valid_cams]
+    image = torch.full((P,), -1, dtype=torch.long, device=valid.device)
+    image[:c.num_cameras * n] = EMPTY_CAMERA
+    for i, start in enumerate(starts):
+        image[start:start + n] = i
+    full = TokenSet(torch.arange(P, device=valid.device), image, torch.zeros(P, dtype=torch.bool, device=valid.device))
+    query = Pi0Query(pruners, PrefixCache(offset=valid.sum(dim=1)), [], [QueryTrace(sum(layout_tokens))
+                     for _ in range(B)], starts)
+    if not has_work(query.plan):  # the dense model, computed as Pi0.run_prefix computes it
+        query.cache, _ = model.run_prefix(embeds, valid)
+        query.layer_rows = [[full] * B] * depth
+    else:
+        _pruned_prefix(model, query, embeds, valid, full)
+    for b, trace in enumerate(query.traces):
+        trace.prefill_tokens = [len(rows[b]) for rows in query.layer_rows]
+        trace.kept_visual = int((query.layer_rows[-1][b].image >= 0).sum())
+    return query
+
+
+def _pruned_prefix(model: Pi0, query: Pi0Query, embeds: torch.Tensor, valid: torch.Tensor, full: TokenSet) -> None:
+    B = valid.shape[0]
+    positions = torch.cumsum(valid.long(), dim=1) - 1  # original position ids: kept rows keep theirs
+    rows, hidden, start = [full] * B, embeds, 0
+
+    def run(stop: int, probes=None) -> torch.Tensor:
+        width = hidden.shape[1]
+        index = torch.stack([padded(r.position, width) for r in rows])
+        present = torch.stack([torch.arange(width, device=valid.device) < len(r) for r in rows])
+        row_valid = torch.gather(valid, 1, index) & present
+        allowed = block_mask(row_valid, torch.zeros_like(index))
+        query.layer_rows.extend([list(rows)] * (stop - start))
+        return model.prefix_layers(hidden, torch.gather(positions, 1, index), allowed, row_valid, query.cache,
+                                   start, stop, probes)
+
+    for index, stage in enumerate(query.plan.stages):
+        seen: dict[str, torch.Tensor] = {}
+        probes = {stage.layer: lambda probs: seen.update(probs=probs)} if stage.rows is not None else None
+        hidden = run(stage.layer + 1, probes)
+        selections = [pruner.select(stage_inputs(index, stage, b, rows[b], seen.get("probs"), embeds, valid,
+                                                 hidden, len(query.image_starts)))
+                      for b, pruner in enumerate(query.pruners)]
+        for trace, selection in zip(query.traces, selections):
+            trace.selections.append(selection)
+        start = stage.layer + 1
+        if not all(s.is_dense for s in selections):
+            kept = [(rows[b], hidden[b, :len(rows[b])]) if s.is_dense  # a dense choice keeps its rows as they are
+                    else gather(rows[b], hidden[b, :len(rows[b])], s, query.image_starts)
+                    for b, s in enumerate(selections)]
+            rows = [r for r, _ in kept]
+            width = max(len(r) for r in rows)
+            hidden = torch.stack([torch.nn.functional.pad(h, (0, 0, 0, width - len(h))) for _, h in kept])
+    run(model.config.vlm.depth)
+
+
+def padded(index: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(index, (0, width - len(index)))
+
+
+def stage_inputs(index: int, stage: Stage, b: int, rows: TokenSet, probs: torch.Tensor | None,
+                 embeds: torch.Tensor, valid: torch.Tensor, hidden: torch.Tensor, images: int) -> StageInputs:
+    """What sample b's pruner sees at a stage, from its own rows (never the batch's padding)."""
+    visual = [rows.visual_rows(i) for i in range(images)]
+    language = torch.nonzero((rows.image == -1) & valid[b, rows.position]).flatten()
+    one = StageInputs(stage=index)
+    if stage.rows is not None:
+        queries = language[-1:] if stage.rows == "last" else language
+        attention = probs[b][:, queries].float().mean(0)  # heads averaged: [R, keys]
+        if stage.rows != "text":
+            attention = attention.mean(0, keepdim=True)
+        one.attention = [attention[:, v] for v in visual]
+    if stage.visual_embeddings:
+        one.visual_embeddings = [embeds[b, rows.position[v]] for v in visual]
+    if stage.text_embeddings:
+        one.text_embeddings = embeds[b, rows.position[language]]
+    if stage.hidden_states:
+        one.hidden_states = [hidden[b, v] for v in visual]
+    return one
+
+
+def gather(rows: TokenSet, hidden: torch.Tensor, selection: Selection,
+           image_starts: list[int]) -> tuple[TokenSet, torch.Tensor]:
+    """One sample's rows [n, w] after a selection: its language rows and each camera's kept rows (the empty
+    camera's rows go); merged tokens right after their camera's kept rows, at their origin's position."""
+    keep = rows.image == -1
+    for i, kept in enumerate(selection.kept):
+        keep[rows.visual_rows(i)[kept.to(keep.device)]] = True
+    chosen = torch.nonzero(keep).flatten()
+    hidden, rows = hidden[chosen], rows.select(chosen)
+    for i, merged in enumerate(selection.merged or []):
+        after = int((rows.image == i).nonzero().max()) + 1 if (rows.image == i).any() else \
+            int((rows.position < image_starts[i]).sum())
+        hidden = torch.cat([hidden[:after], merged.features.to(hidden.dtype), hidden[after:]])
+        rows = rows.insert(after, image_starts[i] + merged.origin.to(rows.position.device), image=i)
+    return rows, hidden
+
+
+def integrate(model: Pi0, query: Pi0Query, state: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """`Pi0.integrate` over the query's (pruned) cache; with action layers in the plan, each step's action rows'
+    attention to the prefix keys is summed into `query.action_sums`."""
+    layers = query.plan.action_layers
+    chunk = model.config.chunk_size
+
+    def probe_at(layer: int):
+        def probe(probs: torch.Tensor) -> None:
+            keys = query.cache.keys[layer].shape[2]
+            total = probs[:, :, -chunk:, :keys].mean(1).sum(1)  # [B, keys]
+            if layer in query.action_sums:
+                query.action_sums[layer].add_(total)
+            else:
+                query.action_sums[layer] = total
+            if layer == layers[0]:
+                query.action_rows += chunk * len(layers)
+
+        return probe
+
+    return model.integrate(query.cache, state, noise, {layer: probe_at(layer) for layer in layers})
+
+
+def action_attention(query: Pi0Query, b: int) -> list[torch.Tensor]:
+    """Sample b's action attention per valid camera, in original token order: the mean over heads, action rows,
+    action layers and Euler steps, zero where pruned (merged tokens are skipped)."""
+    if not query.action_rows:
+        raise RuntimeError("no action attention was probed in this query")
+    tokens = query.pruners[b].layout.image_tokens
+    device = next(iter(query.action_sums.values())).device
+    means = [torch.zeros(m, device=device) for m in tokens]
+    for layer, total in query.action_sums.items():
+        rows = query.layer_rows[layer][b]
+        for i, start in enumerate(query.image_starts):
+            own = rows.original_visual_rows(i)
+            means[i].index_add_(0, rows.position[own] - start, total[b, own])
+    return [m / query.action_rows for m in means]
+
+
+def finish(query: Pi0Query) -> None:
+    """Hand each sample's pruner its action attention (plans with action layers)."""
+    if query.plan.action_layers:
+        for b, pruner in enumerate(query.pruners):
+            pruner.observe(action_attention(query, b))
+
+
+def sample_actions(model: Pi0, pixel_values: torch.Tensor, image_masks: torch.Tensor, state: torch.Tensor,
+                   tokens: torch.Tensor, token_masks: torch.Tensor, noise: torch.Tensor,
+                   pruners: Sequence[Pruner]) -> tuple[torch.Tensor, Pi0Query]:
+    """`Pi0.sample_actions` with pruning: (the padded chunk [B, chunk, 32], the finished query)."""
+    with torch.inference_mode():
+        embeds, valid = model.embed_prefix(pixel_values, image_masks, tokens, token_masks)
+        query = prefill(model, embeds, valid, image_masks, pruners)
+        chunk = integrate(model, query, model.pad_state(state), noise.to(model.device, torch.float32))
+        finish(query)
+    return chunk, query
