@@ -33,10 +33,12 @@ def vla_query(kept: int, total_ms: float, warmup: bool = False) -> dict:
 
 
 def write_run(root: Path, suite: str, pruner: str, keep: float, seed: int, outcomes: dict[int, list[bool]],
-              total_ms: float, model: str = "openvla", device: str = "cuda", warmup_ms: float | None = None) -> Path:
-    """A run directory as `python -m evaluate` leaves it: config.yaml + episodes/taskNN.jsonl."""
+              total_ms: float, model: str = "openvla", device: str = "cuda", warmup_ms: float | None = None,
+              family: str = "openvla", query=vla_query) -> Path:
+    """A run directory as `python -m evaluate` leaves it: config.yaml + episodes/taskNN.jsonl; `query(kept per
+    image, total ms, warmup)` writes a query of the model's family."""
     run_dir = root / model / suite / f"{pruner}-keep{keep}" / f"seed{seed}"
-    cfg = {"policy": {"name": "vla", "label": model}, "model": {"name": model, "family": "openvla", "checkpoint": None},
+    cfg = {"policy": {"name": "vla", "label": model}, "model": {"name": model, "family": family, "checkpoint": None},
            "pruner": {"name": pruner}, "suite": {"name": suite, "max_steps": 220}, "keep": keep, "seed": seed,
            "device": device}
     run_dir.mkdir(parents=True)
@@ -45,9 +47,9 @@ def write_run(root: Path, suite: str, pruner: str, keep: float, seed: int, outco
     kept = 256 if pruner == "none" else round(keep * 256)
     for task_id, successes in outcomes.items():
         for init, success in enumerate(successes):
-            queries = [vla_query(kept, total_ms) for _ in range(3)]
+            queries = [query(kept, total_ms) for _ in range(3)]
             if warmup_ms is not None:
-                queries[0] = vla_query(256, warmup_ms, warmup=True)
+                queries[0] = query(256, warmup_ms, warmup=True)
             store.append(EpisodeRecord(suite=suite, task_id=task_id, task=f"task {task_id}", init_index=init,
                                        success=success, steps=10, wall_time_s=1.0, queries=queries))
     return run_dir

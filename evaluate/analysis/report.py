@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluate.analysis.labels import DENSE_PRUNER, SUITE_COLUMNS, method_order
+from evaluate.analysis.labels import DENSE_PRUNER, METHOD_NAMES, SUITE_COLUMNS, method_order
 from evaluate.analysis.metrics import cost_stats, latency_stats
 from evaluate.analysis.plots import write_plots
 from evaluate.analysis.runset import COMPLETE, GROUP_KEYS, INCOMPLETE, RunSet, flatten, load_runs
@@ -245,6 +245,26 @@ def method_table(rs: RunSet) -> pd.DataFrame:
     return table.drop(columns=["pruner", "identity"])
 
 
+PI0_NOTE = ("avg_sr = mean success over the suites run (the paper's average is over all four); flops_ratio_pct = "
+            "prefix TMACs (the paper's convention: 816 prefix tokens dense, the empty camera's rows included) as % of "
+            "the dense row's; full_flops_ratio_pct = vision + prefix + the expert's 10 steps, as % of dense")
+
+
+def pi0_table(rs: RunSet) -> pd.DataFrame:
+    """The paper's Table 4 layout: the Table 1 rows of pi0-family models, with the average success over the suites
+    run and FLOPs as % of the same model's dense row (prefix, and end to end); empty without pi0 runs."""
+    models = {identity["model"]["name"] for identity in rs.identities.values()
+              if (identity.get("model") or {}).get("family") == "pi0"}
+    table = method_table(rs)
+    table = table[table.model.isin(models)].reset_index(drop=True)
+    suites = [c for c in dict.fromkeys(SUITE_COLUMNS.values()) if c in table.columns]
+    table.insert(table.columns.get_loc("relative_acc_pct"), "avg_sr", table[suites].mean(axis=1))
+    dense = table[table.method == METHOD_NAMES[DENSE_PRUNER]].groupby("model")[["prefill_tmacs", "full_tmacs"]].first()
+    for column, ratio in (("prefill_tmacs", "flops_ratio_pct"), ("full_tmacs", "full_flops_ratio_pct")):
+        table.insert(table.columns.get_loc(column), ratio, 100 * table[column] / table.model.map(dense[column]))
+    return table
+
+
 # --------------------------------------------------------------------------------------------- writing
 
 
@@ -287,7 +307,7 @@ def write_table(table: pd.DataFrame, out_dir: Path, name: str, caption: str) -> 
 
 
 def write_report(rs: RunSet, out_dir: Path) -> list[Path]:
-    """All tables (per task, per suite, Table 1 layout) and all plots into out_dir."""
+    """All tables (per task, per suite, Table 1 layout; Table 4 layout with pi0 runs) and all plots into out_dir."""
     per_suite = suite_table(rs)
     written = [
         *write_table(task_table(rs), out_dir, "tasks", f"Success per task. {UNITS_NOTE}; {ROWS_NOTE}."),
@@ -296,6 +316,10 @@ def write_report(rs: RunSet, out_dir: Path) -> list[Path]:
         *write_table(method_table(rs), out_dir, "table1",
                      f"Table 1 layout. {UNITS_NOTE}; {RELATIVE_ACC_NOTE}; {ROWS_NOTE}."),
     ]
+    pi0 = pi0_table(rs)
+    if len(pi0):
+        written += write_table(pi0, out_dir, "table4", f"Table 4 layout (pi0). {UNITS_NOTE}; {PI0_NOTE}; "
+                                                       f"{RELATIVE_ACC_NOTE}; {ROWS_NOTE}.")
     return written + write_plots(per_suite, out_dir)
 
 
