@@ -143,7 +143,6 @@ class VLACache(Pruner):
         self.static: list[torch.Tensor] = []  # this query's static candidates, per image (most similar first)
         self.reusable: list[torch.Tensor] = []  # this query's, per image (indices, sorted)
         self.counts: list[int] = []  # reused tokens from each reuse layer on
-        self.last_reused: list[torch.Tensor] = [torch.zeros(0, dtype=torch.long) for _ in self.layout.image_tokens]
 
     def keep_query(self, query: QueryKV) -> None:
         self.stored = query
@@ -165,8 +164,6 @@ class VLACache(Pruner):
             recomputed[reused[i]] = False
             kept.append(torch.nonzero(recomputed[current]).flatten())
             rows.append(int(current.sum()))
-        if inputs.stage == len(self.plan.stages) - 1:
-            self.last_reused = reused
         return Selection(kept=kept, num_rows=rows, warmup=self.stored is None)
 
     def _plan_query(self, frames: list[np.ndarray]) -> None:
@@ -193,5 +190,9 @@ class VLACache(Pruner):
         return out
 
     def describe(self) -> dict:
+        """Also, per image, the rows each stage leaves as queries when every candidate is reused (`stage_counts`,
+        what the analytic FLOPs count assumes)."""
+        counts = [[m - c] * len(self.plan.stages) for m, c in zip(self.layout.image_tokens, self.candidates)]
         return {**super().describe(), "candidates_per_image": list(self.candidates),
-                "attention_layer_used": self.attention_layer, "reuse_layers_used": list(self.layers)}
+                "attention_layer_used": self.attention_layer, "reuse_layers_used": list(self.layers),
+                "stage_counts": counts}

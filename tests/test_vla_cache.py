@@ -317,3 +317,6 @@ def test_flops_count_reused_tokens_as_keys_only():
     expected = prefill_macs([291] * 2 + [99] * 30, 4096, 11008, [291] * 32) / 1e12
     assert float(out[-1]) == pytest.approx(expected, rel=1e-5)
     assert "99 of 291 tokens are queries, all 291 are keys" in out[3]
+    released = subprocess.run([sys.executable, "-m", "evaluate.flops", "model=openvla", "pruner=vla_cache",
+                               "pruner.candidates=130", "keep=1.0"], capture_output=True, text=True, check=True)
+    assert "161 of 291 tokens are queries" in released.stdout  # explicit candidates, whatever keep says
