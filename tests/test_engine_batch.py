@@ -35,6 +35,8 @@ CASES = [
     ("vla", {"name": "vla"}, 0.25, 4, {}),
     # sample 1 starts a new episode before the last query: it warms up (dense) while samples 0 and 2 prune
     ("vla-one-warming-up", {"name": "vla"}, 0.25, 4, {1: 3}),
+    # a dense first query fills each sample's KV store, then each reuses from its own previous query and frame
+    ("vla_cache", {"name": "vla_cache"}, 0.25, 3, {}),
 ]
 
 
@@ -85,8 +87,14 @@ def assert_same_pruning(batched_state, alone_states, twins: Twins) -> None:
 
 def check_groups(case_id: str, query: int, state) -> None:
     """Every sample prunes (but a VLA-Pruner episode's first 3 queries, dense) and the batch runs as one group,
-    unless one sample warms up while the others prune: then the two kinds run as two groups."""
+    unless one sample warms up while the others prune: then the two kinds run as two groups. VLA-Cache: a dense
+    first query, then each sample recomputes what its own reuse leaves (groups by equal counts)."""
     visual = state.traces[0].visual_tokens
+    if case_id == "vla_cache":
+        kept = [t.kept_visual for t in state.traces]
+        assert kept == [visual] * BATCH if query == 0 else min(kept) < visual  # reuse happened
+        assert sorted(b for g in state.groups for b in g.samples) == list(range(BATCH))
+        return
     warming_up = [case_id.startswith("vla") and (query < 3 or (case_id == "vla-one-warming-up" and sample == 1))
                   for sample in range(BATCH)]
     for trace, warmup in zip(state.traces, warming_up):
@@ -109,7 +117,8 @@ def openvla(fixtures_dir):
     processor = OpenVLAProcessor.from_pretrained(path)
     reference = np.load(fixtures_dir / "openvla_tiny_hf_reference.npz")
     inputs = [processor(str(reference["prompt"][1]), Image.fromarray(image)) for image in reference["image"]]
-    return model, with_empty_token(inputs[0]["input_ids"]), [x["pixel_values"] for x in inputs]
+    images = [[image] for image in reference["image"]]  # what pruners that read pixels see (VLA-Cache)
+    return model, with_empty_token(inputs[0]["input_ids"]), [x["pixel_values"] for x in inputs], images
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +135,8 @@ def oft(fixtures_dir):
         pixels = torch.cat([processor.image_processor(Image.fromarray(reference[camera][i]))
                             for camera in ("primary", "wrist")], dim=1)
         cases.append((pixels, model.normalize_proprio(reference["proprio_raw"][i], str(reference["unnorm_key"][i]))))
-    return model, input_ids, cases
+    images = [[reference[camera][i] for camera in ("primary", "wrist")] for i in range(len(cases))]
+    return model, input_ids, cases, images
 
 
 def inputs_of(inputs: list, query: int, samples) -> list:
@@ -138,9 +148,9 @@ def inputs_of(inputs: list, query: int, samples) -> list:
 def openvla_query(fixture, engine, query: int, samples, pruners):
     """The last row's final hidden state [B, 1, d], the first-token logits [B, 1, vocab] and the 7 greedy tokens
     of one query of these samples (one prompt for all), and its state."""
-    model, input_ids, frames = fixture
+    model, input_ids, frames, images = fixture
     embeds = model.multimodal_embeds(input_ids, model.encode_image(torch.cat(inputs_of(frames, query, samples))))
-    state = engine.prefill(embeds, model.sequence_layout(embeds.shape[1]), pruners)
+    state = engine.prefill(embeds, model.sequence_layout(embeds.shape[1]), pruners, inputs_of(images, query, samples))
     last = state.last_rows(1)
     logits = model.language_model.logits(last)
     assert torch.equal(logits.argmax(-1), state.next_token)
@@ -152,12 +162,12 @@ def openvla_query(fixture, engine, query: int, samples, pruners):
 @torch.inference_mode()
 def oft_query(fixture, engine, query: int, samples, pruners):
     """The normalised action chunks [B, 8, 7] of one query of these samples, and its state."""
-    model, input_ids, cases = fixture
+    model, input_ids, cases, images = fixture
     cases = inputs_of(cases, query, samples)
     embeds = model.multimodal_embeds(input_ids.expand(len(cases), -1),
                                      model.encode_images(torch.cat([pixels for pixels, _ in cases])),
                                      model.project_proprio(np.stack([proprio for _, proprio in cases])))
-    state = model.run_llm(embeds, engine, pruners)
+    state = model.run_llm(embeds, engine, pruners, inputs_of(images, query, samples))
     return {"chunk": model.action_chunk(state.last_rows(READOUT_ROWS))}, state
 
 
@@ -184,7 +194,7 @@ def test_batch_equals_batch_one(request, family, case_id, config, keep, queries,
 
 @torch.inference_mode()
 def test_predict_action_tokens_takes_a_batch_with_a_pruner_per_sample(openvla):
-    model, input_ids, frames = openvla
+    model, input_ids, frames, _ = openvla
     twins = Twins({"name": "fastv"}, 0.25, model)
     pixels = inputs_of(frames, 0, range(BATCH))
     batch = model.predict_action_tokens(input_ids, torch.cat(pixels), twins.engine, twins.batched)  # one prompt
@@ -198,7 +208,7 @@ def test_predict_action_tokens_takes_a_batch_with_a_pruner_per_sample(openvla):
 
 @torch.inference_mode()
 def test_pruners_must_fit_the_batch(openvla):
-    model, input_ids, frames = openvla
+    model, input_ids, frames, _ = openvla
     embeds = model.multimodal_embeds(input_ids, model.encode_image(torch.cat(inputs_of(frames, 0, range(BATCH)))))
     layout = model.sequence_layout(embeds.shape[1])
     fastv = Twins({"name": "fastv"}, 0.25, model)
@@ -224,7 +234,7 @@ def test_pruners_must_fit_the_batch(openvla):
 def test_no_host_sync_in_the_per_layer_path_of_a_batch(openvla):
     """As for one sequence (tests/test_engine.py): a batch's decode steps never wait for the device, and its
     prefill waits as often with one action layer as with four."""
-    model, input_ids, frames = openvla
+    model, input_ids, frames, _ = openvla
     embeds = model.multimodal_embeds(input_ids, model.encode_image(torch.cat(inputs_of(frames, 0, range(BATCH)))))
     layout = model.sequence_layout(embeds.shape[1])
     prefill_syncs = []
