@@ -135,8 +135,9 @@ def test_a_job_with_two_simulator_workers_answers_them_from_one_model(slurm, tmp
 def test_a_job_past_its_time_limit_keeps_its_episodes_and_the_same_sweep_completes_it(slurm, tmp_path):
     """SLURM ends the job at its limit (SIGTERM, SIGKILL KillWait later): the run stops between simulator steps
     and writes its summary; submitit does not requeue it (max_num_timeout: 0); re-running resumes."""
-    # 20 episodes of 200 noop steps: 2-3 minutes of work (no camera is rendered for noop), past the 1-minute limit
-    point = ["policy=noop", "suite=libero_object", "suite.max_steps=200", "tasks=[0]", "episodes_per_task=20",
+    # 20 episodes of 400 noop steps: 2-3 minutes of work (no camera is rendered for noop), past the limit (SLURM
+    # enforces it within 30 s after the minute: 20 x 200 steps once finished inside that)
+    point = ["policy=noop", "suite=libero_object", "suite.max_steps=400", "tasks=[0]", "episodes_per_task=20",
              f"output_root={tmp_path}"]
     run_dir = noop_run_dir(tmp_path, "libero_object")
     # signal_delay_s=0: no early warning, SLURM's own SIGTERM at the limit (1 min, checked every 30 s)
