@@ -14,19 +14,19 @@ expert's steps), built on the valid cameras' tokens only.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import baselines
-from evaluate.config import ConfigError, build_checked_pruner, check_device_available
+from evaluate.config import ConfigError, build_checked_pruner
 from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policies.openvla import Stopwatch
-from evaluate.policies.vla_model import cache_root, libero_instructions
+from evaluate.policies.vla_model import cache_root, check_dtype_and_device, libero_instructions, model_values
 from evaluate.policy import EpisodeContext, PolicyOutput
 from vla_pruner.models.checkpoint import CheckpointError, resolve_device_dtype
 from vla_pruner.models.pi0 import Pi0
@@ -61,12 +61,7 @@ class Pi0ModelConfig:
 
     @classmethod
     def from_cfg(cls, node: DictConfig) -> "Pi0ModelConfig":
-        values = OmegaConf.to_container(node, resolve=True)
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown model config fields {unknown}; known: {known}")
-        model = cls(**values)
+        model = cls(**model_values(cls, node))
         if not isinstance(model.replan_steps, int) or isinstance(model.replan_steps, bool) or model.replan_steps < 1:
             raise ConfigError(f"model.replan_steps={model.replan_steps!r} must be an integer from 1 to the chunk size")
         if model.relative_actions not in (None, True, False):
@@ -187,11 +182,7 @@ class Pi0Policy:
 def check_pi0_policy(cfg: DictConfig) -> None:
     """What building the policy would trip over, told from the config and the checkpoint's files alone."""
     model = Pi0ModelConfig.from_cfg(cfg.model)
-    try:
-        resolve_device_dtype("cpu", model.dtype)
-    except ValueError as e:
-        raise ConfigError(f"model.dtype: {e}") from None
-    check_device_available(cfg.device)
+    check_dtype_and_device(model.dtype, cfg.device)
     if cfg.pruner.name in UNSUPPORTED_PRUNERS:
         supported = sorted(set(baselines.PRUNERS) - set(UNSUPPORTED_PRUNERS))
         raise ConfigError(f"pruner '{cfg.pruner.name}': {UNSUPPORTED_PRUNERS[cfg.pruner.name]}; valid choices "

@@ -14,12 +14,12 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig
 
-from evaluate.config import ConfigError, build_checked_pruner, check_device_available
+from evaluate.config import ConfigError, build_checked_pruner
 from evaluate.analysis.flops import architecture, model_layout
-from evaluate.policies.vla_model import OpenVLAModelConfig, checkpoint_location
+from evaluate.policies.vla_model import OpenVLAModelConfig, check_dtype_and_device, checkpoint_location
 from vla_pruner.families import ModelFamily
 from vla_pruner.models.checkpoint import (
-    CONFIG_FILE, CheckpointError, check_checkpoint_files, locate_checkpoint, resolve_device_dtype,
+    CONFIG_FILE, CheckpointError, check_checkpoint_files, locate_checkpoint,
 )
 from vla_pruner.models.config import OpenVLAConfig
 
@@ -28,11 +28,7 @@ def check_vla_model(cfg: DictConfig, spec: ModelFamily, specs: Iterable[ModelFam
     """Raise ConfigError for the first thing `cfg` (a model of family `spec`) cannot run with; `specs` = every
     family, to name the one a checkpoint of the wrong family belongs to."""
     model = OpenVLAModelConfig.from_cfg(cfg.model)
-    try:
-        resolve_device_dtype("cpu", model.dtype)
-    except ValueError as e:
-        raise ConfigError(f"model.dtype: {e}") from None
-    check_device_available(cfg.device)
+    check_dtype_and_device(model.dtype, cfg.device)
     location = checkpoint_location(model, cfg.suite.name)
     try:
         config, norm_stats, source = inspect_checkpoint(cfg.model, model, location, spec, list(specs))

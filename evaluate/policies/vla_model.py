@@ -11,9 +11,9 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from evaluate.config import ConfigError
+from evaluate.config import ConfigError, check_device_available
 from evaluate.envs.suites import family_suites
-from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE
+from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE, resolve_device_dtype
 from vla_pruner.models.tiny import ensure_tiny_checkpoint
 
 
@@ -32,14 +32,31 @@ class OpenVLAModelConfig:
 
     @classmethod
     def from_cfg(cls, model_cfg: DictConfig) -> "OpenVLAModelConfig":
-        values = OmegaConf.to_container(model_cfg, resolve=True)
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown model config fields {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        values = model_values(cls, model_cfg)
         seed = values.get("build_seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ConfigError(f"model.build_seed={seed!r} must be an integer (or null for a checkpoint loaded as is)")
         return cls(**values)
+
+
+def model_values(config_class, model_cfg: DictConfig) -> dict:
+    """The `model` group as a dict, after refusing a field that `config_class` (a model family's typed model
+    config) does not have."""
+    values = OmegaConf.to_container(model_cfg, resolve=True)
+    known = [f.name for f in fields(config_class)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown model config fields {unknown}; known: {known}")
+    return values
+
+
+def check_dtype_and_device(dtype: str, device: str) -> None:
+    """model.dtype is one the loaders know, and the run's device is there (before any weights load)."""
+    try:
+        resolve_device_dtype("cpu", dtype)
+    except ValueError as e:
+        raise ConfigError(f"model.dtype: {e}") from None
+    check_device_available(device)
 
 
 def cache_root() -> Path:
