@@ -26,6 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
+from threadpoolctl import threadpool_limits
 from transformers import LlamaConfig
 
 import baselines
@@ -116,9 +117,9 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=35, help="non-visual tokens incl. BOS and 29871")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    if args.threads:  # torch's, and OpenBLAS's for the diversity filter (read when it first loads)
+    if args.threads:  # torch's, and NumPy's BLAS for the diversity filter's Gram matrix
         torch.set_num_threads(args.threads)
-        os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+        threadpool_limits(args.threads)
     lm = llm_slice(args.width, args.heads, args.mlp, args.layers)
     layout = ModelLayout(args.layers, (VISUAL,))
     generator = torch.Generator().manual_seed(1)

@@ -14,11 +14,11 @@ inputs, with the selections compared. Prints medians. On a shared machine, --thr
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
+from threadpoolctl import threadpool_limits
 import torch.nn.functional as F
 
 import baselines  # noqa: F401  (registers every pruner)
@@ -145,9 +145,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=4096, help="embedding width d (Llama-2-7B: 4096)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
-    if args.threads:  # torch's, and OpenBLAS's for the diversity filter (read when it first loads)
+    if args.threads:  # torch's, and NumPy's BLAS for the diversity filter's Gram matrix
         torch.set_num_threads(args.threads)
-        os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+        threadpool_limits(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, d = {args.width}, "
           f"median of {args.repeats} calls, milliseconds per policy query\n")
 

@@ -2,12 +2,12 @@
 
 The pairwise cosine distances come from the features' Gram matrix on their device (the first pick needs every
 row's nearest neighbour, so every pair is needed; symmetry halves the products, see `symmetric_gram`: on a CPU
-BLAS's syrk computes just the upper triangle, a third faster than torch's GEMMs at these shapes), scaled by
-the inverse norms read off its diagonal, so no normalised n x d copy is made; the greedy then needs only one
-O(n) update per pick (a running minimum distance to the chosen set), done in NumPy because per-call overhead of
-torch ops on a few hundred floats would dominate. Finiteness is checked on the n x n distances, not on the
-n x d features: a non-finite feature makes its row of distances NaN, and scanning the features cost as much as
-the matrix product at d = 4096. (Costs: scripts/bench_selection.py.)
+NumPy's product of a matrix with its own transpose is one BLAS syrk call, which computes one triangle), scaled
+by the inverse norms read off its diagonal, so no normalised n x d copy is made; the greedy then needs only one
+O(n) update per pick (a running minimum distance to the chosen set). On a CPU everything after the product runs
+in NumPy, because the per-call overhead of torch ops on a few hundred floats would dominate. Finiteness is
+checked on the n x n distances, not on the n x d features: a non-finite feature makes its row of distances NaN,
+and scanning the features cost as much as the matrix product at d = 4096. (Costs: scripts/bench_selection.py.)
 
 `dtype=torch.bfloat16` reproduces the public VLA-Pruner code, which runs this filter on the model's bf16
 embeddings: every quantity it stores in bf16 (the features, their norms, the unit vectors, the cosine
@@ -17,7 +17,6 @@ go to the lowest index.
 """
 from __future__ import annotations
 
-import functools
 import operator
 
 import numpy as np
@@ -30,6 +29,8 @@ DTYPES = (torch.float32, torch.bfloat16)
 def cosine_distances(features: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """[n, n] matrix of 1 - cos(f_i, f_j) as float32, computed in `dtype` (see the module docstring). Exactly
     symmetric."""
+    if dtype == torch.float32 and features.device.type == "cpu":
+        return torch.from_numpy(_scaled_to_distances(symmetric_gram(features.float()).numpy()))
     if dtype == torch.float32:
         gram = symmetric_gram(features.float())
         inverse_norm = gram.diagonal().sqrt().clamp_min(1e-12).reciprocal()
@@ -40,12 +41,21 @@ def cosine_distances(features: torch.Tensor, dtype: torch.dtype = torch.float32)
     return _rounded(1.0 - _rounded(symmetric_gram(unit)))
 
 
+def _scaled_to_distances(gram: np.ndarray) -> np.ndarray:
+    """1 - cos from a float32 Gram matrix, in place, in NumPy: the same steps as the torch branch above (same
+    rounding), at a microsecond per step where a torch op costs several."""
+    inverse_norm = np.reciprocal(np.maximum(np.sqrt(gram.diagonal()), np.float32(1e-12)))
+    gram *= inverse_norm[:, None] * inverse_norm[None]
+    return np.subtract(np.float32(1.0), gram, out=gram)
+
+
 def symmetric_gram(rows: torch.Tensor) -> torch.Tensor:
-    """rows @ rows.T for float32 rows [n, d], exactly symmetric, from its upper triangle only: on a CPU one BLAS
-    syrk call (half the multiply-adds, at GEMM speed), elsewhere the upper block triangle (the first half of the
-    rows against all, the second half against itself, mirrored: 3/4 of the multiply-adds)."""
+    """rows @ rows.T for float32 rows [n, d], exactly symmetric, from its upper block triangle (the first half of
+    the rows against all, the second half against itself, mirrored: 3/4 of the multiply-adds); on a CPU, NumPy's
+    product, one BLAS syrk call (half of them)."""
     if rows.device.type == "cpu":
-        return _syrk_gram(rows)
+        array = rows.detach().contiguous().numpy()
+        return torch.from_numpy(array @ array.T)
     n, half = rows.shape[0], rows.shape[0] // 2
     top = rows[:half] @ rows.T
     gram = torch.empty(n, n, dtype=top.dtype, device=top.device)
@@ -53,23 +63,6 @@ def symmetric_gram(rows: torch.Tensor) -> torch.Tensor:
     gram[half:, :half] = top[:, half:].T
     gram[half:, half:] = rows[half:] @ rows[half:].T
     return gram
-
-
-def _syrk_gram(rows: torch.Tensor) -> torch.Tensor:
-    """BLAS ssyrk on the transposed view (Fortran order of the same memory, so no copy). Its result, in Fortran
-    order with the upper triangle filled, is read transposed: C order (rows contiguous, as the greedy reads
-    them) with the lower triangle filled, completed by the mirror of that."""
-    gram = _blas().ssyrk(1.0, rows.detach().contiguous().numpy().T, trans=1).T
-    gram += np.tril(gram, -1).T
-    return torch.from_numpy(gram)
-
-
-@functools.cache
-def _blas():
-    """scipy's BLAS, loaded on first use: OpenBLAS fixes its thread count when it loads, so a benchmark that
-    imported this module can still set OPENBLAS_NUM_THREADS."""
-    from scipy.linalg import blas
-    return blas
 
 
 def _rounded(values: torch.Tensor) -> torch.Tensor:
