@@ -66,6 +66,17 @@ def run_query(model, engine, embeds, frame, step_logits=None):
     return logits, tokens, state
 
 
+@pytest.fixture
+def one_thread():
+    """For bit-for-bit comparisons of passes that compute different numbers of rows: a multi-threaded GEMM may
+    split its work by the row count, which reorders a row's float additions (seen on a 2-core EPYC: 5e-7 in OFT's
+    actions); on one thread every row gets the same arithmetic whatever the row count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def all_reused(monkeypatch):
     """Every reuse layer reuses all reusable tokens (reuse fraction 1 at every layer)."""
     monkeypatch.setattr(vla_cache, "reuse_fractions", lambda entropy, growth: [1.0] * len(entropy))
@@ -84,7 +95,7 @@ def test_no_reuse_equals_dense(openvla):
     assert engine.pruner.stored_query() is not None and len(engine.pruner.static[0]) == 128
 
 
-def test_identical_frames_with_everything_reused_equal_dense(openvla, monkeypatch):
+def test_identical_frames_with_everything_reused_equal_dense(openvla, monkeypatch, one_thread):
     """The same frame twice, every visual token reused from layer 2: the second query is the dense model's (its
     text rows attend to the carried keys/values, which are the ones a recomputation gives)."""
     model, reference, embeds = openvla
@@ -186,7 +197,7 @@ def oft_chunk(model, engine, embeds, frames):
     return model.action_chunk(state.last_rows(READOUT_ROWS)), state
 
 
-def test_openvla_oft_reuses_both_images_bidirectionally(oft, monkeypatch):
+def test_openvla_oft_reuses_both_images_bidirectionally(oft, monkeypatch, one_thread):
     """OFT (bidirectional): no reuse = dense; the same query twice with everything reused = dense; real
     consecutive frames reuse tokens of both images, each image against its own previous frame."""
     model, queries = oft

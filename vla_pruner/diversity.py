@@ -44,9 +44,10 @@ def cosine_distances(features: torch.Tensor, dtype: torch.dtype = torch.float32)
 def _scaled_to_distances(gram: np.ndarray) -> np.ndarray:
     """1 - cos from a float32 Gram matrix, in place, in NumPy: the same steps as the torch branch above (same
     rounding), at a microsecond per step where a torch op costs several."""
-    inverse_norm = np.reciprocal(np.maximum(np.sqrt(gram.diagonal()), np.float32(1e-12)))
-    gram *= inverse_norm[:, None] * inverse_norm[None]
-    return np.subtract(np.float32(1.0), gram, out=gram)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite features: refused by the caller, by row
+        inverse_norm = np.reciprocal(np.maximum(np.sqrt(gram.diagonal()), np.float32(1e-12)))
+        gram *= inverse_norm[:, None] * inverse_norm[None]
+        return np.subtract(np.float32(1.0), gram, out=gram)
 
 
 def symmetric_gram(rows: torch.Tensor) -> torch.Tensor:
