@@ -18,8 +18,8 @@ import statistics
 import time
 
 import torch
-from threadpoolctl import threadpool_limits
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 import baselines  # noqa: F401  (registers every pruner)
 import vla_pruner.method
