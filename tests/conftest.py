@@ -2,8 +2,10 @@ import evaluate.envs.triton_before_mujoco  # noqa: F401,I001  (first: a test mod
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,17 @@ def episode_records(run_dir: Path) -> list[dict]:
 
 def run_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+@contextmanager
+def paused(process: subprocess.Popen):
+    """Hold a run still (SIGSTOP: its locks stay held) while a second command starts: otherwise a run of a few
+    short episodes can finish, and free its tasks, before the second command has even imported torch."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
 
 
 def cli_command(*overrides: str) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_command, episode_records, noop_run_dir, run_cli, run_summary
+from tests.conftest import REPO, cli_command, episode_records, noop_run_dir, paused, run_cli, run_summary
 
 pytestmark = pytest.mark.sim
 NOOP = ["policy=noop", "suite=libero_object", "suite.max_steps=3"]
@@ -50,7 +50,8 @@ def test_resume_locks_and_task_shards_with_two_workers(tmp_path):
     first = subprocess.Popen(cli_command(*shard, "tasks=[0]", "episodes_per_task=3"), cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (run_dir / "summary.json").exists(), first, "a summary")
-    second = run_cli(*shard, "tasks=[0]", "episodes_per_task=3")  # the same task while the first holds it
+    with paused(first):
+        second = run_cli(*shard, "tasks=[0]", "episodes_per_task=3")  # the same task while the first holds it
     assert second.returncode != 0 and second.stderr.strip().splitlines()[-1].startswith("error: task 0 of ")
     assert first.wait(timeout=300) == 0, first.communicate()[1][-2000:]
     assert run_summary(run_dir)["complete"] is False  # task 1's shard has not run

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_command, episode_records, noop_run_dir, require_fixtures, run_cli, run_summary
+from tests.conftest import (REPO, cli_command, episode_records, noop_run_dir, paused, require_fixtures, run_cli,
+                            run_summary)
 
 pytestmark = pytest.mark.sim
 NOOP = ["policy=noop", "suite=libero_object", "suite.max_steps=3"]
@@ -44,7 +45,8 @@ def test_a_second_writer_on_the_same_tasks_is_refused(tmp_path):
     while not (run_dir / "summary.json").exists():  # written once the run holds its lock and has started
         assert first.poll() is None and time.time() < deadline, first.communicate()[1][-2000:]
         time.sleep(0.2)
-    second = run_cli(*overrides)
+    with paused(first):
+        second = run_cli(*overrides)
     assert second.returncode != 0
     last = second.stderr.strip().splitlines()[-1]
     assert last.startswith("error: task 0 of ") and f"pid {first.pid}" in last, second.stderr[-2000:]
