@@ -8,11 +8,22 @@ from __future__ import annotations
 from evaluate.envs.base import PRIMARY, WRIST
 from evaluate.policies.noop import build_noop
 from evaluate.policies.scripted import make_scripted
-from evaluate.policies.vla import build_vla_policy, check_vla_policy, prepare_vla_observation, vla_cameras
 from evaluate.policy import Policy, PolicyEntry
 
+
+def _vla(name: str):
+    """evaluate.policies.vla's function `name`, imported at its first call: a noop or scripted run (most of the
+    simulator tests, every worker process) then never imports the model code and transformers, seconds each."""
+    def call(*args, **kwargs):
+        from evaluate.policies import vla
+
+        return getattr(vla, name)(*args, **kwargs)
+    return call
+
+
 POLICIES: dict[str, PolicyEntry] = {
-    "vla": PolicyEntry(build_vla_policy, check=check_vla_policy, cameras=vla_cameras, prepare=prepare_vla_observation),
+    "vla": PolicyEntry(_vla("build_vla_policy"), check=_vla("check_vla_policy"), cameras=_vla("vla_cameras"),
+                       prepare=_vla("prepare_vla_observation")),
     "scripted": PolicyEntry(make_scripted, beside_simulator=True),
     "noop": PolicyEntry(build_noop, beside_simulator=True),
 }

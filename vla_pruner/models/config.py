@@ -7,9 +7,10 @@ newer transformers with other defaults cannot change the model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import LlamaConfig
+if TYPE_CHECKING:
+    from transformers import LlamaConfig
 
 # transformers-4.40 LlamaConfig defaults (Llama-2-7B), for fields a checkpoint's text_config omits.
 LLAMA_40_DEFAULTS: dict[str, Any] = {
@@ -69,6 +70,8 @@ class OpenVLAConfig:
         return kwargs
 
     def llama_config(self) -> LlamaConfig:
+        from transformers import LlamaConfig  # here: reading a config (a run's pre-load checks) needs no transformers
+
         t = {**LLAMA_40_DEFAULTS, **self.text_config}
         if t["rope_scaling"] is not None:
             raise ValueError(f"text_config.rope_scaling={t['rope_scaling']!r} is not supported")
