@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from evaluate.envs.base import Observation
-from vla_pruner.models.proprio import quat_to_axis_angle
+from vla_pruner.models.robot_state import quat_to_axis_angle
 
 OBS_KEYS = {  # LIBERO dataset key -> env observation key
     "agentview_rgb": "agentview_image",

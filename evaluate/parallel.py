@@ -35,7 +35,6 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from evaluate.envs.base import Observation, Task
@@ -97,6 +96,8 @@ def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     os.environ.setdefault("LP_NUM_THREADS", "1")  # read when the env's GL context is made, below
+    import torch  # here, as in `run`: a noop or scripted run never needs it
+
     torch.set_num_threads(1)
     env = env_task = None
     beat = Heartbeat(conn)
@@ -176,6 +177,8 @@ class WorkerPool:
 
     def run(self, jobs: Sequence[tuple[Task, int]]) -> None:
         """Run every (task, init index) of `jobs`; returns when all are recorded."""
+        import torch
+
         pending = deque(jobs)
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - int(self.cfg.num_envs)))

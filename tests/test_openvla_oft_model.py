@@ -13,7 +13,7 @@ from vla_pruner.models.checkpoint import CheckpointError
 from vla_pruner.models.llama import bidirectional_mask
 from vla_pruner.models.openvla_oft import OpenVLAOFT, sequence_layout
 from vla_pruner.models.processor import OpenVLAProcessor
-from vla_pruner.models.proprio import quat_to_axis_angle, robot_state
+from vla_pruner.models.robot_state import quat_to_axis_angle, robot_state
 from vla_pruner.pruning import ModelLayout, build_pruner
 
 from tests.references import eager_attention

@@ -40,7 +40,7 @@ import numpy as np
 
 from evaluate.envs.base import PRIMARY, WRIST, Observation, SuiteFamily, Task
 from vla_pruner.models.preprocess import rotate_180
-from vla_pruner.models.proprio import robot_state
+from vla_pruner.models.robot_state import robot_state
 
 CAMERA_SIZE = 256
 CAMERAS = {PRIMARY: "agentview_image", WRIST: "robot0_eye_in_hand_image"}  # role -> LIBERO observation key

@@ -28,7 +28,7 @@ from vla_pruner.models.openvla_oft import (
     select_proprio_stats,
 )
 from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
-from vla_pruner.models.proprio import PROPRIO_DIM
+from vla_pruner.models.robot_state import PROPRIO_DIM
 from vla_pruner.models.tiny_oft import add_oft_parts
 
 CAMERAS = (PRIMARY, WRIST)  # the model's image order

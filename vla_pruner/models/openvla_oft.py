@@ -30,7 +30,8 @@ from .action_tokenizer import select_action_stats, unnormalize
 from .checkpoint import CheckpointError, resolve_checkpoint
 from .config import OFFICIAL_OPENVLA_CONFIG
 from .openvla import ACTION_DIM, OpenVLA, with_empty_token
-from .proprio import PROPRIO_DIM, ProprioProjector, normalize_proprio
+from .proprio import ProprioProjector, normalize_proprio
+from .robot_state import PROPRIO_DIM
 from .tiny_configs import TINY_CONFIG, tiny_oft_norm_stats
 
 CHUNK = 8  # actions per query, executed open loop
