@@ -146,6 +146,7 @@ class TaskEnv:
             self.env = ControlEnv(bddl_file_name=str(task.bddl_file), has_renderer=False,
                                   has_offscreen_renderer=bool(cameras), **render)
         self.env.seed(0)
+        self._fresh = True  # its sim was just compiled from the task's model: the first reset need not do it again
 
     @property
     def live(self):
@@ -160,9 +161,18 @@ class TaskEnv:
                 f"init state {init_index} out of range: task {self.task.task_id} of {self.task.suite} "
                 f"has {len(states)} init states (0..{len(states) - 1})"
             )
-        with _prints_to_run_log():
-            self.env.reset()
-            obs = self.env.set_init_state(states[init_index])
+        # robosuite's hard reset rebuilds the model and recompiles it (seconds); on a new env that rebuilds what
+        # was just built, so its first reset only resets the data: the episode is the same, bit for bit
+        # (tests/test_libero_env_sim.py)
+        problem, fresh, self._fresh = self.env.env, self._fresh, False
+        hard = problem.hard_reset
+        problem.hard_reset = hard and not fresh
+        try:
+            with _prints_to_run_log():
+                self.env.reset()
+                obs = self.env.set_init_state(states[init_index])
+        finally:
+            problem.hard_reset = hard
         # MuJoCo warm-starts its constraint solver from the last step's accelerations, and reset keeps them: an
         # episode would then depend on the episodes this env ran before (so on resume, task shards, num_envs).
         # Cleared, an episode is a function of its task, init state and policy alone.
