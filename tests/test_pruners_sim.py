@@ -26,6 +26,9 @@ def test_every_pruner_runs_real_episodes(model, tmp_path):
         assert record["status"] == "ok" and record["steps"] == steps
         queries = record["queries"]
         assert len(queries) == steps // chunk
+        assert all(q["latency_ms"]["total"] > 0 and q["latency_ms"]["prefill"] > 0 for q in queries)
+        if model == "openvla_oft_tiny":  # the whole chunk from one forward pass: nothing decoded token by token
+            assert all(q["decode_steps"] == 0 for q in queries)
         kept = [q["kept_visual"] for q in queries]
         expected_pruned = visual // 4  # round(0.25 * 256) per image
         if pruner == "none":
