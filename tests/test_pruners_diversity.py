@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from vla_pruner.diversity import select_diverse
+from vla_pruner import diversity
+from vla_pruner.diversity import select_diverse, symmetric_gram
+
+
+@pytest.fixture(params=[True, False], ids=["numpy_syrk", "torch_blocks"])
+def cpu_product(request, monkeypatch):
+    """Both CPU products of the Gram matrix, whichever this machine's CPU picks (diversity.numpy_syrk_on_cpu)."""
+    monkeypatch.setattr(diversity, "numpy_syrk_on_cpu", lambda: request.param)
+    return request.param
 
 
 def reference_max_min(features: torch.Tensor, k: int) -> list[int]:
@@ -28,9 +36,17 @@ def reference_greedy(n: int, k: int, d) -> list[int]:
 
 
 @pytest.mark.parametrize("seed, n, k", [(s, n, k) for s in range(5) for n, k in ((6, 3), (12, 5), (20, 19))])
-def test_matches_pairwise_reference(seed, n, k):
+def test_matches_pairwise_reference(seed, n, k, cpu_product):
     features = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     assert select_diverse(features, k).tolist() == reference_max_min(features, k)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 115, 256])
+def test_both_cpu_products_are_exactly_symmetric_gram_matrices(n, cpu_product):
+    rows = torch.randn(n, 4096, generator=torch.Generator().manual_seed(n))
+    gram = symmetric_gram(rows)
+    assert torch.equal(gram, gram.T)
+    assert torch.allclose(gram.double(), rows.double() @ rows.double().T, rtol=1e-5, atol=1e-3)
 
 
 def test_takes_one_token_per_cluster_first():
@@ -117,7 +133,7 @@ def bf16_distances(features: torch.Tensor) -> list[list[float]]:
 
 
 @pytest.mark.parametrize("seed, n, k", [(s, n, k) for s in range(6) for n, k in ((6, 3), (20, 10), (24, 23))])
-def test_bfloat16_matches_pairwise_reference_in_bfloat16(seed, n, k):
+def test_bfloat16_matches_pairwise_reference_in_bfloat16(seed, n, k, cpu_product):
     features = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
     distances = bf16_distances(features)
     expected = reference_greedy(n, k, lambda i, j: distances[i][j])
