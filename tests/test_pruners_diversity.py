@@ -183,3 +183,10 @@ def test_choosing_among_rows_equals_choosing_on_their_copy_and_leaves_features_a
     features[15, 2] = float("nan")
     with pytest.raises(ValueError, match=r"finite.*rows \[3\]"):  # named by position among the chosen rows
         select_diverse(features, 4, rows=rows)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_features_that_require_grad_select_as_their_detached_copy(dtype, cpu_product):
+    features = torch.randn(20, 16, generator=torch.Generator().manual_seed(0))
+    expected = select_diverse(features, 5, dtype=dtype).tolist()
+    assert select_diverse(features.clone().requires_grad_(), 5, dtype=dtype).tolist() == expected

@@ -30,9 +30,10 @@ DTYPES = (torch.float32, torch.bfloat16)
 
 def cosine_distances(features: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """[n, n] matrix of 1 - cos(f_i, f_j) as float32, computed in `dtype` (see the module docstring). Exactly
-    symmetric."""
+    symmetric. Never part of an autograd graph: every path ends in NumPy or in place."""
+    features = features.detach()
     if dtype == torch.float32 and features.device.type == "cpu":
-        return torch.from_numpy(_scaled_to_distances(symmetric_gram(features.detach().float()).numpy()))
+        return torch.from_numpy(_scaled_to_distances(symmetric_gram(features.float()).numpy()))
     if dtype == torch.float32:
         gram = symmetric_gram(features.float())
         inverse_norm = gram.diagonal().sqrt().clamp_min(1e-12).reciprocal()
