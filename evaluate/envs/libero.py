@@ -164,9 +164,10 @@ class TaskEnv:
         # robosuite's hard reset rebuilds the model and recompiles it (seconds); on a new env that rebuilds what
         # was just built, so its first reset only resets the data: the episode is the same, bit for bit
         # (tests/test_libero_env_sim.py)
-        problem, fresh, self._fresh = self.env.env, self._fresh, False
+        problem = self.env.env
         hard = problem.hard_reset
-        problem.hard_reset = hard and not fresh
+        problem.hard_reset = hard and not self._fresh
+        self._fresh = False
         try:
             with _prints_to_run_log():
                 self.env.reset()
