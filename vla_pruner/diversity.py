@@ -1,7 +1,7 @@
 """Greedy max-min diversity selection (VLA-Pruner's min-redundancy filter; DivPrune's whole rule).
 
 The pairwise cosine distances come from the features' Gram matrix on their device (the first pick needs every
-row's nearest neighbour, so every pair is needed; symmetry saves products, see `symmetric_gram`: on most CPUs
+row's nearest neighbour, so every pair is needed; symmetry saves products, see `symmetric_gram`: on a CPU
 NumPy's product of a matrix with its own transpose is one BLAS syrk call, which computes one triangle), scaled
 by the inverse norms read off its diagonal, so no normalised n x d copy is made; the greedy then needs only one
 O(n) update per pick (a running minimum distance to the chosen set). On a CPU everything after the product runs
@@ -17,9 +17,7 @@ go to the lowest index.
 """
 from __future__ import annotations
 
-import functools
 import operator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,12 +52,23 @@ def _scaled_to_distances(gram: np.ndarray) -> np.ndarray:
 
 
 def symmetric_gram(rows: torch.Tensor) -> torch.Tensor:
-    """rows @ rows.T for float32 rows [n, d], exactly symmetric, from its upper block triangle (the first half of
-    the rows against all, the second half against itself, mirrored: 3/4 of the multiply-adds); on a CPU where
-    `numpy_syrk_on_cpu`, NumPy's product, one BLAS syrk call (half of them)."""
-    if rows.device.type == "cpu" and numpy_syrk_on_cpu():
-        array = rows.detach().contiguous().numpy()
-        return torch.from_numpy(array @ array.T)
+    """rows @ rows.T for float32 rows [n, d], exactly symmetric: on a CPU NumPy's product, on other devices the
+    upper block triangle. Fixed per device, never chosen by timing, so machine load cannot change the last bits
+    of near-tied distances and with them a selection."""
+    return numpy_syrk(rows) if rows.device.type == "cpu" else block_triangle(rows)
+
+
+def numpy_syrk(rows: torch.Tensor) -> torch.Tensor:
+    """NumPy computes a matrix times its own transpose as one BLAS syrk call: half the multiply-adds, one
+    triangle mirrored. (On one 2-core Xeon MKL's full product beat OpenBLAS's syrk, on another Xeon and an EPYC
+    the syrk won by 1.5-2x: README, Benchmarks.)"""
+    array = rows.detach().contiguous().numpy()
+    return torch.from_numpy(array @ array.T)
+
+
+def block_triangle(rows: torch.Tensor) -> torch.Tensor:
+    """The first half of the rows against all, the second half against itself, mirrored: 3/4 of the
+    multiply-adds in two GEMMs, for devices whose BLAS has no syrk behind torch."""
     n, half = rows.shape[0], rows.shape[0] // 2
     top = rows[:half] @ rows.T
     gram = torch.empty(n, n, dtype=top.dtype, device=top.device)
@@ -67,22 +76,6 @@ def symmetric_gram(rows: torch.Tensor) -> torch.Tensor:
     gram[half:, :half] = top[:, half:].T
     gram[half:, half:] = rows[half:] @ rows[half:].T
     return gram
-
-
-@functools.cache
-def numpy_syrk_on_cpu() -> bool:
-    """Whether a CPU Gram matrix is NumPy's syrk (OpenBLAS) rather than torch's block triangle. torch's CPU
-    products run on MKL where its build has it, and MKL is tuned for Intel's CPUs: on a 2-core Xeon its block
-    triangle took 1.5 ms for 115 x 4096 rows against 2.5-3.6 ms for OpenBLAS's syrk (half the work), while on an
-    AMD EPYC the syrk won (README, Benchmarks). Chosen by the CPU's maker, not by timing, so that machine load
-    cannot change the kernel, and with it the last bits of near-tied distances."""
-    return not (torch.backends.mkl.is_available() and _cpu_vendor() == "GenuineIntel")
-
-
-def _cpu_vendor() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
 
 
 def _rounded(values: torch.Tensor) -> torch.Tensor:
