@@ -9,6 +9,13 @@ then the median over rounds. VLA-Pruner runs with its action history full (fille
 own select/observe on synthetic scores). "probes" is the time inside the engine's attention-probe function
 (stage rows and action rows), "select" the pruner's own time (`select_ms`).
 
+The FLOPs ratio assumes a pruned layer's matrix products run as fast per FLOP on its few rows as on the full
+sequence; on a CPU streaming 4096-wide float32 weights from memory they do not (fewer rows, fewer FLOPs per
+weight read). So each round also runs the dense slice on a sequence of each keep's kept length, and "ceiling"
+is the prefill speedup the layers themselves allow: dense time over (layers before the cut at full length +
+layers after it at the kept length, each a share of those dense runs). speedup/ceiling near 1 means the engine
+adds nothing of its own; the gap between ceiling and FLOPs ratio is the hardware's.
+
     python scripts/bench_pruning.py --rounds 5 --threads 1
     python scripts/bench_pruning.py --width 512 --heads 8 --mlp 1376 --layers 32   # 7B depth, narrow
 
@@ -91,8 +98,8 @@ def fill_history(pruner, generator: torch.Generator) -> None:
 
 
 @torch.inference_mode()
-def run_query(setting: Setting, embeds: torch.Tensor, clock: ProbeClock) -> dict:
-    layout = SequenceLayout.openvla(embeds.shape[1])
+def run_query(setting: Setting, embeds: torch.Tensor, clock: ProbeClock, visual: int = VISUAL) -> dict:
+    layout = SequenceLayout.openvla(embeds.shape[1], visual)
     clock.seconds = 0.0
     t0 = time.perf_counter()
     state = setting.engine.prefill(embeds, layout)  # and the first action token
@@ -147,6 +154,11 @@ def main() -> None:
                 raise RuntimeError(f"{setting.label} ran a warm-up query: its history is not full")
             if round_index:
                 runs[setting.label].append(result)
+        for keep in KEEPS:  # the dense slice at the kept length: the ceiling's short layers
+            kept_length = length - VISUAL + round(VISUAL * keep)
+            result = run_query(settings[0], embeds[:, :kept_length], clock, kept_length - args.prompt_tokens)
+            if round_index:
+                runs[f"dense {kept_length}"].append(result)
         print(f"round {round_index}/{args.rounds} done", flush=True)
 
     dense = runs["dense"]
@@ -159,10 +171,18 @@ def main() -> None:
         """Median over rounds of runs[over][key] / runs[label][key]."""
         return statistics.median(o[key] / r[key] for o, r in zip(runs[over], runs[label]))
 
+    def ceiling(label: str) -> float:
+        """Median over rounds of the prefill speedup the layers allow at this setting's per-layer lengths."""
+        tokens = runs[label][0]["tokens"]
+        short = runs[f"dense {tokens[-1]}"] if tokens[-1] != length else dense
+        return statistics.median(
+            d["prefill"] * len(tokens) / sum(d["prefill"] if n == length else s["prefill"] for n in tokens)
+            for d, s in zip(dense, short))
+
     print(f"\n| {'setting':<11} | prefill ms | decode ms | query ms | select ms | probes ms | prefill speedup "
-          f"| FLOPs ratio | speedup/ratio |")
+          f"| FLOPs ratio | speedup/ratio | ceiling | speedup/ceiling |")
     print(f"|{'-' * 13}|-----------:|----------:|---------:|----------:|----------:|----------------:"
-          f"|------------:|--------------:|")
+          f"|------------:|--------------:|--------:|----------------:|")
     efficiency = {}
     for setting in settings:
         label = setting.label
@@ -171,7 +191,8 @@ def main() -> None:
         efficiency[label] = speedup / ratio
         print(f"| {label:<11} | {median(label, 'prefill'):>10.1f} | {median(label, 'decode'):>9.1f} "
               f"| {median(label, 'query'):>8.1f} | {median(label, 'select'):>9.2f} | {median(label, 'probes'):>9.2f} "
-              f"| {speedup:>15.2f} | {ratio:>11.2f} | {speedup / ratio:>13.2f} |")
+              f"| {speedup:>15.2f} | {ratio:>11.2f} | {speedup / ratio:>13.2f} | {ceiling(label):>7.2f} "
+              f"| {speedup / ceiling(label):>15.2f} |")
     print("\nVLA-Pruner's whole-query time over FastV's (median of per-round ratios):")
     for keep in KEEPS:
         print(f"  keep {keep}: {100 * (paired(f'fastv {keep}', f'vla {keep}', 'query') - 1):+.2f}%")
