@@ -3,10 +3,11 @@ family behind the benchmark seam (envs/base.py).
 
 Protocol (spec/openvla.md): 256x256 cameras, `env.seed(0)`, reset, episode i uses init state i, ten wait
 steps with a no-op that keeps the gripper open, then the policy acts for at most the suite's max steps.
-`done` from `env.step` means success; the step limit is enforced by the rollout loop. One deliberate difference:
-the solver's warm start is cleared at each episode's start, so that an episode does not depend on which
-episodes its env ran before (the official loop's results do; ours stay the same under resume, task shards and
-parallel workers).
+`done` from `env.step` means success; the step limit is enforced by the rollout loop. Two deliberate differences,
+both so that an episode does not depend on which episodes its env ran before (the official loop's results do;
+ours stay the same under resume, task shards and parallel workers): the solver's warm start is cleared at each
+episode's start, and the scene's fixtures are placed from a seed per episode, not from one `env.seed(0)` per env
+(`TaskEnv.start_episode`).
 
 Observations (`observation`): LIBERO renders upside down, so both cameras are turned 180 degrees here, before
 anything else touches them (the official evaluation's first preprocessing step, for the agent view and the wrist
@@ -136,17 +137,19 @@ class TaskEnv:
 
     def __init__(self, task: LiberoTask, cameras: Sequence[str] = (PRIMARY, WRIST)):
         self.task = task
-        names = [CAMERAS[role].removesuffix("_image") for role in cameras]  # observation key = camera + "_image"
+        self.cameras = tuple(cameras)
+        self.env = None  # built by the first episode, from that episode's seed (start_episode)
+
+    def _build(self) -> None:
+        names = [CAMERAS[role].removesuffix("_image") for role in self.cameras]  # observation key = camera + "_image"
         render = ({"camera_names": names, "camera_heights": CAMERA_SIZE, "camera_widths": CAMERA_SIZE} if names
                   else {"use_camera_obs": False})
         with _prints_to_run_log():
             from libero.libero.envs.env_wrapper import ControlEnv
 
             # what OffScreenRenderEnv is, with the renderer only when a camera is wanted
-            self.env = ControlEnv(bddl_file_name=str(task.bddl_file), has_renderer=False,
-                                  has_offscreen_renderer=bool(cameras), **render)
-        self.env.seed(0)
-        self._fresh = True  # its sim was just compiled from the task's model: the first reset need not do it again
+            self.env = ControlEnv(bddl_file_name=str(self.task.bddl_file), has_renderer=False,
+                                  has_offscreen_renderer=bool(self.cameras), **render)
 
     @property
     def live(self):
@@ -161,13 +164,20 @@ class TaskEnv:
                 f"init state {init_index} out of range: task {self.task.task_id} of {self.task.suite} "
                 f"has {len(states)} init states (0..{len(states) - 1})"
             )
+        # LIBERO places the fixtures (cabinets, stoves, racks: bodies the init states do not hold) from NumPy's
+        # global RNG whenever it builds the model, at creation and at every hard reset, and its env.seed(s) is
+        # np.random.seed(s). Seeded with the init index before each build, an episode's scene is a function of
+        # its task and init state alone, whatever its env ran before (tests/test_libero_env_sim.py).
+        np.random.seed(init_index)
+        fresh = self.env is None
+        if fresh:
+            self._build()
+            np.random.seed(init_index)  # the reset below draws as it does after a hard reset's build
         # robosuite's hard reset rebuilds the model and recompiles it (seconds); on a new env that rebuilds what
-        # was just built, so its first reset only resets the data: the episode is the same, bit for bit
-        # (tests/test_libero_env_sim.py)
+        # was just built from the same seed, so its first reset only resets the data: the same episode, bit for bit
         problem = self.env.env
         hard = problem.hard_reset
-        problem.hard_reset = hard and not self._fresh
-        self._fresh = False
+        problem.hard_reset = hard and not fresh
         try:
             with _prints_to_run_log():
                 self.env.reset()
@@ -188,7 +198,8 @@ class TaskEnv:
         return observation(obs, self.task.instruction), bool(done)
 
     def close(self) -> None:
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
 
     def __enter__(self) -> "TaskEnv":
         return self
