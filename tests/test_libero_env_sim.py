@@ -1,6 +1,6 @@
 """An episode is a function of its task and init state alone (evaluate/envs/libero.py): LIBERO places a scene's
-fixtures from NumPy's global RNG at every model build, and a new TaskEnv skips robosuite's rebuild at its first
-reset. Every image, state and raw observation must be the same bit for bit, whatever the env ran before."""
+fixtures from NumPy's global RNG at every reset, and a new TaskEnv skips robosuite's rebuild at its first reset.
+Every image, state and raw observation must be the same bit for bit, whatever the env ran before."""
 import numpy as np
 import pytest
 
@@ -9,7 +9,7 @@ from evaluate.envs.libero import TaskEnv, load_suite
 
 pytestmark = pytest.mark.sim
 
-FIXTURE = "wooden_cabinet_1_main"  # libero_goal task 3's cabinet: a fixture, placed at random at each build
+FIXTURE = "wooden_cabinet_1_main"  # libero_goal task 3's cabinet: a fixture, placed at random at each reset
 
 
 def _episode(env: TaskEnv, init_index: int, actions: np.ndarray) -> tuple[list, np.ndarray]:
@@ -29,7 +29,7 @@ def test_an_episode_is_the_same_on_a_new_env_and_after_other_episodes():
     actions = np.random.default_rng(0).uniform(-1, 1, size=(20, 7))
     task = load_suite("libero_goal")[3]
     with TaskEnv(task, (PRIMARY, WRIST)) as env:
-        first, cabinet = _episode(env, 2, actions)  # a new env: built from episode 2's seed, no rebuild at reset
+        first, cabinet = _episode(env, 2, actions)  # a new env: no rebuild at its first reset
         _, cabinet_0 = _episode(env, 0, actions[:3])  # another episode in between, as a run has
         again, cabinet_again = _episode(env, 2, actions)  # hard reset: the model rebuilt and recompiled
     with TaskEnv(task, (PRIMARY, WRIST)) as other:

@@ -6,7 +6,7 @@ steps with a no-op that keeps the gripper open, then the policy acts for at most
 `done` from `env.step` means success; the step limit is enforced by the rollout loop. Two deliberate differences,
 both so that an episode does not depend on which episodes its env ran before (the official loop's results do;
 ours stay the same under resume, task shards and parallel workers): the solver's warm start is cleared at each
-episode's start, and the scene's fixtures are placed from a seed per episode, not from one `env.seed(0)` per env
+episode's start, and the env is seeded with the init index at each reset instead of once with 0
 (`TaskEnv.start_episode`).
 
 Observations (`observation`): LIBERO renders upside down, so both cameras are turned 180 degrees here, before
@@ -137,19 +137,16 @@ class TaskEnv:
 
     def __init__(self, task: LiberoTask, cameras: Sequence[str] = (PRIMARY, WRIST)):
         self.task = task
-        self.cameras = tuple(cameras)
-        self.env = None  # built by the first episode, from that episode's seed (start_episode)
-
-    def _build(self) -> None:
-        names = [CAMERAS[role].removesuffix("_image") for role in self.cameras]  # observation key = camera + "_image"
+        names = [CAMERAS[role].removesuffix("_image") for role in cameras]  # observation key = camera + "_image"
         render = ({"camera_names": names, "camera_heights": CAMERA_SIZE, "camera_widths": CAMERA_SIZE} if names
                   else {"use_camera_obs": False})
         with _prints_to_run_log():
             from libero.libero.envs.env_wrapper import ControlEnv
 
             # what OffScreenRenderEnv is, with the renderer only when a camera is wanted
-            self.env = ControlEnv(bddl_file_name=str(self.task.bddl_file), has_renderer=False,
-                                  has_offscreen_renderer=bool(self.cameras), **render)
+            self.env = ControlEnv(bddl_file_name=str(task.bddl_file), has_renderer=False,
+                                  has_offscreen_renderer=bool(cameras), **render)
+        self._fresh = True  # its sim was just compiled from the task's model: the first reset need not do it again
 
     @property
     def live(self):
@@ -164,20 +161,18 @@ class TaskEnv:
                 f"init state {init_index} out of range: task {self.task.task_id} of {self.task.suite} "
                 f"has {len(states)} init states (0..{len(states) - 1})"
             )
-        # LIBERO places the fixtures (cabinets, stoves, racks: bodies the init states do not hold) from NumPy's
-        # global RNG whenever it builds the model, at creation and at every hard reset, and its env.seed(s) is
-        # np.random.seed(s). Seeded with the init index before each build, an episode's scene is a function of
-        # its task and init state alone, whatever its env ran before (tests/test_libero_env_sim.py).
-        np.random.seed(init_index)
-        fresh = self.env is None
-        if fresh:
-            self._build()
-            np.random.seed(init_index)  # the reset below draws as it does after a hard reset's build
         # robosuite's hard reset rebuilds the model and recompiles it (seconds); on a new env that rebuilds what
-        # was just built from the same seed, so its first reset only resets the data: the same episode, bit for bit
+        # was just built, so its first reset only resets the data: the episode is the same, bit for bit
+        # (tests/test_libero_env_sim.py)
         problem = self.env.env
         hard = problem.hard_reset
-        problem.hard_reset = hard and not fresh
+        problem.hard_reset = hard and not self._fresh
+        self._fresh = False
+        # Each reset places the fixtures (cabinets, stoves, racks: bodies the init states do not hold) at random
+        # from NumPy's global RNG, which LIBERO's env.seed seeds. The official loop seeds once per env, so there
+        # an episode's scene depends on the resets before it; seeded with the init index, it is a function of the
+        # task and init state alone (tests/test_libero_env_sim.py).
+        self.env.seed(init_index)
         try:
             with _prints_to_run_log():
                 self.env.reset()
@@ -198,8 +193,7 @@ class TaskEnv:
         return observation(obs, self.task.instruction), bool(done)
 
     def close(self) -> None:
-        if self.env is not None:
-            self.env.close()
+        self.env.close()
 
     def __enter__(self) -> "TaskEnv":
         return self
