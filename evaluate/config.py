@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 EPISODES_PER_TASK_MAX = 50  # LIBERO ships 50 init states per task
+SAMPLED_EPISODES_MAX = 100_000  # with placement_seed: placements drawn by the sampler, seeds placement_seed + 0..N-1
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,7 @@ class EvalConfig:
     device: str = "auto"
     video: bool = False
     record_demos: bool = False
+    placement_seed: Optional[int] = None
     num_envs: int = 1
     worker_timeout_s: float = 600.0
     output_root: str = "runs"
@@ -128,6 +130,9 @@ def _plain(value) -> str:
 
 OmegaConf.register_new_resolver("pruner_tag", _pruner_tag_resolver, replace=True)
 OmegaConf.register_new_resolver("model_default", _model_default_resolver, replace=True)
+# run names: episodes from sampled placements (placement_seed) are another experiment than the init states'
+OmegaConf.register_new_resolver("placements_tag", lambda seed: "" if seed is None else f"-placements{seed}",
+                                replace=True)
 
 # Fields that do not change what an episode's outcome is; a resumed run may change them.
 NON_IDENTITY_FIELDS = ("tasks", "expected_tasks", "episodes_per_task", "video", "record_demos", "num_envs",
@@ -157,11 +162,17 @@ def validate(cfg: DictConfig, policies: dict) -> None:
     if cfg.policy.name not in policies:
         raise ConfigError(f"unknown policy '{cfg.policy.name}'; valid choices: {', '.join(sorted(policies))}")
     check_keep(cfg.keep)
-    if not 1 <= cfg.episodes_per_task <= EPISODES_PER_TASK_MAX:
+    if cfg.placement_seed is not None and not 0 <= cfg.placement_seed < 2**32 - SAMPLED_EPISODES_MAX:
+        raise ConfigError(f"placement_seed={cfg.placement_seed} must be in 0..{2**32 - SAMPLED_EPISODES_MAX - 1} "
+                          "(episode i seeds LIBERO's placement sampler with placement_seed + i), or null")
+    if cfg.placement_seed is None and not 1 <= cfg.episodes_per_task <= EPISODES_PER_TASK_MAX:
         raise ConfigError(
             f"episodes_per_task={cfg.episodes_per_task} must be in 1..{EPISODES_PER_TASK_MAX} "
             f"(one LIBERO init state per episode)"
         )
+    if cfg.placement_seed is not None and not 1 <= cfg.episodes_per_task <= SAMPLED_EPISODES_MAX:
+        raise ConfigError(f"episodes_per_task={cfg.episodes_per_task} must be in 1..{SAMPLED_EPISODES_MAX} "
+                          f"(placements drawn from seeds placement_seed + 0..N-1)")
     if cfg.suite.max_steps < 1:
         raise ConfigError(f"suite.max_steps={cfg.suite.max_steps} must be at least 1")
     if not DEVICE_PATTERN.match(cfg.device):
@@ -170,9 +181,6 @@ def validate(cfg: DictConfig, policies: dict) -> None:
         raise ConfigError("tasks=[] selects no task; list task ids, e.g. tasks=[0,3], or tasks=null for all")
     if cfg.num_envs < 1:
         raise ConfigError(f"num_envs={cfg.num_envs} must be at least 1 (simulator worker processes; 1 = none)")
-    if cfg.num_envs > 1 and cfg.record_demos:
-        raise ConfigError(f"record_demos=true needs num_envs=1 (one demo file, written by one process); "
-                          f"got num_envs={cfg.num_envs}")
     if not cfg.worker_timeout_s > 0:
         raise ConfigError(f"worker_timeout_s={cfg.worker_timeout_s} must be positive (seconds a simulator worker "
                           "may stay silent before its episode is recorded as env_error)")

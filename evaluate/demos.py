@@ -4,11 +4,16 @@ Why this format: LIBERO's released demonstrations are HDF5 files, one per task, 
 with `data/demo_<i>/{actions, obs/*, states, robot_states, rewards, dones}` and the task's language in
 `data.attrs["problem_info"]`. Recording the same layout means LIBERO's and robomimic's data loaders (and
 every fine-tuning script built on them) read these demos unchanged; h5py is the only dependency.
-Additions beyond LIBERO's keys: per-demo attrs `suite`, `task_id`, `init_index`, `instruction`, `seed`.
-Images are stored as the env renders them (256x256, OpenGL convention: upside down, like LIBERO's files).
+Additions beyond LIBERO's keys, so a file says how it was made: per-demo attrs `suite`, `task_id`,
+`init_index`, `instruction`, `seed`, `start` (`init_state`: LIBERO's init state `init_index`, i.e. an evaluation
+start; `sampled`: the placement LIBERO's own sampler drew from seed `placement_seed`) and `placement_seed`; per
+file `recorded_by` (the policy's description) and `num_demos`. Images are stored as the env renders them (256x256,
+OpenGL convention: upside down, like LIBERO's files).
 
 Crash safety: an episode is buffered in memory and written by `finish(success=True)`, which opens the
-file, appends the demo and closes it again, so every finished demo is on disk whatever happens later.
+file, appends the demo and closes it again, so every finished demo is on disk whatever happens later. A simulator
+worker (`num_envs` > 1) records into a recorder without a root and sends the finished episode to the main
+process, which writes it with `write_demo` (one writer per file).
 """
 from __future__ import annotations
 
@@ -37,11 +42,14 @@ def _slug(text: str) -> str:
 
 class DemoRecorder:
     """`start(ctx)`, then `add(obs, action)` per policy env step, then `finish(success)` per episode;
-    `close()` at the end of a run. `ctx.env`, if set during `add`, also yields LIBERO's `states`."""
+    `close()` at the end of a run. `ctx.env`, if set during `add`, also yields LIBERO's `states`.
+    With a `root`, `finish` writes a successful episode there; without, it keeps it for `take()`."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path | None, recorded_by: str = ""):
+        self.root = None if root is None else Path(root)
+        self.recorded_by = recorded_by
         self._ep: dict | None = None
+        self._finished: dict | None = None
 
     def start(self, ctx) -> None:
         self._ep = {"ctx": ctx, "obs": {k: [] for k in OBS_KEYS}, "ee_ori": [], "robot_states": [],
@@ -61,47 +69,77 @@ class DemoRecorder:
             ep["states"].append(ep["ctx"].env.get_sim_state())
 
     def finish(self, success: bool) -> Path | None:
-        """Write the episode if it succeeded (and has steps); returns the file it went to."""
+        """Write the episode if it succeeded (and has steps); returns the file it went to (None without a root:
+        the episode waits for `take()`)."""
         ep, self._ep = self._ep, None
         if ep is None or not success or not ep["actions"]:
             return None
         ctx = ep["ctx"]
-        path = self.root / ctx.suite / f"{_slug(ctx.instruction)}_demo.hdf5"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(path, "a") as f:
-            data = f.require_group("data")
-            if "problem_info" not in data.attrs:
-                data.attrs["problem_info"] = json.dumps({"language_instruction": ctx.instruction})
-                data.attrs["macros_image_convention"] = "opengl"
-                data.attrs["num_demos"] = 0
-                data.attrs["total"] = 0
-            n = int(data.attrs["num_demos"])
-            demo = data.create_group(f"demo_{n}")
-            obs = demo.create_group("obs")
-            for key, frames in ep["obs"].items():
-                arr = np.stack(frames)
-                obs.create_dataset(key, data=arr, compression="lzf" if arr.ndim == 4 else None)
-            obs["ee_ori"] = np.stack(ep["ee_ori"])
-            obs["ee_states"] = np.concatenate([obs["ee_pos"][()], obs["ee_ori"][()]], axis=1)
-            actions = np.stack(ep["actions"])
-            demo["actions"] = actions
-            demo["robot_states"] = np.stack(ep["robot_states"])
-            if ep["states"]:
-                demo["states"] = np.stack(ep["states"])
-                demo.attrs["init_state"] = ep["states"][0]
-            done = np.zeros(len(actions), dtype=np.uint8)
-            done[-1] = 1
-            demo["dones"], demo["rewards"] = done, done.copy()
-            demo.attrs.update(num_samples=len(actions), suite=ctx.suite, task_id=ctx.task_id,
-                              init_index=ctx.init_index, instruction=ctx.instruction, seed=ctx.seed)
-            data.attrs["num_demos"] = n + 1
-            data.attrs["total"] = int(data.attrs["total"]) + len(actions)
-        return path
+        placement = None if ctx.placement_seed is None else int(ctx.placement_seed + ctx.init_index)
+        episode = {
+            "obs": {key: np.stack(frames) for key, frames in ep["obs"].items()},
+            "ee_ori": np.stack(ep["ee_ori"]),
+            "robot_states": np.stack(ep["robot_states"]),
+            "actions": np.stack(ep["actions"]),
+            "states": np.stack(ep["states"]) if ep["states"] else None,
+            "attrs": {"suite": ctx.suite, "task_id": ctx.task_id, "init_index": ctx.init_index,
+                      "instruction": ctx.instruction, "seed": ctx.seed,
+                      "start": "init_state" if placement is None else "sampled",
+                      "placement_seed": -1 if placement is None else placement},
+            "recorded_by": self.recorded_by,
+        }
+        if self.root is None:
+            self._finished = episode
+            return None
+        return write_demo(self.root, episode)
 
+    def write(self, episode: dict) -> Path:
+        """Write an episode another recorder (a simulator worker's) finished, into this recorder's root."""
+        return write_demo(self.root, {**episode, "recorded_by": self.recorded_by})
+
+    def take(self) -> dict | None:
+        """The last finished successful episode of a recorder without a root (once)."""
+        episode, self._finished = self._finished, None
+        return episode
 
     def close(self) -> None:
         """Drop an episode that never finished; no file is held open between episodes."""
         self._ep = None
+
+
+def write_demo(root: str | Path, episode: dict) -> Path:
+    """Append a finished episode (`DemoRecorder.finish`'s) to its task's file under `root`; returns the file."""
+    attrs = episode["attrs"]
+    path = Path(root) / attrs["suite"] / f"{_slug(attrs['instruction'])}_demo.hdf5"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "a") as f:
+        data = f.require_group("data")
+        if "problem_info" not in data.attrs:
+            data.attrs["problem_info"] = json.dumps({"language_instruction": attrs["instruction"]})
+            data.attrs["macros_image_convention"] = "opengl"
+            data.attrs["num_demos"] = 0
+            data.attrs["total"] = 0
+            data.attrs["recorded_by"] = episode["recorded_by"]
+        n = int(data.attrs["num_demos"])
+        demo = data.create_group(f"demo_{n}")
+        obs = demo.create_group("obs")
+        for key, arr in episode["obs"].items():
+            obs.create_dataset(key, data=arr, compression="lzf" if arr.ndim == 4 else None)
+        obs["ee_ori"] = episode["ee_ori"]
+        obs["ee_states"] = np.concatenate([episode["obs"]["ee_pos"], episode["ee_ori"]], axis=1)
+        actions = episode["actions"]
+        demo["actions"] = actions
+        demo["robot_states"] = episode["robot_states"]
+        if episode["states"] is not None:
+            demo["states"] = episode["states"]
+            demo.attrs["init_state"] = episode["states"][0]
+        done = np.zeros(len(actions), dtype=np.uint8)
+        done[-1] = 1
+        demo["dones"], demo["rewards"] = done, done.copy()
+        demo.attrs.update(num_samples=len(actions), **attrs)
+        data.attrs["num_demos"] = n + 1
+        data.attrs["total"] = int(data.attrs["total"]) + len(actions)
+    return path
 
 
 def load_demos(path: str | Path) -> list[dict]:
@@ -120,3 +158,17 @@ def load_demos(path: str | Path) -> list[dict]:
                 demo["file"] = str(file)
                 demos.append(demo)
     return demos
+
+
+def demo_observations(demo: dict):
+    """A loaded demo's steps (`load_demos`) as the observations the live env gave the policy at those states:
+    the same `Observation` (upright cameras by role, proprio state, instruction), so that training and offline
+    replay see exactly what a rollout's policy sees (tests/test_demos_sim.py checks it against the live env)."""
+    from evaluate.envs.libero import observation
+
+    obs = demo["obs"]
+    for t in range(len(demo["actions"])):
+        raw = {value: obs[key][t] for key, value in OBS_KEYS.items()}
+        raw["robot0_eef_quat"] = demo["robot_states"][t, 5:9]  # [gripper(2), eef pos(3), eef quat(4)]
+        yield observation(raw, demo["instruction"])
+

@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from evaluate.envs.base import Observation, Task
 from evaluate.policies import POLICIES, build_policy, cameras_for
 from evaluate.policy import BatchedPolicy, EpisodeContext, PolicyOutput, TaskNotSupported
-from evaluate.rollout import run_episode
+from evaluate.rollout import episode_context, open_env, run_episode
 from evaluate.store import EpisodeRecord
 
 POLL_S = 0.2  # how often the main loop looks at the interrupt guard, dead workers and timeouts
@@ -108,22 +108,27 @@ def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str
         entry = POLICIES[config.policy.name]
         policy = (build_policy(config) if entry.beside_simulator
                   else RemotePolicy(conn, None if entry.prepare is None else partial(entry.prepare, config)))
+        demos = None
+        if config.record_demos:  # buffered here, written by the main process (one writer per file)
+            from evaluate.demos import DemoRecorder
+
+            demos = DemoRecorder(None)
         while (job := _receive(conn)) is not None:
             task, init_index = job
             beat()
             if task != env_task:  # one env per task, as the sequential path (and the official evaluation) does
                 if env is not None:
                     env.close()
-                env, env_task = family.make_env(task, cameras), task
+                env, env_task = open_env(family, task, cameras, config), task
                 beat.last = 0.0
                 beat()
-            ctx = EpisodeContext(config.suite.name, task.task_id, task.instruction, init_index, config.seed)
-            record = run_episode(env, policy, ctx, config.suite.max_steps, video_dir and Path(video_dir),
+            ctx = episode_context(config, task, init_index)
+            record = run_episode(env, policy, ctx, config.suite.max_steps, video_dir and Path(video_dir), demos,
                                  check_interrupt=beat)
             if record.status == "env_error":  # a failed simulator may be left in a bad state
                 env.close()
                 env = env_task = None
-            conn.send(("record", record))
+            conn.send(("record", (record, None if demos is None else demos.take())))
     except EOFError:  # the main process is gone
         pass
     except BaseException:
@@ -165,8 +170,9 @@ class WorkerPool:
     """N simulator workers and the loop that feeds them episodes and answers their policy queries."""
 
     def __init__(self, cfg: DictConfig, family_module: str, policy,
-                 on_record: Callable[[EpisodeRecord], None], check_interrupt: Callable[[], None]):
-        self.cfg, self.policy = cfg, policy
+                 on_record: Callable[[EpisodeRecord], None], check_interrupt: Callable[[], None],
+                 on_demo: Callable[[dict], None] | None = None):
+        self.cfg, self.policy, self.on_demo = cfg, policy, on_demo
         self.prepared = POLICIES[cfg.policy.name].prepare is not None  # the workers prepare the observations
         self.on_record, self.check_interrupt = on_record, check_interrupt
         self.timeout_s = float(cfg.worker_timeout_s)
@@ -256,7 +262,10 @@ class WorkerPool:
     def _handle(self, worker: _Worker, message, pending: deque) -> None:
         kind, payload = message
         if kind == "record":
-            self.on_record(payload)
+            record, demo = payload
+            if demo is not None and self.on_demo is not None:  # before the record, as the sequential path does
+                self.on_demo(demo)
+            self.on_record(record)
             self._assign(worker, pending)
         elif kind == "reset":
             try:
@@ -300,8 +309,9 @@ def _kill(worker: _Worker) -> None:
 
 def run_parallel(cfg: DictConfig, family_module: str, policy,
                  jobs: Sequence[tuple[Task, int]], on_record: Callable[[EpisodeRecord], None],
-                 check_interrupt: Callable[[], None]) -> None:
-    """Run `jobs` on `cfg.num_envs` workers (see the module docstring)."""
+                 check_interrupt: Callable[[], None], on_demo: Callable[[dict], None] | None = None) -> None:
+    """Run `jobs` on `cfg.num_envs` workers (see the module docstring); `on_demo` writes the successful episodes
+    the workers recorded (`record_demos`)."""
     if not POLICIES[cfg.policy.name].beside_simulator and not isinstance(policy, BatchedPolicy):
         raise TypeError(f"policy {type(policy).__name__} cannot serve several episodes at once (no act_batch)")
-    WorkerPool(cfg, family_module, policy, on_record, check_interrupt).run(jobs)
+    WorkerPool(cfg, family_module, policy, on_record, check_interrupt, on_demo).run(jobs)

@@ -24,6 +24,7 @@ class EpisodeContext:
     instruction: str
     init_index: int
     seed: int
+    placement_seed: int | None = None  # set: the episode starts from the sampler's placement of seed placement_seed + init_index
     env: Any = None  # the live simulator (TaskEnv.live); only privileged policies (scripted expert) may read it
 
 

@@ -39,6 +39,18 @@ class VideoWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def open_env(family, task, cameras, cfg) -> TaskEnv:
+    """The env of `task` for a run of `cfg` (sequential path and simulator workers alike): official init states, or
+    LIBERO's own placement sampler from `cfg.placement_seed`."""
+    placement = {} if cfg.placement_seed is None else {"placement_seed": int(cfg.placement_seed)}
+    return family.make_env(task, cameras, **placement)
+
+
+def episode_context(cfg, task, init_index: int) -> EpisodeContext:
+    return EpisodeContext(cfg.suite.name, task.task_id, task.instruction, init_index, cfg.seed,
+                          placement_seed=cfg.placement_seed)
+
+
 class SimulatorError(RuntimeError):
     """The simulator failed (e.g. MuJoCo instability); the episode is recorded as a failure."""
 

@@ -22,8 +22,7 @@ from evaluate.envs.suites import FAMILIES, suite_family, suite_info
 from evaluate.interrupt import InterruptGuard
 from evaluate.parallel import run_parallel
 from evaluate.policies import build_policy, cameras_for
-from evaluate.policy import EpisodeContext
-from evaluate.rollout import run_episode
+from evaluate.rollout import episode_context, open_env, run_episode
 from evaluate.store import EpisodeRecord, ResultStore
 from evaluate.summary import write_summary
 
@@ -73,13 +72,13 @@ def run(cfg: DictConfig) -> dict:
             bar.update(1)
             bar.set_postfix(_progress_postfix(records))
 
-        demos = _demo_recorder(cfg, run_dir)
+        demos = _demo_recorder(cfg, run_dir, policy)
         try:
             if cfg.num_envs == 1:
                 _run_here(cfg, family, policy, todo, demos, record_episode, guard.check)
             else:
                 run_parallel(cfg, FAMILIES[suite_info(cfg.suite.name).family], policy, todo, record_episode,
-                             guard.check)
+                             guard.check, None if demos is None else demos.write)
         finally:
             bar.close()
             if demos is not None:
@@ -96,15 +95,15 @@ def _run_here(cfg: DictConfig, family, policy, todo, demos, record_episode, chec
     video_dir = Path(cfg.output_dir) / "videos" if cfg.video else None
     cameras = cameras_for(cfg)
     for task, group in groupby(todo, key=lambda item: item[0]):
-        env = family.make_env(task, cameras)  # created and closed per task, as the official evaluation does
+        env = open_env(family, task, cameras, cfg)  # created and closed per task, as the official evaluation does
         try:
             for _, init_index in group:
-                ctx = EpisodeContext(cfg.suite.name, task.task_id, task.instruction, init_index, cfg.seed)
+                ctx = episode_context(cfg, task, init_index)
                 record = run_episode(env, policy, ctx, cfg.suite.max_steps, video_dir, demos, check_interrupt)
                 record_episode(record)
                 if record.status == "env_error":  # a failed simulator may be left in a bad state
                     env.close()
-                    env = family.make_env(task, cameras)
+                    env = open_env(family, task, cameras, cfg)
         finally:
             env.close()
 
@@ -129,9 +128,11 @@ def _publish(store: ResultStore, meta: dict,
     return write_summary(store.run_dir, records, meta, store.progress(records)), records
 
 
-def _demo_recorder(cfg: DictConfig, run_dir: Path):
+def _demo_recorder(cfg: DictConfig, run_dir: Path, policy):
     if not cfg.record_demos:
         return None
+    import json
+
     from evaluate.demos import DemoRecorder
 
-    return DemoRecorder(run_dir / "demos")
+    return DemoRecorder(run_dir / "demos", recorded_by=json.dumps(policy.describe(), sort_keys=True, default=str))

@@ -60,5 +60,7 @@ class SuiteFamily:
     depend on (recorded with every run)."""
 
     load_suite: Callable[[str], Sequence[Task]]
-    make_env: Callable[[Task, Sequence[str]], TaskEnv]  # the task, the camera roles to render (maybe none)
+    # the task, the camera roles to render (maybe none); a family that can also start episodes from placements its
+    # own sampler draws (demonstrations that are not the test) takes `placement_seed=` too
+    make_env: Callable[..., TaskEnv]
     versions: Callable[[], dict]

@@ -135,8 +135,9 @@ class TaskEnv:
     does not touch the physics.
     """
 
-    def __init__(self, task: LiberoTask, cameras: Sequence[str] = (PRIMARY, WRIST)):
+    def __init__(self, task: LiberoTask, cameras: Sequence[str] = (PRIMARY, WRIST), placement_seed: int | None = None):
         self.task = task
+        self.placement_seed = placement_seed
         names = [CAMERAS[role].removesuffix("_image") for role in cameras]  # observation key = camera + "_image"
         render = ({"camera_names": names, "camera_heights": CAMERA_SIZE, "camera_widths": CAMERA_SIZE} if names
                   else {"use_camera_obs": False})
@@ -154,9 +155,10 @@ class TaskEnv:
         return self.env
 
     def start_episode(self, init_index: int) -> Observation:
-        """Reset to init state `init_index` and run the wait steps; returns the first observation."""
+        """Reset to init state `init_index` (with a `placement_seed`: to the placement LIBERO's own sampler draws
+        from seed `placement_seed + init_index`) and run the wait steps; returns the first observation."""
         states = self.task.init_states
-        if not 0 <= init_index < len(states):
+        if self.placement_seed is None and not 0 <= init_index < len(states):
             raise ValueError(
                 f"init state {init_index} out of range: task {self.task.task_id} of {self.task.suite} "
                 f"has {len(states)} init states (0..{len(states) - 1})"
@@ -172,11 +174,15 @@ class TaskEnv:
         # from NumPy's global RNG, which LIBERO's env.seed seeds. The official loop seeds once per env, so there
         # an episode's scene depends on the resets before it; seeded with the init index, it is a function of the
         # task and init state alone (tests/test_libero_env_sim.py).
-        self.env.seed(init_index)
+        # Sampled placements (demonstrations that are not the test): the reset's own draw from LIBERO's placement
+        # sampler, seeded the same way, is the episode's start; no init state is loaded over it.
+        sampled = self.placement_seed is not None
+        self.env.seed(self.placement_seed + init_index if sampled else init_index)
         try:
             with _prints_to_run_log():
-                self.env.reset()
-                obs = self.env.set_init_state(states[init_index])
+                obs = self.env.reset()
+                if not sampled:
+                    obs = self.env.set_init_state(states[init_index])
         finally:
             problem.hard_reset = hard
         # MuJoCo warm-starts its constraint solver from the last step's accelerations, and reset keeps them: an
