@@ -64,8 +64,9 @@ ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
 # as ${model_default:OPTION}. Keys are families or model names (a model's name wins); "*" = every one not listed.
 MODEL_PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
     # layers 0..K-1 see every token; the VLA-Pruner repository's OpenVLA-OFT port prunes after 4 layers
-    # (the seeded pi0_tiny has a 3-layer VLM, so its cut is before layer 2)
-    "prune_layer": {"*": 3, "openvla_oft": 4, "pi0_tiny": 2},
+    # (the seeded pi0_tiny has a 3-layer VLM, so its cut is before layer 2; the trained openvla_oft_small prunes after
+    # 1 of its 8 layers, the same eighth of the depth as OFT-7B's 4 of 32)
+    "prune_layer": {"*": 3, "openvla_oft": 4, "pi0_tiny": 2, "openvla_oft_small": 1},
     # FastV's scoring rows; the OFT port's FastV baseline averages all prefill rows
     "fastv_source": {"*": "last", "openvla_oft": "prefill"},
     # the released VLA-Pruner code (configs/pruner/vla_released.yaml): the Feb-2026 OpenVLA scripts rank by the last
@@ -131,6 +132,8 @@ def _plain(value) -> str:
 OmegaConf.register_new_resolver("pruner_tag", _pruner_tag_resolver, replace=True)
 OmegaConf.register_new_resolver("model_default", _model_default_resolver, replace=True)
 # run names: episodes from sampled placements (placement_seed) are another experiment than the init states'
+# a file shipped in the repository (the trained policy's checkpoint), wherever the command runs from
+OmegaConf.register_new_resolver("project_path", lambda relative: str(CONFIG_DIR.parent / relative), replace=True)
 OmegaConf.register_new_resolver("placements_tag", lambda seed: "" if seed is None else f"-placements{seed}",
                                 replace=True)
 

@@ -149,15 +149,20 @@ def load_demos(path: str | Path) -> list[dict]:
     demos = []
     for file in files:
         with h5py.File(file, "r") as f:
-            data = f["data"]
-            for name in sorted(data, key=lambda s: int(s.split("_")[1])):
-                g = data[name]
-                demo = {key: g[key][()] for key in g if key != "obs"}
-                demo["obs"] = {key: g["obs"][key][()] for key in g["obs"]}
-                demo.update({k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()})
-                demo["file"] = str(file)
-                demos.append(demo)
+            names = sorted(f["data"], key=lambda s: int(s.split("_")[1]))
+        demos.extend(load_demo(file, name) for name in names)
     return demos
+
+
+def load_demo(file: str | Path, name: str) -> dict:
+    """Demo `name` (`demo_<i>`) of one file as a plain numpy dict: its datasets, `obs`, its attrs and `file`."""
+    with h5py.File(file, "r") as f:
+        g = f["data"][name]
+        demo = {key: g[key][()] for key in g if key != "obs"}
+        demo["obs"] = {key: g["obs"][key][()] for key in g["obs"]}
+        demo.update({k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()})
+    demo["file"] = str(file)
+    return demo
 
 
 def demo_observations(demo: dict):
