@@ -100,6 +100,11 @@ def family_suites(family: str) -> list[str]:
     return [s.name for s in SUITES if s.family == family]
 
 
+def perturbed_suites() -> dict[str, Suite]:
+    """Perturbed suite name -> its row (with `base` and `perturbation`), in table order."""
+    return {s.name: s for s in SUITES if s.base}
+
+
 def paper_columns() -> dict[str, str]:
     """Suite name (and paper option) -> the paper's column name, in the paper's column order."""
     columns = {}
