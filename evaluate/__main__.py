@@ -99,9 +99,16 @@ def _report_sweep_failures(directory: Path) -> None:
 def cli() -> None:
     args = sys.argv[1:]
     try:
-        check_group_overrides(args)
+        from evaluate.envs.suites import REFUSED_SUITES
+
+        check_group_overrides(args, {"suite": REFUSED_SUITES})
+        from evaluate.model_choice import choose_model
         from evaluate.preflight import check_command
 
+        args, choice = choose_model(args, policies())
+        if choice:
+            print(choice, flush=True)
+        sys.argv[1:] = args  # Hydra reads the command line from here, in this process and in a sweep's jobs
         configs = check_command(args, policies())
     except user_errors() as e:
         sys.exit(f"error: {e}")

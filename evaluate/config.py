@@ -50,6 +50,7 @@ class EvalConfig:
     video: bool = False
     record_demos: bool = False
     placement_seed: Optional[int] = None
+    model_choice: Optional[str] = None  # set by the CLI when the machine chose the model (evaluate/model_choice.py)
     num_envs: int = 1
     worker_timeout_s: float = 600.0
     output_root: str = "runs"
@@ -139,21 +140,25 @@ OmegaConf.register_new_resolver("placements_tag", lambda seed: "" if seed is Non
 
 # Fields that do not change what an episode's outcome is; a resumed run may change them.
 NON_IDENTITY_FIELDS = ("tasks", "expected_tasks", "episodes_per_task", "video", "record_demos", "num_envs",
-                       "worker_timeout_s", "output_root", "output_dir", "run_name")
+                       "worker_timeout_s", "output_root", "output_dir", "run_name", "model_choice")
 
 
 def group_choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-def check_group_overrides(args: list[str]) -> None:
-    """Catch `suite=typo` before Hydra does, to answer in one line with the valid choices."""
+def check_group_overrides(args: list[str], refused: dict[str, dict[str, str]] | None = None) -> None:
+    """Catch `suite=typo` before Hydra does, to answer in one line with the valid choices; an option that
+    `refused[group]` names (one that cannot run, e.g. a suite whose files the simulator package lacks) is
+    refused with its reason."""
     groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra"}
     for arg in args:
         key, sep, value = arg.lstrip("+~").partition("=")
         if sep and key in groups:
             choices = group_choices(key)
             for option in value.split(","):  # a multirun sweep lists several
+                if option in (refused or {}).get(key, {}):
+                    raise ConfigError(f"{key} '{option}' cannot run: {refused[key][option]}")
                 if option not in choices:
                     raise ConfigError(f"unknown {key} '{option}'; valid choices: {', '.join(choices)}")
 

@@ -79,3 +79,5 @@ class PolicyEntry:
     # (cfg, observation) -> the observation as the policy's model takes it, weight-free (image preprocessing): with
     # num_envs > 1 the workers run it in parallel, before the batched query
     prepare: Callable[[Any, Observation], Observation] | None = None
+    # it runs the model of group `model`: a command that names none gets the machine's default (evaluate/model_choice.py)
+    reads_model: bool = False

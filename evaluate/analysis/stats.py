@@ -49,3 +49,14 @@ def attempted(episodes: pd.DataFrame) -> pd.DataFrame:
 def success_of(episodes: pd.DataFrame) -> Success:
     tried = attempted(episodes)
     return Success(episodes=len(tried), successes=int(tried.success.sum()))
+
+
+def mcnemar_exact(only_first: int, only_second: int) -> float:
+    """Two-sided exact McNemar p-value for paired successes: under "no difference" each discordant pair (one
+    succeeded, the other not) goes either way with probability 1/2, so the smaller count is binomial(n, 1/2).
+    Exact, since LIBERO's discordant counts are small; 1.0 without a discordant pair."""
+    n = only_first + only_second
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_first, only_second) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)

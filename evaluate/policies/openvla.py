@@ -23,6 +23,7 @@ from PIL import Image
 
 import baselines
 from evaluate.envs.base import PRIMARY, Observation
+from evaluate.envs.suites import model_suite
 from evaluate.policy import EpisodeContext, PolicyOutput
 from vla_pruner.models.preprocess import model_image
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
@@ -171,7 +172,8 @@ class OpenVLAPolicy:
 
 def build_openvla_policy(cfg: DictConfig) -> OpenVLAPolicy:
     model_cfg = OpenVLAModelConfig.from_cfg(cfg.model)
-    checkpoint = resolve_checkpoint_path(model_cfg, cfg.suite.name)
+    suite = model_suite(cfg.suite.name)  # a perturbed suite: its base suite's checkpoint and statistics
+    checkpoint = resolve_checkpoint_path(model_cfg, suite)
     device, dtype = resolve_device_dtype(cfg.device, model_cfg.dtype)
     model = OpenVLA.from_pretrained(checkpoint, device=device, dtype=dtype)
     processor = OpenVLAProcessor.from_pretrained(checkpoint)
@@ -180,5 +182,5 @@ def build_openvla_policy(cfg: DictConfig) -> OpenVLAPolicy:
     def make_pruner() -> Pruner:
         return baselines.build_pruner(cfg.pruner, cfg.keep, layout)
 
-    return OpenVLAPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg,
+    return OpenVLAPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, suite), model_cfg,
                          make_pruner)

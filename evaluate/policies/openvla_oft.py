@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 import baselines
 from evaluate.envs.base import PRIMARY, WRIST, Observation
+from evaluate.envs.suites import model_suite
 from evaluate.policies.openvla import OpenVLAPolicy, Slot, Stopwatch
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from evaluate.policy import PolicyOutput
@@ -85,7 +86,8 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
 def build_openvla_oft_policy(cfg: DictConfig) -> OpenVLAOFTPolicy:
     """Model, pruner and engine for `cfg.model` (an openvla_oft* config), `cfg.pruner` at `cfg.keep`."""
     model_cfg = OpenVLAModelConfig.from_cfg(cfg.model)
-    checkpoint = resolve_checkpoint_path(model_cfg, cfg.suite.name)
+    suite = model_suite(cfg.suite.name)  # a perturbed suite: its base suite's checkpoint and statistics
+    checkpoint = resolve_checkpoint_path(model_cfg, suite)
     if model_cfg.build_seed is not None:  # the tiny model: its OpenVLA base exists now, add the OFT parts
         add_oft_parts(Path(checkpoint), model_cfg.build_seed)
     device, dtype = resolve_device_dtype(cfg.device, model_cfg.dtype)
@@ -96,5 +98,5 @@ def build_openvla_oft_policy(cfg: DictConfig) -> OpenVLAOFTPolicy:
     def make_pruner() -> Pruner:
         return baselines.build_pruner(cfg.pruner, cfg.keep, layout)
 
-    return OpenVLAOFTPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, cfg.suite.name), model_cfg,
+    return OpenVLAOFTPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, suite), model_cfg,
                             make_pruner)

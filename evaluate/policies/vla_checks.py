@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from evaluate.config import ConfigError, build_checked_pruner
 from evaluate.analysis.flops import architecture, model_layout
+from evaluate.envs.suites import model_suite
 from evaluate.policies.vla_model import OpenVLAModelConfig, check_dtype_and_device, checkpoint_location
 from vla_pruner.families import ModelFamily
 from vla_pruner.models.checkpoint import (
@@ -29,13 +30,14 @@ def check_vla_model(cfg: DictConfig, spec: ModelFamily, specs: Iterable[ModelFam
     family, to name the one a checkpoint of the wrong family belongs to."""
     model = OpenVLAModelConfig.from_cfg(cfg.model)
     check_dtype_and_device(model.dtype, cfg.device)
-    location = checkpoint_location(model, cfg.suite.name)
+    suite = model_suite(cfg.suite.name)  # a perturbed suite: its base suite's checkpoint and statistics
+    location = checkpoint_location(model, suite)
     try:
         config, norm_stats, source = inspect_checkpoint(cfg.model, model, location, spec, list(specs))
     except CheckpointError as e:
         raise ConfigError(str(e)) from None
     if norm_stats is not None:
-        key = spec.unnorm_key(model.unnorm_key, cfg.suite.name)
+        key = spec.unnorm_key(model.unnorm_key, suite)
         try:
             spec.select_stats(norm_stats, key)
         except ValueError as e:
