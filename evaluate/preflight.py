@@ -11,13 +11,13 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from evaluate.config import CONFIG_DIR, ConfigError, validate
+from evaluate.config import CONFIG_DIR, ConfigError, hydra_error_line, validate
 from evaluate.store import check_writable
 
 
 def command_points(args: list[str]) -> list[list[str]]:
-    """The config overrides of each run `python -m evaluate ARGS` starts (Hydra's own keys left out)."""
-    overrides = [a for a in args if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    """The overrides of each run `python -m evaluate ARGS` starts (Hydra's own keys included: they are checked too)."""
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
     if not any(a in ("-m", "--multirun") for a in args):
         return [overrides]
     return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)[0]
@@ -30,7 +30,7 @@ def check_command(args: list[str], policies: dict) -> list[DictConfig]:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for point in points:
             try:
-                cfg = compose(config_name="config", overrides=point)
+                cfg = compose(config_name="config", overrides=point, return_hydra_config=True)
                 validate(cfg, policies)
                 check_writable(cfg.output_dir)
                 configs.append(cfg)
@@ -39,12 +39,8 @@ def check_command(args: list[str], policies: dict) -> list[DictConfig]:
             except Exception as e:  # Hydra's own messages for bad keys or values
                 if type(e).__module__.split(".")[0] not in ("hydra", "omegaconf", "evaluate"):
                     raise
-                raise ConfigError(_named(_first_line(e), point, len(points))) from None
+                raise ConfigError(_named(hydra_error_line(e), point, len(points))) from None
     return configs
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _named(error, point: list[str], n_points: int) -> str:
