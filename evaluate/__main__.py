@@ -22,7 +22,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from evaluate.config import ConfigError, check_group_overrides, validate
+from evaluate.config import ConfigError, validate
 from evaluate.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,6 @@ def cli() -> None:
 
 def _cli(args: list[str]) -> None:
     try:
-        check_group_overrides(args)
         from evaluate.preflight import check_command
 
         configs = check_command(args, policies())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from itertools import takewhile
 from pathlib import Path
 from typing import Any, Optional
@@ -91,12 +92,18 @@ def _model_default_resolver(option: str, _root_: DictConfig) -> Any:
     return model_default(option, OmegaConf.select(_root_, "model.family"), OmegaConf.select(_root_, "model.name"))
 
 
+@lru_cache(maxsize=None)
+def group_file(path: Path) -> DictConfig:
+    """A config file as written (read once per process: run names and checks read the group files per sweep point)."""
+    return OmegaConf.load(path)
+
+
 def pruner_presets(name: str, family: str | None = None, model: str | None = None) -> dict[str, dict]:
     """The group files (configs/pruner/<stem>.yaml) that configure pruner `name`, by stem, with their option
     values resolved for `family` and `model` (e.g. vla.yaml and the vla_released.yaml preset both configure `vla`)."""
     presets = {}
     for path in sorted((CONFIG_DIR / "pruner").glob("*.yaml")):
-        raw = OmegaConf.load(path)
+        raw = group_file(path)
         if raw.get("name") == name:
             context = OmegaConf.create({"model": {"family": family, "name": model}, "pruner": raw})
             presets[path.stem] = OmegaConf.to_container(context.pruner, resolve=True)
@@ -246,10 +253,10 @@ _ABSENT = object()
 def default_settings() -> dict[str, Any]:
     """The model and pruner configs/config.yaml selects by default (resolved) and the default keep."""
     chosen = {}
-    for entry in OmegaConf.load(CONFIG_DIR / "config.yaml").defaults:
+    for entry in group_file(CONFIG_DIR / "config.yaml").defaults:
         if isinstance(entry, DictConfig):
             chosen.update({k: v for k, v in entry.items() if k in ("model", "pruner")})
-    groups = OmegaConf.create({g: OmegaConf.load(CONFIG_DIR / g / f"{o}.yaml") for g, o in chosen.items()})
+    groups = OmegaConf.create({g: group_file(CONFIG_DIR / g / f"{o}.yaml") for g, o in chosen.items()})
     return {**OmegaConf.to_container(groups, resolve=True), "keep": EvalConfig.keep}
 
 

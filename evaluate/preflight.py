@@ -6,12 +6,14 @@ output directory), so one bad point stops the sweep before anything runs or any 
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from evaluate.config import CONFIG_DIR, ConfigError, hydra_error_line, validate
+from evaluate.config import CONFIG_DIR, ConfigError, check_group_overrides, hydra_error_line, validate
 from evaluate.store import check_writable
 
 
@@ -26,11 +28,18 @@ def command_points(args: list[str]) -> list[list[str]]:
 def check_command(args: list[str], policies: dict) -> list[DictConfig]:
     """Each point's composed config; raise the first point's error (one line), naming the point when there
     are several."""
+    check_group_overrides(args)
     points, configs = command_points(args), []
+    hydra_checked: set[tuple[str, ...]] = set()
+    composed: dict[tuple[str, ...], DictConfig] = {}
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for point in points:
+            hydra_keys = tuple(o for o in point if o.lstrip("+~").startswith("hydra"))
             try:
-                cfg = compose(config_name="config", overrides=point, return_hydra_config=True)
+                if hydra_keys not in hydra_checked:  # Hydra's own keys (launcher, ...): usually every point's
+                    compose(config_name="config", overrides=point, return_hydra_config=True)
+                    hydra_checked.add(hydra_keys)
+                cfg = _composed(point, hydra_keys, composed)
                 validate(cfg, policies)
                 check_writable(cfg.output_dir)
                 configs.append(cfg)
@@ -41,6 +50,31 @@ def check_command(args: list[str], policies: dict) -> list[DictConfig]:
                     raise
                 raise ConfigError(_named(hydra_error_line(e), point, len(points))) from None
     return configs
+
+
+SHARD_KEYS = ("tasks=", "expected_tasks=")
+
+
+def _composed(point: list[str], hydra_keys: tuple[str, ...], cache: dict) -> DictConfig:
+    """The point's config without Hydra's own keys. Task shards of one experiment (a sweep's hundreds of points)
+    differ in their task lists only: the rest is composed once, and each shard's lists are set on a copy (through
+    the typed schema, as a composition sets them)."""
+    shard = [o for o in point if o.startswith(SHARD_KEYS)]
+    rest = tuple(o for o in point if o not in hydra_keys and o not in shard)
+    if rest not in cache:
+        cache[rest] = compose(config_name="config", overrides=list(rest))
+    cfg = cache[rest].copy()
+    for text in shard:
+        key, value = _parsed(text)
+        cfg[key] = value
+    return cfg
+
+
+@lru_cache(maxsize=None)
+def _parsed(override: str) -> tuple[str, object]:
+    """(key, value) of a plain override (Hydra's grammar is slow, and every shard repeats its expected_tasks)."""
+    [parsed] = OverridesParser.create().parse_overrides([override])
+    return parsed.key_or_group, parsed.value()
 
 
 def _named(error, point: list[str], n_points: int) -> str:
