@@ -189,7 +189,6 @@ def validate(cfg: DictConfig, policies: dict) -> None:
     check_keep(cfg.keep)
     if not policies[cfg.policy.name].uses_model:
         check_unused_settings(cfg)
-    check_expected_tasks(cfg)
     if cfg.placement_seed is not None and not 0 <= cfg.placement_seed < 2**32 - SAMPLED_EPISODES_MAX:
         raise ConfigError(f"placement_seed={cfg.placement_seed} must be in 0..{2**32 - SAMPLED_EPISODES_MAX - 1} "
                           "(episode i seeds LIBERO's placement sampler with placement_seed + i), or null")
@@ -258,20 +257,6 @@ def default_settings() -> dict[str, Any]:
             chosen.update({k: v for k, v in entry.items() if k in ("model", "pruner")})
     groups = OmegaConf.create({g: group_file(CONFIG_DIR / g / f"{o}.yaml") for g, o in chosen.items()})
     return {**OmegaConf.to_container(groups, resolve=True), "keep": EvalConfig.keep}
-
-
-def check_expected_tasks(cfg: DictConfig) -> None:
-    """`expected_tasks` lists every shard's tasks, this one's included: one that leaves out the tasks this run
-    runs would make the directory `complete` before its episodes are."""
-    if cfg.expected_tasks is None:
-        return
-    from evaluate.envs.suites import suite_info  # it imports this module
-
-    runs = range(suite_info(cfg.suite.name).tasks) if cfg.tasks is None else cfg.tasks
-    missing = sorted(set(runs) - set(cfg.expected_tasks))
-    if missing:
-        raise ConfigError(f"expected_tasks={list(cfg.expected_tasks)} leaves out task(s) {missing} that tasks runs; "
-                          f"list every shard's tasks, this one's included")
 
 
 def check_keep(keep: float) -> None:

@@ -14,6 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from evaluate.config import CONFIG_DIR, ConfigError, check_group_overrides, hydra_error_line, validate
+from evaluate.envs.suites import suite_info
 from evaluate.store import check_writable
 
 
@@ -41,6 +42,7 @@ def check_command(args: list[str], policies: dict) -> list[DictConfig]:
                     hydra_checked.add(hydra_keys)
                 cfg = _composed(point, hydra_keys, composed)
                 validate(cfg, policies)
+                check_expected_tasks(cfg)
                 check_writable(cfg.output_dir)
                 configs.append(cfg)
             except ConfigError as e:
@@ -79,3 +81,15 @@ def _parsed(override: str) -> tuple[str, object]:
 
 def _named(error, point: list[str], n_points: int) -> str:
     return f"{error} (sweep point: {' '.join(point)})" if n_points > 1 else str(error)
+
+
+def check_expected_tasks(cfg: DictConfig) -> None:
+    """`expected_tasks` lists every shard's tasks, this one's included: one that leaves out the tasks this run
+    runs would make the directory `complete` before its episodes are."""
+    if cfg.expected_tasks is None:
+        return
+    runs = range(suite_info(cfg.suite.name).tasks) if cfg.tasks is None else cfg.tasks
+    missing = sorted(set(runs) - set(cfg.expected_tasks))
+    if missing:
+        raise ConfigError(f"expected_tasks={list(cfg.expected_tasks)} leaves out task(s) {missing} that tasks runs; "
+                          f"list every shard's tasks, this one's included")

@@ -86,13 +86,13 @@ def config_identity(path: Path) -> dict:
     try:
         cfg = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise ConfigUnreadable(f"{path} is unreadable ({_one_line(e)})") from None
+        raise ConfigUnreadable(f"{path} is unreadable ({one_line(e)})") from None
     if not isinstance(cfg, dict):
         raise ConfigUnreadable(f"{path} does not hold a config")
     return {k: v for k, v in cfg.items() if k not in NON_IDENTITY_FIELDS}
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
     """Parser messages (YAML's especially) span lines; an error or a warning is one line."""
     return " ".join(str(error).split())
 

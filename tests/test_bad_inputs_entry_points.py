@@ -23,26 +23,18 @@ from evaluate.policies import POLICIES
 from evaluate.preflight import check_command
 from evaluate.store import RunMismatch, ResultStore
 from tests.conftest import REPO, cli_command, composed, episode_records, noop_run_dir, run_cli
-from tests.test_bad_inputs import checkpoint_copy, replace
+from tests.test_bad_inputs import cache, checkpoint_copy, replace  # noqa: F401  (cache: an autouse fixture)
 from tests.test_report import write_run
 from vla_pruner.models.checkpoint import CheckpointError
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch) -> Path:
-    """An empty tiny-model cache of this test's own."""
-    path = tmp_path / "cache"
-    monkeypatch.setenv("VLA_PRUNER_CACHE", str(path))
-    return path
-
-
 def refusal(*overrides: str) -> str:
-    """The one line `python -m evaluate OVERRIDES` is refused with before anything runs (its preflight)."""
+    """The one line `python -m evaluate OVERRIDES` is refused with before anything runs (its preflight; the
+    autouse `cache` fixture gives every test an empty tiny-model cache)."""
     with pytest.raises(ConfigError) as error:
         check_command(list(overrides), POLICIES)
-    message = str(error.value)
-    assert "\n" not in message and message
-    return message
+    assert "\n" not in str(error.value) and str(error.value)
+    return str(error.value)
 
 
 def last_line(result: subprocess.CompletedProcess) -> str:
