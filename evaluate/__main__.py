@@ -7,6 +7,11 @@ and the sweep exits non-zero listing the failed points.
 """
 from __future__ import annotations
 
+from evaluate.interrupt import Stopped, stop_on_signals
+
+if __name__ == "__main__":  # before the seconds of imports below: an early SIGTERM gets the one-line stop message
+    stop_on_signals()
+
 import json
 import logging
 import os
@@ -17,8 +22,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from evaluate.config import ConfigError, check_group_overrides, validate
-from evaluate.interrupt import Stopped
+from evaluate.config import ConfigError, validate
 from evaluate.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -97,11 +101,14 @@ def _report_sweep_failures(directory: Path) -> None:
 
 
 def cli() -> None:
-    args = sys.argv[1:]
     try:
-        from evaluate.envs.suites import REFUSED_SUITES
+        _cli(sys.argv[1:])
+    except Stopped as e:  # before the run's own handling (checks, Hydra's start) or after it
+        sys.exit(f"error: stopped by {e}; finished episodes are saved: re-run the same command to resume")
 
-        check_group_overrides(args, {"suite": REFUSED_SUITES})
+
+def _cli(args: list[str]) -> None:
+    try:
         from evaluate.model_choice import choose_model
         from evaluate.preflight import check_command
 

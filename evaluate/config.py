@@ -6,7 +6,9 @@ valid choices.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from itertools import takewhile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -92,12 +94,18 @@ def _model_default_resolver(option: str, _root_: DictConfig) -> Any:
     return model_default(option, OmegaConf.select(_root_, "model.family"), OmegaConf.select(_root_, "model.name"))
 
 
+@lru_cache(maxsize=None)
+def group_file(path: Path) -> DictConfig:
+    """A config file as written (read once per process: run names and checks read the group files per sweep point)."""
+    return OmegaConf.load(path)
+
+
 def pruner_presets(name: str, family: str | None = None, model: str | None = None) -> dict[str, dict]:
     """The group files (configs/pruner/<stem>.yaml) that configure pruner `name`, by stem, with their option
     values resolved for `family` and `model` (e.g. vla.yaml and the vla_released.yaml preset both configure `vla`)."""
     presets = {}
     for path in sorted((CONFIG_DIR / "pruner").glob("*.yaml")):
-        raw = OmegaConf.load(path)
+        raw = group_file(path)
         if raw.get("name") == name:
             context = OmegaConf.create({"model": {"family": family, "name": model}, "pruner": raw})
             presets[path.stem] = OmegaConf.to_container(context.pruner, resolve=True)
@@ -163,13 +171,32 @@ def check_group_overrides(args: list[str], refused: dict[str, dict[str, str]] | 
                     raise ConfigError(f"unknown {key} '{option}'; valid choices: {', '.join(choices)}")
 
 
+def hydra_error_line(error: Exception) -> str:
+    """Hydra's (and OmegaConf's) multi-line message for a bad override as one line: what failed and why (its
+    cause's first line: the key and the type or struct that refused it), without the hints and search paths."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    head = lines[0].rstrip(".")
+    cause = str(error.__cause__ or "").strip()
+    if cause:
+        return f"{head}: {cause.splitlines()[0]}"
+    rest = takewhile(lambda line: not line.startswith("Config search path"), lines[1:])
+    return "; ".join([head, *rest]).replace(":;", ":")
+
+
 def validate(cfg: DictConfig, policies: dict) -> None:
     """Everything a run needs that can be checked without loading weights or building an environment: the
     values here, then the check in the policy's row of `policies` (evaluate.policies.POLICIES; for `vla`: model,
     checkpoint files, device, pruner)."""
     if cfg.policy.name not in policies:
         raise ConfigError(f"unknown policy '{cfg.policy.name}'; valid choices: {', '.join(sorted(policies))}")
+    check_known_keys(cfg)
+    for key in ("output_root", "output_dir"):
+        if not str(cfg[key]).strip():
+            raise ConfigError(f"{key} is empty: it would put run directories at the filesystem root or in the "
+                              f"current directory; give a directory, e.g. {key}=runs")
     check_keep(cfg.keep)
+    if not policies[cfg.policy.name].uses_model:
+        check_unused_settings(cfg)
     if cfg.placement_seed is not None and not 0 <= cfg.placement_seed < 2**32 - SAMPLED_EPISODES_MAX:
         raise ConfigError(f"placement_seed={cfg.placement_seed} must be in 0..{2**32 - SAMPLED_EPISODES_MAX - 1} "
                           "(episode i seeds LIBERO's placement sampler with placement_seed + i), or null")
@@ -195,6 +222,49 @@ def validate(cfg: DictConfig, policies: dict) -> None:
     check = policies[cfg.policy.name].check
     if check is not None:
         check(cfg)
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """A `+key` the schema does not have (top level, suite, policy) means nothing to a run: refuse it rather than
+    record it in the run's identity. Model and pruner fields are checked against their own family's and pruner's."""
+    names = lambda schema: {f.name for f in fields(schema)}  # noqa: E731
+    extra = [k for k in cfg if k not in names(EvalConfig) | {"hydra"}]
+    extra += [f"{group}.{k}" for group, schema in (("suite", SuiteConfig), ("policy", PolicyConfig))
+              for k in cfg[group] if k not in names(schema)]
+    if extra:
+        raise ConfigError(f"unknown config key '{extra[0]}'; known: {', '.join(sorted(names(EvalConfig)))} "
+                          f"(README, Configuration)")
+
+
+def check_unused_settings(cfg: DictConfig) -> None:
+    """A policy without a model (scripted, noop) runs the same whatever `model`, `pruner` and `keep` say: a changed
+    one would only name another run directory and another Table 1 row for the same episodes, so it is refused."""
+    defaults = default_settings()
+    changed = []
+    for group in ("model", "pruner"):
+        values = OmegaConf.to_container(cfg[group], resolve=True)
+        if values.get("name") != defaults[group].get("name"):
+            changed.append(f"{group}={values.get('name')}")
+        else:
+            changed += [f"{group}.{k}={_plain(v)}" for k, v in values.items() if defaults[group].get(k, _ABSENT) != v]
+    if cfg.keep != defaults["keep"]:
+        changed.append(f"keep={cfg.keep}")
+    if changed:
+        raise ConfigError(f"policy={cfg.policy.name} runs no model and no pruner, so {', '.join(changed)} would "
+                          f"mean nothing; leave model, pruner and keep at their defaults")
+
+
+_ABSENT = object()
+
+
+def default_settings() -> dict[str, Any]:
+    """The model and pruner configs/config.yaml selects by default (resolved) and the default keep."""
+    chosen = {}
+    for entry in group_file(CONFIG_DIR / "config.yaml").defaults:
+        if isinstance(entry, DictConfig):
+            chosen.update({k: v for k, v in entry.items() if k in ("model", "pruner")})
+    groups = OmegaConf.create({g: group_file(CONFIG_DIR / g / f"{o}.yaml") for g, o in chosen.items()})
+    return {**OmegaConf.to_container(groups, resolve=True), "keep": EvalConfig.keep}
 
 
 def check_keep(keep: float) -> None:

@@ -35,13 +35,18 @@ def env_to_model_gripper(actions: np.ndarray) -> np.ndarray:
     return out
 
 
-def demo_index(files: list[Path]) -> list[tuple[str, str, int]]:
-    """(file, demo name, steps) of every demo in `files`, in file and demo order."""
+def demo_index(files: list[Path]) -> list[tuple[str, str, int, str]]:
+    """(file, demo name, steps, content key) of every demo in `files`, in file and demo order. The key names the
+    demo by what it holds (its task, start and actions), so a copied or moved file keeps its cache."""
     index = []
     for file in files:
         with h5py.File(file, "r") as f:
             for name in sorted(f["data"], key=lambda s: int(s.split("_")[1])):
-                index.append((str(file), name, int(f["data"][name].attrs["num_samples"])))
+                demo = f["data"][name]
+                attrs = {k: _plain(demo.attrs[k]) for k in ("suite", "task_id", "init_index", "placement_seed")
+                         if k in demo.attrs}
+                digest = hashlib.sha256(json.dumps(attrs, sort_keys=True).encode() + demo["actions"][()].tobytes())
+                index.append((str(file), name, int(demo.attrs["num_samples"]), digest.hexdigest()[:16]))
     return index
 
 
@@ -79,8 +84,8 @@ def build_chunk_data(source: str | Path, cache: str | Path, workers: int = 1) ->
     index = demo_index(demo_files(source))
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
-    per_demo = [cache / f"demo-{hashlib.sha256(json.dumps(entry).encode()).hexdigest()[:16]}.npz" for entry in index]
-    todo = [(file, name, out) for (file, name, _), out in zip(index, per_demo) if not out.is_file()]
+    per_demo = [cache / f"demo-{key}.npz" for *_, key in index]
+    todo = [(file, name, out) for (file, name, *_), out in zip(index, per_demo) if not out.is_file()]
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             jobs = [pool.submit(preprocess_demo, *job) for job in todo]
@@ -89,9 +94,9 @@ def build_chunk_data(source: str | Path, cache: str | Path, workers: int = 1) ->
     else:
         for job in tqdm(todo, desc="preprocess demos", unit="demo"):
             preprocess_demo(*job)
-    key = hashlib.sha256(json.dumps(index).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([entry[2:] for entry in index]).encode()).hexdigest()[:16]
     frames_file = cache / f"frames-{key}.npy"
-    total = sum(steps for *_, steps in index)
+    total = sum(steps for _, _, steps, _ in index)
     parts = [np.load(path) for path in per_demo]
     if not frames_file.is_file():
         tmp = frames_file.with_suffix(".partial.npy")
@@ -108,6 +113,6 @@ def build_chunk_data(source: str | Path, cache: str | Path, workers: int = 1) ->
     provenance = [json.loads(str(part["attrs"])) for part in parts]
     data = ChunkData(np.load(frames_file, mmap_mode="r"), np.concatenate([p["states"] for p in parts]),
                      np.concatenate([p["actions"] for p in parts]),
-                     np.concatenate([np.full(steps, i) for i, (*_, steps) in enumerate(index)]),
+                     np.concatenate([np.full(steps, i) for i, (_, _, steps, _) in enumerate(index)]),
                      [p["instruction"] for p in provenance])
     return data, {"demos": provenance, "cache_key": key}

@@ -3,7 +3,8 @@
 The simulator stack swallows KeyboardInterrupt in places (bare `except:` around resets), so a plain
 Ctrl-C can vanish. Here the first SIGINT or SIGTERM (what SLURM sends at a time limit, on preemption or
 `scancel`) only sets a flag that the rollout loop checks after every simulator call, then raises there; the
-run writes its summary and exits non-zero. A second signal of the same kind acts at once as usual.
+run writes its summary and exits non-zero. A second signal of the same kind acts at once: under a command that
+called `stop_on_signals` first (`python -m evaluate`), by raising Stopped where the process is.
 """
 from __future__ import annotations
 
@@ -19,6 +20,19 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """From a command's first line on: SIGINT and SIGTERM raise Stopped wherever the process is (importing, checking
+    the config, loading weights), so an early signal ends with the command's one-line stop message too, as does a
+    second one during a run (InterruptGuard hands the signal back to this handler after the first)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in HANDLED:
+            signal.signal(signum, _raise_stopped)
+
+
+def _raise_stopped(signum, frame) -> None:
+    raise Stopped(signum)
 
 
 class InterruptGuard:

@@ -2,7 +2,7 @@
 
 `python -m evaluate suite=libero_long pruner=vla keep=0.125` typed on a GPU node is meant to evaluate OpenVLA with
 the official checkpoint of libero_long, not a random tiny model. So when a command's policy runs a model
-(`PolicyEntry.reads_model`) and neither the command nor its experiment preset names one, the CLI adds
+(`PolicyEntry.uses_model`) and neither the command nor its experiment preset names one, the CLI adds
 `model=CUDA_DEFAULT_MODEL` where CUDA is, and keeps configs/config.yaml's default (the CPU default: one value, in
 that file's defaults list) where it is not. It says which in one line at start and records it as `model_choice`
 (config.yaml, summary.json; not part of a run's identity, which holds the model itself). The choice is made once
@@ -50,7 +50,7 @@ def choose_model(args: list[str], policies: dict) -> tuple[list[str], str | None
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         choices = compose(config_name="config", overrides=points[0], return_hydra_config=True).hydra.runtime.choices
     named = {a.partition("=")[2] for point in points for a in point if _key(a) == "policy"}
-    if not any(policies[p].reads_model for p in named or {choices.policy} if p in policies):
+    if not any(policies[p].uses_model for p in named or {choices.policy} if p in policies):
         return args, None
     if choices.model != configured_default("model"):  # the experiment preset named it
         return args, None

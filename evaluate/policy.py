@@ -74,10 +74,12 @@ class PolicyEntry:
     # with num_envs > 1: built in every simulator worker (weight-free or privileged, e.g. it reads the live env)
     # instead of once in the main process behind batched queries
     beside_simulator: bool = False
+    # it runs the `model` with the `pruner` at `keep`: a command that names no model gets the machine's default
+    # (evaluate/model_choice.py); a policy that does not (scripted, noop) refuses changed ones, which would only name
+    # another run directory and Table 1 row for the same episodes
+    uses_model: bool = False
     # the camera roles (evaluate.envs.base.PRIMARY, WRIST) its observations must hold; only these are rendered
     cameras: Callable[[Any], tuple[str, ...]] = lambda cfg: ()
     # (cfg, observation) -> the observation as the policy's model takes it, weight-free (image preprocessing): with
     # num_envs > 1 the workers run it in parallel, before the batched query
     prepare: Callable[[Any, Observation], Observation] | None = None
-    # it runs the model of group `model`: a command that names none gets the machine's default (evaluate/model_choice.py)
-    reads_model: bool = False

@@ -23,7 +23,7 @@ from evaluate.interrupt import InterruptGuard
 from evaluate.parallel import run_parallel
 from evaluate.policies import build_policy, cameras_for
 from evaluate.rollout import episode_context, open_env, run_episode
-from evaluate.store import EpisodeRecord, ResultStore
+from evaluate.store import EpisodeRecord, ResultStore, StoreWriteError
 from evaluate.summary import write_summary
 
 log = logging.getLogger(__name__)
@@ -74,20 +74,29 @@ def run(cfg: DictConfig) -> dict:
             bar.set_postfix(_progress_postfix(records))
 
         demos = _demo_recorder(cfg, run_dir, policy)
+        finished = False
         try:
             if cfg.num_envs == 1:
                 _run_here(cfg, family, policy, todo, demos, record_episode, guard.check)
             else:
                 run_parallel(cfg, FAMILIES[suite_info(cfg.suite.name).family], policy, todo, record_episode,
                              guard.check, None if demos is None else demos.write)
+            finished = True
         finally:
             bar.close()
             if demos is not None:
                 demos.close()
             records = store.records()
             cost = query_metrics(records, OmegaConf.to_container(cfg.model, resolve=True))
-            summary, _ = _publish(store, {**meta, "cost": cost,
-                                          "throughput": _throughput(cfg, ran, time.monotonic() - started)}, records)
+            try:
+                summary, _ = _publish(store, {**meta, "cost": cost, "throughput": _throughput(
+                    cfg, ran, time.monotonic() - started)}, records)
+            except StoreWriteError as e:
+                if finished:
+                    raise
+                # the error that stopped the run (a record rescued elsewhere, a signal) is the one to report; the
+                # summary is rewritten from the records by the next run
+                log.warning("%s", e)
     return summary
 
 
@@ -126,7 +135,12 @@ def _publish(store: ResultStore, meta: dict,
     """Summary of everything the directory holds now (task shards beside this process add episodes too), and
     the records it was made from (read once here unless given)."""
     records = store.records() if records is None else records
-    return write_summary(store.run_dir, records, meta, store.progress(records)), records
+    try:
+        return write_summary(store.run_dir, records, meta, store.progress(records)), records
+    except OSError as e:  # a full or read-only disk: the records are on disk already, the summary is derived
+        raise StoreWriteError(f"could not write the summary of {store.run_dir} ({e.strerror or e}); the finished "
+                              f"episodes are recorded in {store.episodes_dir}: free space or fix permissions and "
+                              f"re-run the same command to resume") from None
 
 
 def _demo_recorder(cfg: DictConfig, run_dir: Path, policy):

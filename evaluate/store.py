@@ -22,16 +22,24 @@ import socket
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+import logging
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Iterator
+from types import UnionType
+from typing import Iterable, Iterator, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from evaluate.config import NON_IDENTITY_FIELDS
 
 EPISODES_DIR = "episodes"
 WANTED_DIR = "wanted"
 LOCKS_DIR = "locks"
 IDENTITY_FILE = "run_identity.json"
+CONFIG_FILE = "config.yaml"
 WRITE_ATTEMPTS = 3
 RECOVERY_ROOT = Path(tempfile.gettempdir()) / "vla_pruner_recovered"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,9 +77,29 @@ class StoreWriteError(StoreError):
     pass
 
 
-def check_writable(directory: str | Path) -> None:
+class ConfigUnreadable(ValueError):
+    """A run directory's config.yaml that does not hold a config."""
+
+
+def config_identity(path: Path) -> dict:
+    """The experiment a run's config.yaml records: its settings minus those that do not change outcomes."""
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigUnreadable(f"{path} is unreadable ({one_line(e)})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigUnreadable(f"{path} does not hold a config")
+    return {k: v for k, v in cfg.items() if k not in NON_IDENTITY_FIELDS}
+
+
+def one_line(error: Exception) -> str:
+    """Parser messages (YAML's especially) span lines; an error or a warning is one line."""
+    return " ".join(str(error).split())
+
+
+def check_writable(directory: str | Path, choose: str = "output_root=... or output_dir=...") -> None:
     """Fail with one line when `directory` cannot be created or written (checked before any work; creates
-    nothing: the nearest existing ancestor must be a writable directory)."""
+    nothing: the nearest existing ancestor must be a writable directory). `choose`: how to give another."""
     directory = Path(directory).absolute()
     existing = next(p for p in (directory, *directory.parents) if p.exists())
     try:
@@ -81,7 +109,7 @@ def check_writable(directory: str | Path) -> None:
             pass
     except OSError as e:
         raise StoreError(f"output directory {directory} is not writable ({e.strerror or e}); "
-                         f"choose another with output_root=... or output_dir=...") from None
+                         f"choose another with {choose}") from None
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -103,12 +131,18 @@ class ResultStore:
     # ---------------------------------------------------------------------------------------- identity
 
     def check_identity(self, identity: dict) -> None:
-        """Refuse to mix episodes of different experiments in one directory (resume safety)."""
+        """Refuse to mix episodes of different experiments in one directory (resume safety). Without
+        run_identity.json (lost, or a run older than it) the directory's config.yaml tells its experiment."""
         path = self.run_dir / IDENTITY_FILE
-        if not path.exists():
-            return
         try:
-            previous = json.loads(path.read_text())
+            if path.exists():
+                previous = json.loads(path.read_text())
+            elif (self.run_dir / CONFIG_FILE).exists():
+                previous = config_identity(self.run_dir / CONFIG_FILE)
+            else:
+                return
+        except ConfigUnreadable as e:
+            raise RunMismatch(f"{e}; delete it if the directory holds no episodes") from None
         except (OSError, json.JSONDecodeError) as e:
             raise RunMismatch(f"{path} is unreadable ({e}); delete it if the directory holds no episodes") from None
         if previous != identity:
@@ -256,12 +290,49 @@ class ResultStore:
 
 
 def _read_records(path: Path) -> Iterator[EpisodeRecord]:
-    """The records of a JSONL file; a torn line (a crash mid-write) is skipped."""
-    for line in path.read_text().splitlines():
+    """The records of a JSONL file; a torn line (a crash mid-write) is skipped, and a record whose fields are not
+    of their types (edited by hand, written by something else) is skipped with a warning naming it."""
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         try:
-            yield EpisodeRecord(**json.loads(line))
-        except (json.JSONDecodeError, TypeError):
+            values = json.loads(line)
+        except json.JSONDecodeError:
             continue
+        problem = record_problem(values)
+        if problem is None:
+            yield EpisodeRecord(**values)
+        else:  # whole JSON (a torn line is not), but not a record: say so
+            log.warning("%s line %d is not an episode record (%s); skipped", path, number, problem)
+
+
+def record_problem(values) -> str | None:
+    """What keeps a decoded JSON line from being an EpisodeRecord (a missing, unknown or mistyped field), or None."""
+    if not isinstance(values, dict):
+        return f"a JSON {type(values).__name__}, not an object"
+    hints = get_type_hints(EpisodeRecord)
+    unknown = sorted(set(values) - set(hints))
+    missing = [f.name for f in fields(EpisodeRecord) if f.name not in values and f.default is MISSING
+               and f.default_factory is MISSING]
+    if unknown or missing:
+        return f"unknown fields {unknown}" if unknown else f"missing fields {missing}"
+    wrong = next((name for name, value in values.items() if not _is_of(value, hints[name])), None)
+    return None if wrong is None else f"{wrong}={values[wrong]!r} is not of type {_type_name(hints[wrong])}"
+
+
+def _is_of(value, hint) -> bool:
+    """isinstance for the annotations EpisodeRecord uses (bool is not an int here, an int is a float)."""
+    if get_origin(hint) in (Union, UnionType):
+        return any(_is_of(value, arg) for arg in get_args(hint))
+    if get_origin(hint) is list:
+        return isinstance(value, list) and all(_is_of(v, get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    return isinstance(value, get_origin(hint) or hint)
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def _repair_torn_tail(path: Path) -> None:

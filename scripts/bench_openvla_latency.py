@@ -9,8 +9,8 @@ Two random-weight models, no checkpoint needed:
 """
 from __future__ import annotations
 
-import argparse
 import os
+from argparse import RawDescriptionHelpFormatter
 import statistics
 import time
 
@@ -18,6 +18,7 @@ import torch
 
 from vla_pruner.models.openvla import ACTION_DIM, EMPTY_TOKEN_ID, OpenVLA
 from vla_pruner.models.tiny import build_tiny_model, seven_b_shaped
+from evaluate.arguments import CommandParser, at_least
 
 
 def bench(model: OpenVLA, prompt_tokens: int, queries: int, warmup: int = 2) -> dict[str, float]:
@@ -44,14 +45,17 @@ def bench(model: OpenVLA, prompt_tokens: int, queries: int, warmup: int = 2) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=20, help="timed queries per model (after 2 warm-up ones)")
-    parser.add_argument("--prompt-tokens", type=int, default=30,
+    parser = CommandParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
+    parser.add_argument("--queries", type=at_least(1), default=20, help="timed queries per model (after 2 warm-up ones)")
+    parser.add_argument("--prompt-tokens", type=at_least(2), default=30,
                         help="text tokens incl. BOS and 29871 (LIBERO prompts: 20-38 with the Llama-2 tokenizer)")
-    parser.add_argument("--llm-width", type=int, default=512, help="hidden size of the 7b-tokens model's Llama")
-    parser.add_argument("--vit-width", type=int, default=128, help="embed dim of the 7b-tokens model's ViTs")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--llm-width", type=at_least(64), default=512, help="hidden size of the 7b-tokens model's Llama")
+    parser.add_argument("--vit-width", type=at_least(64), default=128, help="embed dim of the 7b-tokens model's ViTs")
+    parser.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    for option, width in (("--llm-width", args.llm_width), ("--vit-width", args.vit_width)):
+        if width % 64:
+            parser.error(f"{option} {width} is not a multiple of 64 (the heads of the 7b-tokens model are 64 wide)")
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -25,11 +25,11 @@ time over FastV's at the same keep, minus one.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
 from collections import defaultdict
+from argparse import RawDescriptionHelpFormatter
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +39,7 @@ from transformers import LlamaConfig
 import baselines
 import vla_pruner.engine as engine_module
 from evaluate.analysis.flops import prefill_macs
+from evaluate.arguments import CommandParser, at_least
 from vla_pruner.engine import PruningEngine
 from vla_pruner.layout import SequenceLayout
 from vla_pruner.models.llama import LlamaLM
@@ -114,16 +115,20 @@ def run_query(setting: Setting, embeds: torch.Tensor, clock: ProbeClock, visual:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (one query per setting each)")
-    parser.add_argument("--width", type=int, default=4096)
-    parser.add_argument("--heads", type=int, default=32)
-    parser.add_argument("--mlp", type=int, default=11008)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--prune-layer", type=int, default=3)
-    parser.add_argument("--prompt-tokens", type=int, default=35, help="non-visual tokens incl. BOS and 29871")
-    parser.add_argument("--threads", type=int, default=None)
+    parser = CommandParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=at_least(1), default=5, help="timed rounds (one query per setting each)")
+    parser.add_argument("--width", type=at_least(1), default=4096)
+    parser.add_argument("--heads", type=at_least(1), default=32)
+    parser.add_argument("--mlp", type=at_least(1), default=11008)
+    parser.add_argument("--layers", type=at_least(2), default=8)
+    parser.add_argument("--prune-layer", type=at_least(1), default=3)
+    parser.add_argument("--prompt-tokens", type=at_least(2), default=35, help="non-visual tokens incl. BOS and 29871")
+    parser.add_argument("--threads", type=at_least(1), default=None)
     args = parser.parse_args()
+    if args.width % args.heads:
+        parser.error(f"--width {args.width} is not a multiple of --heads {args.heads}")
+    if args.prune_layer >= args.layers:
+        parser.error(f"--prune-layer {args.prune_layer} must be in 1..{args.layers - 1} (layers before the cut)")
     if args.threads:  # torch's, and NumPy's BLAS for the diversity filter's Gram matrix
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)

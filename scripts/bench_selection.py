@@ -13,7 +13,6 @@ inputs, with the selections compared. Prints medians. On a shared machine, --thr
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -25,6 +24,7 @@ import baselines  # noqa: F401  (registers every pruner)
 import vla_pruner.method
 from vla_pruner.diversity import cosine_distances, greedy_max_min, select_diverse
 from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner, top_k
+from evaluate.arguments import CommandParser, at_least
 
 TEXT_ROWS = 20  # prompt tokens after the visual block in a LIBERO instruction (order of magnitude)
 
@@ -140,10 +140,10 @@ def bench_before_after(layout: ModelLayout, keep: float, width: int, repeats: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=200)
-    parser.add_argument("--width", type=int, default=4096, help="embedding width d (Llama-2-7B: 4096)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser = CommandParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=at_least(1), default=200)
+    parser.add_argument("--width", type=at_least(1), default=4096, help="embedding width d (Llama-2-7B: 4096)")
+    parser.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:  # torch's, and NumPy's BLAS for the diversity filter's Gram matrix
         torch.set_num_threads(args.threads)

@@ -24,6 +24,11 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evaluate.arguments import CommandParser, at_least  # noqa: E402
+from evaluate.config import EPISODES_PER_TASK_MAX  # noqa: E402
+
 POLICIES = {
     "noop": ["policy=noop"],
     "openvla_tiny + VLA-Pruner 0.25": ["policy=vla", "model=openvla_tiny", "pruner=vla", "keep=0.25"],
@@ -42,12 +47,14 @@ def run(overrides: list[str], num_envs: int, root: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=int, default=8)
-    parser.add_argument("--max-steps", type=int, default=40)
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[2], help="worker counts to compare with 1")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--episodes", type=at_least(1), default=8, help=f"1..{EPISODES_PER_TASK_MAX} (init states)")
+    parser.add_argument("--max-steps", type=at_least(1), default=40)
+    parser.add_argument("--num-envs", type=at_least(2), nargs="+", default=[2], help="worker counts to compare with 1")
+    parser.add_argument("--rounds", type=at_least(1), default=1)
     args = parser.parse_args()
+    if args.episodes > EPISODES_PER_TASK_MAX:
+        parser.error(f"--episodes {args.episodes} is more than the {EPISODES_PER_TASK_MAX} init states of a task")
     if 2 not in args.num_envs:
         parser.error("--num-envs must include 2 (the last line compares num_envs=2 with 1)")
     common = ["suite=libero_object", "tasks=[0]", f"episodes_per_task={args.episodes}",

@@ -17,7 +17,6 @@ FLOPs ratio, latency and speedup beside the paper's (RTX 4090; speedup = its den
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evaluate.analysis.labels import SUITE_COLUMNS, paper_row  # noqa: E402
+from evaluate.arguments import CommandParser, output_directory  # noqa: E402
 from evaluate.analysis.report import (PI0_NOTE, RELATIVE_ACC_NOTE, ROWS_NOTE, load_runs_for_cli,  # noqa: E402
                                       method_table, pi0_table, write_table)
 
@@ -43,10 +43,22 @@ AFTER_PI0 = ["full_flops_ratio_pct", "prefill_tmacs", "full_tmacs", "latency_ms"
 
 
 def read_paper(path: Path, option: str, compared: list[str]) -> pd.DataFrame:
+    columns = [*ROW_KEYS, *compared, "latency_ms_rtx4090"]
+    expected = f"a CSV with columns {', '.join(columns)}"
     if not path.is_file():
-        raise SystemExit(f"error: the paper's table is not at {path.resolve()}; pass {option} PATH "
-                         f"(a CSV with columns {', '.join(ROW_KEYS + compared)}, latency_ms_rtx4090)")
-    return pd.read_csv(path)
+        raise SystemExit(f"error: the paper's table is not at {path.resolve()}; pass {option} PATH ({expected})")
+    try:  # every column but the names is a number
+        paper = pd.read_csv(path)
+        paper[paper.columns.difference(["model", "method"])] = paper[paper.columns.difference(["model", "method"])
+                                                                     ].apply(pd.to_numeric)
+    except ValueError as e:  # not CSV, not text, empty, a word where a number belongs
+        problem = "unreadable: " + (" ".join(str(e).split()) or type(e).__name__)
+    else:
+        missing = [c for c in columns if c not in paper]
+        if not missing:
+            return paper
+        problem = f"no column(s) {', '.join(missing)}"
+    raise SystemExit(f"error: {option} {path} is not the paper's table ({problem}); expected {expected}")
 
 
 def compare(ours: pd.DataFrame, paper: pd.DataFrame, compared: list[str] = COMPARED, before: list[str] = (),
@@ -74,12 +86,13 @@ def compare(ours: pd.DataFrame, paper: pd.DataFrame, compared: list[str] = COMPA
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories or directories above them")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output directory")
     parser.add_argument("--paper", type=Path, default=DEFAULT_PAPER, help="the paper's Table 1 as CSV")
     parser.add_argument("--paper-pi0", type=Path, default=DEFAULT_PAPER_PI0, help="the paper's Table 4 (pi0) as CSV")
     args = parser.parse_args(argv)
+    output_directory(args.out)
     paper = read_paper(args.paper, "--paper", COMPARED)
     runs = load_runs_for_cli(args.runs)
     table = compare(method_table(runs), paper)

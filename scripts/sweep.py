@@ -25,7 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evaluate.config import ConfigError  # noqa: E402
+from evaluate.__main__ import user_errors  # noqa: E402
+from evaluate.arguments import CommandParser  # noqa: E402
 from evaluate.envs.suites import SUITES, suite_info  # noqa: E402
 
 PAPER = {
@@ -70,7 +71,7 @@ def run(commands: list[list[str]], concurrent: bool) -> int:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     for key, values in PAPER.items():
         parser.add_argument(f"--{key}", nargs="*" if key == "pruners" else "+", default=values,
                             help=f"default: {' '.join(values)}")
@@ -82,11 +83,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_commands(commands: list[list[str]]) -> None:
+    """Every point of every multirun, checked as `python -m evaluate` checks its own before any runs (values,
+    combinations a run refuses, checkpoints, output directories): a bad point stops the sweep before the first
+    multirun starts (the dense baseline would otherwise run whole before a pruned point is refused)."""
+    from evaluate.policies import POLICIES
+    from evaluate.preflight import check_command
+
+    for command in commands:
+        check_command(command[3:], POLICIES)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         commands = build_commands(args)
-    except ConfigError as e:
+        check_commands(commands)
+    except user_errors() as e:
         sys.exit(f"error: {e}")
     for command in commands:
         print(shlex.join(["python", *command[1:]]), flush=True)

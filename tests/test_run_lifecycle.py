@@ -75,27 +75,30 @@ def test_a_failed_start_does_not_claim_the_directory(tmp_path):
 
 
 def test_a_sweep_checks_every_point_before_running_any(tmp_path):
-    result = run_cli("-m", *NOOP, "tasks=[0]", "episodes_per_task=1", "keep=0.5,2.0", f"output_root={tmp_path}")
+    result = run_cli("-m", "suite=libero_object", "pruner=fastv", "tasks=[0]", "episodes_per_task=1", "keep=0.5,2.0",
+                     f"output_root={tmp_path}")  # (under policy=noop a changed keep is refused in itself)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: keep=2.0 is outside (0, 1]") and "sweep point" in last, result.stderr[-2000:]
     assert not list(tmp_path.rglob("*.jsonl"))  # the good point did not run either
 
 
-def test_a_sweep_point_that_fails_while_running_does_not_stop_the_others(tmp_path):
+def test_a_sweep_point_that_fails_while_running_does_not_stop_the_others(tmp_path, monkeypatch):
     """Weights re-saved without one tensor pass the pre-run file checks (a readable safetensors header) but
-    cannot be loaded: that point fails at run time."""
+    cannot be loaded: that point fails at run time. They are the cached tiny model (policy=noop must keep the
+    default model settings, so the checkpoint is not an override)."""
     from safetensors.torch import load_file, save_file
 
-    bad_ckpt = tmp_path / "ckpt"
-    bad_ckpt.mkdir()
+    monkeypatch.setenv("VLA_PRUNER_CACHE", str(tmp_path / "cache"))
+    bad_ckpt = tmp_path / "cache" / "openvla_tiny-seed0"
+    bad_ckpt.mkdir(parents=True)
     for f in (require_fixtures() / "openvla_tiny_hf").iterdir():
         (bad_ckpt / f.name).write_bytes(f.read_bytes())
     weights = load_file(bad_ckpt / "model.safetensors")
     weights.pop(sorted(weights)[0])
     save_file(weights, bad_ckpt / "model.safetensors", metadata={"format": "pt"})
     result = run_cli("-m", "policy=vla,noop", "suite=libero_object", "suite.max_steps=2", "tasks=[0]",
-                     "episodes_per_task=1", f"model.checkpoint={bad_ckpt}", f"output_root={tmp_path / 'runs'}")
+                     "episodes_per_task=1", f"output_root={tmp_path / 'runs'}")
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("error: 1 sweep point(s) failed"))

@@ -93,12 +93,12 @@ def select_diverse(features: torch.Tensor, k: int, dtype: torch.dtype = torch.fl
     pick order, on `features`' device; k >= the number of rows returns all of them in order. `dtype` (float32 or
     bfloat16) is the precision of the distances. Raises ValueError on non-finite features when the greedy runs
     (a NaN distance would make it pick one row several times), a k that is negative or not an integer,
-    `features` that is not 2-D, or another dtype.
+    `features` that is not 2-D, another dtype, or `rows` that are not distinct integer indices of `features`.
 
     """
     k = _check_inputs(features, k, dtype)
     if rows is not None:
-        rows = rows.to(features.device)
+        rows = _check_rows(rows, features.shape[0]).to(features.device)
         return rows[_greedy(features.index_select(0, rows), k, dtype)]
     return _greedy(features, k, dtype)
 
@@ -132,6 +132,24 @@ def _check_inputs(features: torch.Tensor, k, dtype: torch.dtype) -> int:
     if k < 0:
         raise ValueError(f"select_diverse: k must be a non-negative integer, got {k}")
     return k
+
+
+def _check_rows(rows, n: int) -> torch.Tensor:
+    """`rows` as given, after the checks that keep it from failing deep in torch or picking a row twice."""
+    if not isinstance(rows, torch.Tensor):
+        raise TypeError(f"select_diverse: rows must be a torch.Tensor of indices, got {type(rows).__name__}")
+    if rows.dtype.is_floating_point or rows.dtype.is_complex or rows.dtype == torch.bool:
+        raise ValueError(f"select_diverse: rows must be an integer tensor, got {rows.dtype}")
+    if rows.dim() != 1:
+        raise ValueError(f"select_diverse: rows must be 1-D, got shape {tuple(rows.shape)}")
+    outside = rows[(rows < 0) | (rows >= n)]
+    if len(outside):
+        raise ValueError(f"select_diverse: rows must be indices in 0..{n - 1} of features' {n} rows, "
+                         f"got {outside[0].item()}")
+    values, counts = rows.unique(return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"select_diverse: rows must not repeat, got {values[counts > 1][0].item()} more than once")
+    return rows.long()
 
 
 def _non_finite(features: torch.Tensor, dtype: torch.dtype) -> ValueError:

@@ -287,7 +287,7 @@ def compose_config(overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    from evaluate.config import CONFIG_DIR, ConfigError, check_group_overrides
+    from evaluate.config import CONFIG_DIR, ConfigError, check_group_overrides, hydra_error_line
 
     check_group_overrides(overrides)
     own = {"prompt_tokens": DEFAULT_PROMPT_TOKENS}
@@ -304,8 +304,7 @@ def compose_config(overrides: list[str]):
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(config_name="config", overrides=rest)
     except HydraException as e:  # an unknown key or a value of the wrong type
-        cause = f": {str(e.__cause__).splitlines()[0]}" if e.__cause__ else ""
-        raise ConfigError(f"{str(e).splitlines()[0].rstrip('.')}{cause}") from None
+        raise ConfigError(hydra_error_line(e)) from None
     return OmegaConf.to_container(cfg, resolve=True), own
 
 

@@ -34,7 +34,6 @@ files it cannot read are named in a `warning:` line on stderr.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -45,6 +44,7 @@ from evaluate.analysis.labels import DENSE_PRUNER, METHOD_NAMES, PERTURBED_COLUM
 from evaluate.analysis.metrics import cost_stats, latency_stats
 from evaluate.analysis.plots import write_plots
 from evaluate.analysis.robustness import ROBUSTNESS_NOTE, drop_plots, robustness_table
+from evaluate.arguments import CommandParser, output_directory
 from evaluate.analysis.runset import COMPLETE, GROUP_KEYS, INCOMPLETE, RunSet, flatten, load_runs
 from evaluate.analysis.stats import success_of
 
@@ -346,10 +346,11 @@ def load_runs_for_cli(paths: list[str]) -> RunSet:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m evaluate.report", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m evaluate.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories or directories above them (e.g. runs/)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="where tables and plots go")
     args = parser.parse_args(argv)
-    for path in write_report(load_runs_for_cli(args.runs), args.out):
+    out = output_directory(args.out)
+    for path in write_report(load_runs_for_cli(args.runs), out):
         print(path)
 

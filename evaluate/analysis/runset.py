@@ -29,16 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from evaluate.config import NON_IDENTITY_FIELDS
 from evaluate.analysis.labels import method_label
 from evaluate.analysis.metrics import add_flops, has_prefill_tokens, query_frame
-from evaluate.store import EPISODES_DIR, IDENTITY_FILE, ResultStore
+from evaluate.store import (CONFIG_FILE, EPISODES_DIR, IDENTITY_FILE, ConfigUnreadable, ResultStore, config_identity,
+                            one_line)
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 COMPLETE, INCOMPLETE, UNKNOWN = "complete", "incomplete", "unknown"
 # What the tables group by: the identity without its seed, and the run's completion state.
@@ -101,7 +99,7 @@ def _read_json(path: Path, consequence: str) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        log.warning("%s is unreadable (%s); %s", path, _one_line(e), consequence)
+        log.warning("%s is unreadable (%s); %s", path, one_line(e), consequence)
         return None
     if not isinstance(data, dict):
         log.warning("%s does not hold a JSON object; %s", path, consequence)
@@ -109,26 +107,16 @@ def _read_json(path: Path, consequence: str) -> dict | None:
     return data
 
 
-def _one_line(error: Exception) -> str:
-    """Parser messages (YAML's especially) span lines; a warning is one line."""
-    return " ".join(str(error).split())
-
-
 def read_identity(run_dir: Path) -> dict | None:
     """run_identity.json, else config.yaml minus the fields that do not change outcomes; None if neither reads."""
     identity = _read_json(run_dir / IDENTITY_FILE, f"reading the identity from {CONFIG_FILE} instead")
     if identity is not None:
         return identity
-    path = run_dir / CONFIG_FILE
     try:
-        cfg = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        log.warning("%s is unreadable (%s); run skipped: its experiment is unknown", path, _one_line(e))
+        return config_identity(run_dir / CONFIG_FILE)
+    except ConfigUnreadable as e:
+        log.warning("%s; run skipped: its experiment is unknown", e)
         return None
-    if not isinstance(cfg, dict):
-        log.warning("%s does not hold a config; run skipped: its experiment is unknown", path)
-        return None
-    return {k: v for k, v in cfg.items() if k not in NON_IDENTITY_FIELDS}
 
 
 def completeness(store: ResultStore, records: list, summary: dict | None) -> dict:

@@ -23,7 +23,7 @@ def _vla(name: str):
 
 POLICIES: dict[str, PolicyEntry] = {
     "vla": PolicyEntry(_vla("build_vla_policy"), check=_vla("check_vla_policy"), cameras=_vla("vla_cameras"),
-                       prepare=_vla("prepare_vla_observation"), reads_model=True),
+                       prepare=_vla("prepare_vla_observation"), uses_model=True),
     "scripted": PolicyEntry(make_scripted, beside_simulator=True),
     "noop": PolicyEntry(build_noop, beside_simulator=True),
 }

@@ -34,6 +34,7 @@ from vla_pruner.models.pi0_checkpoint import check_pi0_files
 from vla_pruner.models import pi0_pruned
 from vla_pruner.models.pi0_inputs import resize_with_pad, to_pixels
 from vla_pruner.models.pi0_tiny import TINY_PI0, ensure_tiny_pi0
+from vla_pruner.models.tiny import tiny_checkpoint_built
 from vla_pruner.models.pi0_tokenizer import Pi0Tokenizer
 from vla_pruner.pruning import Pruner
 
@@ -188,10 +189,10 @@ def check_pi0_policy(cfg: DictConfig) -> None:
         raise ConfigError(f"pruner '{cfg.pruner.name}': {UNSUPPORTED_PRUNERS[cfg.pruner.name]}; valid choices "
                           f"for pi0: {', '.join(supported)}")
     directory = model.location()
-    if model.build_seed is not None and not (directory / "config.json").is_file():
-        build_checked_pruner(cfg.pruner, cfg.keep, pi0_pruned.pi0_layout(TINY_PI0, len(CAMERAS)))
-        return  # built on first use
     try:
+        if model.build_seed is not None and not tiny_checkpoint_built(directory, model.build_seed):
+            build_checked_pruner(cfg.pruner, cfg.keep, pi0_pruned.pi0_layout(TINY_PI0, len(CAMERAS)))
+            return  # built on first use
         _, config, _ = check_pi0_files(directory)
         Pi0Tokenizer.from_dir(directory, config.max_token_len)
     except CheckpointError as e:

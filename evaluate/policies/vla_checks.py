@@ -19,10 +19,9 @@ from evaluate.analysis.flops import architecture, model_layout
 from evaluate.envs.suites import model_suite
 from evaluate.policies.vla_model import OpenVLAModelConfig, check_dtype_and_device, checkpoint_location
 from vla_pruner.families import ModelFamily
-from vla_pruner.models.checkpoint import (
-    CONFIG_FILE, CheckpointError, check_checkpoint_files, locate_checkpoint,
-)
+from vla_pruner.models.checkpoint import CheckpointError, check_checkpoint_files, locate_checkpoint
 from vla_pruner.models.config import OpenVLAConfig
+from vla_pruner.models.tiny import tiny_checkpoint_built
 
 
 def check_vla_model(cfg: DictConfig, spec: ModelFamily, specs: Iterable[ModelFamily]) -> None:
@@ -52,7 +51,7 @@ def inspect_checkpoint(model_node: DictConfig, model: OpenVLAModelConfig, locati
     a download would tell."""
     if model.build_seed is not None:
         directory = Path(location).expanduser()
-        if not (directory / CONFIG_FILE).is_file():  # built on first use: check what it will be built as
+        if not tiny_checkpoint_built(directory, model.build_seed):  # built on first use: check what it will be
             return OpenVLAConfig.from_dict(spec.tiny_config()), spec.tiny_norm_stats(), f"{model.name} as it will be built"
         config, raw = check_checkpoint_files(directory)
         # a tiny base of the same seed whose family parts are added when the policy is built

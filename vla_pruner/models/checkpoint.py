@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
 from .config import OpenVLAConfig
@@ -95,9 +96,14 @@ def read_config(directory: Path) -> tuple[OpenVLAConfig, dict[str, Any]]:
     if stats_file.is_file():
         raw["norm_stats"] = read_json(stats_file)
     try:
-        return OpenVLAConfig.from_dict(raw), raw
+        config = OpenVLAConfig.from_dict(raw)
     except ValueError as e:
         raise CheckpointError(f"cannot use {config_file}: {e}") from None
+    try:  # transformers' own field validation (a string where a width belongs), here rather than at model build
+        config.llama_config()
+    except (ValueError, TypeError, KeyError, StrictDataclassError) as e:
+        raise CheckpointError(f"cannot use {config_file}: text_config: {' '.join(str(e).split())}") from None
+    return config, raw
 
 
 def weight_files(directory: Path) -> list[Path]:

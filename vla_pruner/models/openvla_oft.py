@@ -13,6 +13,7 @@ prefix) and `dataset_statistics.json` (action and proprio statistics per dataset
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -72,8 +73,15 @@ def load_state_file(module: nn.Module, directory: Path, name: str) -> None:
     if len(files) != 1:
         found = ", ".join(f.name for f in files) or "none"
         raise CheckpointError(f"expected one {name}--<step>_checkpoint.pt in {directory}, found {found}")
-    state = torch.load(files[0], map_location="cpu", weights_only=True)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        state = torch.load(files[0], map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:  # not a zip, a torn one, objects
+        # other than tensors: torch's text suggests weights_only=False, which must never be the answer
+        raise CheckpointError(f"cannot read {files[0]}: not a torch checkpoint of tensors ({type(e).__name__}); "
+                              f"it may be truncated or another kind of file") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"cannot read {files[0]}: it holds a {type(state).__name__}, not a state dict")
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:

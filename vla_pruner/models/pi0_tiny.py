@@ -91,4 +91,5 @@ def write_tiny_pi0(directory: Path, seed: int, instructions: Iterable[str]) -> N
 
 def ensure_tiny_pi0(directory: str | Path, seed: int, instructions: Iterable[str]) -> Path:
     """The tiny pi0 at `directory`, built first if absent."""
-    return build_atomically(Path(directory).expanduser(), lambda staging: write_tiny_pi0(staging, seed, instructions))
+    return build_atomically(Path(directory).expanduser(), seed,
+                            lambda staging: write_tiny_pi0(staging, seed, instructions))
