@@ -12,9 +12,10 @@ submitted from a login node without a GPU should name its model.
 from __future__ import annotations
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from evaluate.config import CONFIG_DIR
+from evaluate.config import CONFIG_DIR, ConfigError, hydra_error_line
 from evaluate.preflight import command_points
 
 CUDA_DEFAULT_MODEL = "openvla"  # its official checkpoint per suite: configs/model/openvla.yaml
@@ -48,7 +49,11 @@ def choose_model(args: list[str], policies: dict) -> tuple[list[str], str | None
         return args, None
     points = command_points(args)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        choices = compose(config_name="config", overrides=points[0], return_hydra_config=True).hydra.runtime.choices
+        try:
+            config = compose(config_name="config", overrides=points[0], return_hydra_config=True)
+        except HydraException as e:  # the same one line the preflight gives for it
+            raise ConfigError(hydra_error_line(e)) from None
+    choices = config.hydra.runtime.choices
     named = {a.partition("=")[2] for point in points for a in point if _key(a) == "policy"}
     if not any(policies[p].uses_model for p in named or {choices.policy} if p in policies):
         return args, None

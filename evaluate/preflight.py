@@ -13,9 +13,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from evaluate.envs.suites import REFUSED_SUITES
 from evaluate.config import CONFIG_DIR, ConfigError, check_group_overrides, hydra_error_line, validate
-from evaluate.envs.suites import suite_info
+from evaluate.envs.suites import REFUSED_SUITES, suite_info
 from evaluate.store import check_writable
 
 
