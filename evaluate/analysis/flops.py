@@ -312,9 +312,9 @@ def report_lines(model_cfg: Mapping, pruner_cfg: Mapping, keep: float, prompt_to
     pruner = build_checked_pruner(pruner_cfg, keep, model_layout(llm.num_layers, model_family(model_cfg)))
     dense = [dims.sequence_length(prompt_tokens)] * llm.num_layers
     pruned, keys = plan_schedule(pruner, dims, prompt_tokens), plan_keys(pruner, dims, prompt_tokens)
-    if keys:  # VLA-Cache: the count when every static candidate is reused from the first reuse layer
-        cuts = (f"reused keys from layer {pruner.plan.stages[0].layer + 1}: {pruned[-1]} of {keys[0]} tokens "
-                f"are queries, all {keys[0]} are keys")
+    if keys:  # VLA-Cache: the most reuse its configured rules allow, from the first reuse layer (a query can reach it)
+        cuts = (f"the most reuse its rules allow (budget={pruner.config.budget}), reused keys from layer "
+                f"{pruner.plan.stages[0].layer + 1}: {pruned[-1]} of {keys[0]} tokens are queries, all {keys[0]} are keys")
     else:
         cuts = "; ".join(f"cut before layer K={s.layer + 1}, {pruned[s.layer + 1]} tokens from there"
                          for s in pruner.plan.stages) or "no cut: it keeps every token"
