@@ -13,9 +13,14 @@ One deliberate difference: chosen tokens are excluded from later picks. DivPrune
 own float distance (~0), so it could pick a token twice when every remaining token is an exact duplicate of a
 chosen one (uniform image regions); here the budget is always k distinct tokens.
 
-Where it prunes (`prune_layer`): 0 (default) = DivPrune's point, on the LLM input embeddings (the projector's
-outputs), so every LLM layer sees only the kept tokens; K >= 1 = the shared prune point of the other pruners,
-selecting on the layer-K input states (layer K-1's outputs) and dropping before layer K.
+Where it prunes (`prune_layer`): 0 = DivPrune's own point, on the LLM input embeddings (the projector's outputs),
+so every LLM layer sees only the kept tokens; K >= 1 = the shared prune point of the other pruners, selecting on
+the layer-K input states (layer K-1's outputs) and dropping before layer K. Runs default to the shared point
+(configs/pruner/divprune.yaml: the VLA-Pruner paper's DivPrune FLOPs sit on its FastV row, not at K = 0); the
+library's `DivPruneConfig()` keeps DivPrune's own point.
+Positions (`positions`): `original` = kept tokens keep their position ids, as every other pruner here;
+`renumbered` = DivPrune's code (`position_ids=None` after the drop): the kept sequence is numbered 0..n-1 and
+decoding goes on from n. Only at its own point (K = 0), where no layer saw the dropped tokens.
 Budget: the shared round(keep * M) half up (DivPrune's code rounds half to even; equal at 256 x 0.5/0.25/0.125).
 """
 from __future__ import annotations
@@ -25,7 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vla_pruner.pruning import PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs
+from vla_pruner.pruning import PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice
+
+POSITIONS = ("original", "renumbered")
 
 
 def divprune_distances(features: torch.Tensor) -> torch.Tensor:
@@ -67,6 +74,14 @@ class DivPruneConfig(PrunerConfig):
     # 0 = DivPrune's own point: select on the projected visual embeddings, before layer 0;
     # K >= 1 = the shared prune point: layers 0..K-1 see every token, select on the layer-K input states
     prune_layer: int = 0
+    positions: str = "original"  # original | renumbered (DivPrune's code; K = 0 only)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("positions", self.positions, POSITIONS)
+        if self.positions == "renumbered" and self.prune_layer != 0:
+            raise ValueError(f"positions='renumbered' (DivPrune's code renumbers the kept sequence) needs "
+                             f"prune_layer=0, its own point before the LLM; got prune_layer={self.prune_layer}")
 
 
 class DivPrune(SingleCutPruner):
@@ -82,8 +97,9 @@ class DivPrune(SingleCutPruner):
                              "(0 = before the LLM, DivPrune's own point)")
 
     def make_plan(self) -> PrunePlan:
-        if self.config.prune_layer == 0:
-            return PrunePlan(stages=(self.cut(visual_embeddings=True),))  # stage layer -1: before layer 0
+        if self.config.prune_layer == 0:  # stage layer -1: before layer 0
+            return PrunePlan(stages=(self.cut(visual_embeddings=True),),
+                             renumber_positions=self.config.positions == "renumbered")
         return PrunePlan(stages=(self.cut(hidden_states=True),))
 
     def choose(self, inputs: StageInputs) -> Selection:

@@ -11,12 +11,13 @@ from vla_pruner.pruning import (
 
 @dataclass(frozen=True)
 class FastVConfig(PrunerConfig):
-    source: str = "last"  # last = the last prompt row (FastV's rule); prefill = mean over all prefill rows
+    source: str = "last"  # last = the last prompt row (FastV's rule); prefill = mean over all prefill rows;
+    # text = mean over the prompt's language rows after the image
     prune_layer: int = 3
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("source", self.source, ("last", "prefill"))
+        check_choice("source", self.source, ("last", "prefill", "text"))
 
 
 class FastV(SingleCutPruner):

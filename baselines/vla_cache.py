@@ -14,9 +14,14 @@ Per query t > 0 (spec/baselines.md, "VLA-Cache"), for each image:
   the images, in sequence order) stop being queries, and the set only grows with depth.
 
 `keep` is the share of visual tokens recomputed, as the VLA-Pruner paper compares it ("the same token reuse
-ratio"): `candidates` defaults to round((1 - keep) * M) per image; the rest of VLA-Cache's rules are unchanged, so
-fewer tokens than that are reused in practice. `behaviour: released` adds what the released code does beyond the
-paper: a bidirectional prefill and decode steps at RoPE position 0 on reusing queries.
+ratio"): `candidates` defaults to round((1 - keep) * M) per image. `budget` says what else follows keep:
+`joint` (the runs' default, configs/pruner/vla_cache.yaml) also caps the eviction at M - candidates, so a query
+whose every candidate is static and unattended reuses all of them and recomputes keep * M tokens: the budget is
+reachable, and so are the paper's VLA-Cache FLOPs; `candidates` (the library default, VLA-Cache's own rule) keeps
+the eviction fixed, so a query never reuses more than M - eviction_top_k tokens (136 of 256 with 120 evicted,
+whatever keep says). The rest of VLA-Cache's rules are unchanged, so fewer tokens are reused in practice.
+`behaviour: released` adds what the released code does beyond the paper: a bidirectional prefill, decode steps
+at RoPE position 0 on reusing queries, and at least one reused token per reuse layer (`max(1, int(r_l * n))`).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from vla_pruner.pruning import (KVReuse, PrunePlan, Pruner, PrunerConfig, QueryK
                                 check_choice, top_k)
 
 BEHAVIOURS = ("paper", "released")
+BUDGETS = ("candidates", "joint")
 RELEASED_ATTENTION_LAYER, RELEASED_DEPTH = 15, 32  # eviction attention: layer 15 of OpenVLA-7B's 32
 
 
@@ -41,11 +47,14 @@ class VLACacheConfig(PrunerConfig):
     attention_layer: int | None = None  # layer of the eviction attention; None: round(15 * L / 32)
     reuse_layers: tuple[int, ...] = (2, 6, 9, 11)  # layers where the reused set may grow (those < L)
     growth: float = 0.55  # damping of increases of the reuse fraction from one layer to the next
-    behaviour: str = "paper"  # paper | released (bidirectional prefill, decode at position 0 when reusing)
+    behaviour: str = "paper"  # paper | released (bidirectional prefill, decode at position 0 when reusing,
+    # at least one reused token per reuse layer)
+    budget: str = "candidates"  # candidates | joint (the eviction capped at M - candidates: keep * M reachable)
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("behaviour", self.behaviour, BEHAVIOURS)
+        check_choice("budget", self.budget, BUDGETS)
         if not -1.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold={self.threshold} must be a cosine similarity in [-1, 1]")
         if not 0.0 <= self.growth <= 1.0:
@@ -92,11 +101,13 @@ def reuse_fractions(entropy: torch.Tensor, growth: float) -> list[float]:
     return torch.tensor(reuse, dtype=torch.float32).tolist()
 
 
-def reused_counts(fractions: list[float], layers: tuple[int, ...], reusable: int) -> list[int]:
-    """Reused tokens from each reuse layer on: int(r_l * |reusable|), never fewer than at the layer before."""
+def reused_counts(fractions: list[float], layers: tuple[int, ...], reusable: int, minimum: int = 0) -> list[int]:
+    """Reused tokens from each reuse layer on: max(minimum, int(r_l * |reusable|)) (the released code: minimum 1),
+    at most |reusable|, never fewer than at the layer before."""
     counts, most = [], 0
     for layer in layers:
-        most = max(most, int(torch.tensor(fractions[layer], dtype=torch.float32) * reusable))
+        count = max(minimum, int(torch.tensor(fractions[layer], dtype=torch.float32) * reusable))
+        most = max(most, min(reusable, count))
         counts.append(most)
     return counts
 
@@ -131,6 +142,8 @@ class VLACache(Pruner):
                              f"of an image")
         self.candidates = tuple(round((1.0 - self.keep) * m) if c.candidates is None else c.candidates
                                 for m in layout.image_tokens)
+        self.eviction = tuple(min(c.eviction_top_k, m - n) if c.budget == "joint" else c.eviction_top_k
+                              for m, n in zip(layout.image_tokens, self.candidates))
 
     def make_plan(self) -> PrunePlan:
         released = self.config.behaviour == "released"
@@ -176,10 +189,11 @@ class VLACache(Pruner):
             similarity = patch_similarity(frames[i], previous[i], math.isqrt(m))
             static = static_candidates(similarity, self.config.threshold, self.candidates[i])
             self.static.append(static)
-            attended = top_k(self.stored.text_attention[i].float().cpu(), self.config.eviction_top_k)
+            attended = top_k(self.stored.text_attention[i].float().cpu(), self.eviction[i])
             self.reusable.append(torch.sort(static[~torch.isin(static, attended)]).values)
         fractions = reuse_fractions(self.stored.entropy, self.config.growth)
-        self.counts = reused_counts(fractions, self.layers, sum(len(r) for r in self.reusable))
+        minimum = 1 if self.config.behaviour == "released" else 0
+        self.counts = reused_counts(fractions, self.layers, sum(len(r) for r in self.reusable), minimum)
 
     def _reused(self, count: int) -> list[torch.Tensor]:
         """Per image, the tokens among the first `count` reusable ones over the images in sequence order."""
@@ -189,10 +203,16 @@ class VLACache(Pruner):
             count = max(0, count - len(reusable))
         return out
 
+    def most_reused(self) -> tuple[int, ...]:
+        """Per image, the most tokens a query can reuse under these rules: every candidate static, none of them among
+        the evicted ones, r_l = 1 from the first reuse layer."""
+        return tuple(min(n, m - e) for m, n, e in zip(self.layout.image_tokens, self.candidates, self.eviction))
+
     def describe(self) -> dict:
-        """Also, per image, the rows each stage leaves as queries when every candidate is reused (`stage_counts`,
-        what the analytic FLOPs count assumes)."""
-        counts = [[m - c] * len(self.plan.stages) for m, c in zip(self.layout.image_tokens, self.candidates)]
+        """Also, per image, the rows each stage leaves as queries at the most reuse the rules allow (`stage_counts`,
+        what the analytic FLOPs count assumes: a count a query can reach)."""
+        counts = [[m - r] * len(self.plan.stages) for m, r in zip(self.layout.image_tokens, self.most_reused())]
         return {**super().describe(), "candidates_per_image": list(self.candidates),
+                "eviction_per_image": list(self.eviction), "most_reused_per_image": list(self.most_reused()),
                 "attention_layer_used": self.attention_layer, "reuse_layers_used": list(self.layers),
                 "stage_counts": counts}

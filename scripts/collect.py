@@ -4,8 +4,8 @@ them and the difference.
     python scripts/collect.py runs/ [more run dirs or roots] --out results/table1 [--paper PATH] [--paper-pi0 PATH]
 
 Rows: model x retention x method (the paper's rows of every model we have runs of, plus ours); columns per
-suite: ours, paper, ours - paper (success rate, %), the same for relative accuracy, then our FLOPs
-(TMACs = the paper's "FLOPs (T)"), our latency and the paper's (RTX 4090: compare only the trend), and how
+suite: ours, paper, ours - paper (success rate, %), the same for relative accuracy and for the prefill FLOPs (our
+`prefill_tmacs`, TMACs = the paper's "FLOPs (T)", beside its `flops_t`), then our latency and the paper's (RTX 4090: compare only the trend), and how
 each of our rows was made: seeds pooled, completeness (episodes done / wanted), settings. Our rows are
 evaluate.analysis.report's Table 1 rows (one per experiment, never pooled across pruner options, step limits or
 checkpoints; incomplete runs are rows of their own): a variant such as `VLA-Pruner (criterion=semantic_only)`
@@ -33,8 +33,9 @@ from evaluate.analysis.report import (PI0_NOTE, RELATIVE_ACC_NOTE, ROWS_NOTE, lo
 DEFAULT_PAPER = REPO / ".." / "shared" / "reference" / "paper_table1_libero.csv"
 DEFAULT_PAPER_PI0 = REPO / ".." / "shared" / "reference" / "paper_table4_pi0.csv"
 ROW_KEYS = ["model", "retention_pct", "method"]
-COMPARED = ["spatial", "object", "goal", "long", "relative_acc_pct"]
-AFTER = ["prefill_tmacs", "latency_ms", "latency_ms_rtx4090", "episodes", "seeds", "completeness", "run_status",
+COMPARED = ["spatial", "object", "goal", "long", "relative_acc_pct", "prefill_tmacs"]
+PAPER_COLUMNS = {"flops_t": "prefill_tmacs"}  # the paper's column -> ours, compared under our name
+AFTER = ["latency_ms", "latency_ms_rtx4090", "episodes", "seeds", "completeness", "run_status",
          "settings"]
 # Table 4 (pi0): our suite columns first, then these compared, then the rest
 COMPARED_PI0 = ["avg_sr", "relative_acc_pct", "flops_ratio_pct"]
@@ -43,7 +44,10 @@ AFTER_PI0 = ["full_flops_ratio_pct", "prefill_tmacs", "full_tmacs", "latency_ms"
 
 
 def read_paper(path: Path, option: str, compared: list[str]) -> pd.DataFrame:
-    columns = [*ROW_KEYS, *compared, "latency_ms_rtx4090"]
+    """The paper's table with its columns under our names (`PAPER_COLUMNS`); a file that is not that table is one
+    error line naming it."""
+    ours_to_paper = {v: k for k, v in PAPER_COLUMNS.items()}
+    columns = [*ROW_KEYS, *(ours_to_paper.get(c, c) for c in compared), "latency_ms_rtx4090"]
     expected = f"a CSV with columns {', '.join(columns)}"
     if not path.is_file():
         raise SystemExit(f"error: the paper's table is not at {path.resolve()}; pass {option} PATH ({expected})")
@@ -56,7 +60,7 @@ def read_paper(path: Path, option: str, compared: list[str]) -> pd.DataFrame:
     else:
         missing = [c for c in columns if c not in paper]
         if not missing:
-            return paper
+            return paper.rename(columns=PAPER_COLUMNS)
         problem = f"no column(s) {', '.join(missing)}"
     raise SystemExit(f"error: {option} {path} is not the paper's table ({problem}); expected {expected}")
 
@@ -68,6 +72,7 @@ def compare(ours: pd.DataFrame, paper: pd.DataFrame, compared: list[str] = COMPA
     released code, `pruner=vla_released`) are compared with the paper's VLA-Pruner row, the `reading` column says
     which a row is."""
     paper = paper[paper.model.isin(ours.model.unique())]
+    paper = paper.reindex(columns=[*paper.columns, *(c for c in compared if c not in paper)])  # e.g. no FLOPs
     paper = paper.rename(columns={"method": "paper_method", **{c: f"{c}_paper" for c in compared}})
     ours = ours.assign(paper_method=[paper_row(m)[0] for m in ours.method],
                        reading=[paper_row(m)[1] for m in ours.method])
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     table = compare(method_table(runs), paper)
     caption = (f"Ours vs the paper (VLA-Pruner, Table 1): success rates in %, ours with 95% Wilson intervals; "
                f"_diff = ours - paper; {RELATIVE_ACC_NOTE}; prefill_tmacs = analytic LLM prefill, TMACs "
-               f"(the paper's FLOPs (T)); latency: ours median ms per query, the paper's on an RTX 4090; {ROWS_NOTE}")
+               f"(the paper's FLOPs (T), its flops_t beside); latency: ours median ms per query, the paper's on an RTX 4090; {ROWS_NOTE}")
     paths = write_table(table, args.out, "table1_vs_paper", caption)
     ours_pi0 = pi0_table(runs)
     if len(ours_pi0):

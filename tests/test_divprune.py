@@ -16,7 +16,7 @@ from vla_pruner.diversity import select_diverse
 from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner
 
 from tests.conftest import REPO
-from tests.test_engine import engine_for, masked_reference, run_engine
+from tests.test_engine import dense_reference, engine_for, masked_reference, run_engine
 
 
 def brute_force_divprune(features: np.ndarray, k: int) -> list[int]:
@@ -142,6 +142,33 @@ def test_cut_before_the_llm_runs_every_layer_on_the_kept_tokens(model_and_inputs
         assert torch.equal(torch.cat([r.argmax(-1) for r in reference], 1), tokens)
 
 
+@torch.inference_mode()
+def test_renumbered_positions_run_the_kept_sequence_as_the_plain_model_would(model_and_inputs):
+    """positions=renumbered (DivPrune's code): the pruned query is the unpruned model on the shortened sequence
+    [BOS, kept visual, prompt] at positions 0..n-1, decoding from n; the original positions give other logits."""
+    model, queries = model_and_inputs
+    engine = engine_for(model, "divprune", keep=0.125, positions="renumbered")
+    original = engine_for(model, "divprune", keep=0.125)
+    for embeds in queries[:2]:
+        logits, tokens, trace = run_engine(engine, embeds)
+        kept = trace.selections[0].kept[0]
+        short = torch.cat([embeds[:, :1], embeds[:, 1 + kept], embeds[:, 257:]], dim=1)
+        reference_logits, reference_tokens = dense_reference(model, short)
+        torch.testing.assert_close(logits, reference_logits, atol=2e-5, rtol=1e-4)
+        assert torch.equal(tokens, reference_tokens)
+        assert (run_engine(original, embeds)[0] - logits).abs().max() > 1e-3
+
+
+def test_renumbering_is_divprunes_own_point_only():
+    layout = ModelLayout(num_layers=8, image_tokens=(256,))
+    assert build_pruner({"name": "divprune", "positions": "renumbered"}, 0.25, layout).plan.renumber_positions
+    assert not build_pruner({"name": "divprune"}, 0.25, layout).plan.renumber_positions
+    with pytest.raises(ValueError, match="positions='renumbered' .* needs prune_layer=0"):
+        build_pruner({"name": "divprune", "prune_layer": 3, "positions": "renumbered"}, 0.25, layout)
+    with pytest.raises(ValueError, match="positions='sequential' is not valid; choose one of 'original', 'renumbered'"):
+        build_pruner({"name": "divprune", "positions": "sequential"}, 0.25, layout)
+
+
 # ------------------------------------------------------------------------------------------------- FLOPs
 
 
@@ -152,11 +179,13 @@ def flops_cli(*overrides: str) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def test_flops_count_every_layer_pruned_before_the_llm_and_k_layers_dense_at_the_shared_point():
-    assert flops_cli("pruner=divprune", "keep=0.25") == pytest.approx(
+def test_flops_count_k_layers_dense_at_the_shared_point_by_default_and_every_layer_pruned_before_the_llm():
+    """The run's default is the shared cut (K=3), where the paper's DivPrune FLOPs sit: 0.743 T at keep 0.25."""
+    shared = flops_cli("pruner=divprune", "keep=0.25")
+    assert shared == pytest.approx(prefill_macs([291] * 3 + [35 + 64] * 29, 4096, 11008) / 1e12, rel=1e-5)
+    assert shared == pytest.approx(0.743, rel=0.03)
+    assert flops_cli("pruner=divprune", "pruner.prune_layer=0", "keep=0.25") == pytest.approx(
         prefill_macs([35 + 64] * 32, 4096, 11008) / 1e12, rel=1e-5)
-    assert flops_cli("pruner=divprune", "pruner.prune_layer=3", "keep=0.25") == pytest.approx(
-        prefill_macs([291] * 3 + [35 + 64] * 29, 4096, 11008) / 1e12, rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- Table 1 row

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -35,20 +36,57 @@ def test_expert_and_vision_counts_equal_torchs_counter():
         step = counted_macs(lambda: model.velocity(cache, torch.zeros(1, 32), torch.randn(1, 50, 32), torch.ones(1)))
         images = counted_macs(lambda: model.embed_images(torch.zeros(1, c.num_cameras, 3, 224, 224)))
     assert step * c.num_steps == expert_macs(c, keys)
-    assert images == vision_macs(c)
+    assert images == vision_macs(c, empty_rows=True)  # all three slots encoded
 
 
 def test_prefix_is_the_papers_convention_with_the_cut():
+    """Dense = the two valid cameras + 48 language slots (560): the empty camera is left out, not computed."""
     schedule = prefix_schedule(REAL_PI0, 128, 3)
-    assert schedule == [816] * 3 + [2 * 128 + 48] * 15
-    assert pi0_macs(REAL_PI0).prefix == 18 * layer_macs(816, 2048, 16384)
-    lean = prefix_schedule(REAL_PI0, None, 3, empty_rows=False)
-    assert lean == [560] * 18
+    assert schedule == [560] * 3 + [2 * 128 + 48] * 15
+    assert pi0_macs(REAL_PI0).prefix == 18 * layer_macs(560, 2048, 16384)
+    assert prefix_schedule(REAL_PI0, 128, 3, empty_rows=True) == [816] * 3 + [2 * 128 + 48] * 15
+    assert 100 * pi0_macs(REAL_PI0, 128, 3).prefix / pi0_macs(REAL_PI0).prefix == pytest.approx(60.9, abs=1.5)
+
+
+def flops_cli(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "evaluate.flops", *overrides], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_prefix_ratio_at_keep_half_is_the_papers():
+    out = flops_cli("model=pi0", "pruner=vla", "keep=0.5")
+    assert out.returncode == 0, out.stderr
+    [line] = [x for x in out.stdout.splitlines() if x.startswith("prefix  dense / pruned")]
+    ratio = float(line.split("(")[1].split("%")[0])
+    assert ratio == pytest.approx(60.9, abs=1.5), line
+
+
+def test_cli_builds_the_pruner_as_a_pi0_run_does():
+    """pruner=none is dense whatever keep says; progressive SparseVLM is counted by its stages; what a pi0 run
+    refuses (VLA-Cache, renumbered positions, a cut outside the VLM) is refused in one error line."""
+    dense = flops_cli("model=pi0", "pruner=none", "keep=0.5")
+    assert dense.returncode == 0, dense.stderr
+    expected = pi0_macs(REAL_PI0)
+    assert float(dense.stdout.splitlines()[-1]) == float(format((expected.prefix + expected.expert) / TERA, ".6g"))
+    assert "no cut" in dense.stdout
+    progressive = flops_cli("model=pi0", "pruner=sparsevlm", "pruner.mode=progressive", "keep=0.5")
+    assert progressive.returncode == 0, progressive.stderr
+    assert progressive.stdout.count("cut before layer") == 3
+    single = flops_cli("model=pi0", "pruner=sparsevlm", "keep=0.5")
+    assert float(progressive.stdout.splitlines()[-1]) != float(single.stdout.splitlines()[-1])
+    for overrides, message in [
+            (["pruner=vla_cache"], "error: pruner 'vla_cache': VLA-Cache reuses"),
+            (["pruner=divprune", "pruner.prune_layer=0", "pruner.positions=renumbered"],
+             "error: pruner divprune: pi0's pruned prefix keeps the original position ids"),
+            (["pruner=fastv", "pruner.prune_layer=18"], "error: pruner fastv: prune_layer=18 must be in 1..17"),
+            (["pruner=vla", "pruner.semantic_source=rows"], "error: pruner vla: semantic_source='rows' is not valid")]:
+        out = flops_cli("model=pi0", "keep=0.5", *overrides)
+        assert out.returncode != 0 and "Traceback" not in out.stderr and out.stdout == ""
+        assert out.stderr.strip().splitlines() == [out.stderr.strip()] and out.stderr.startswith(message), out.stderr
 
 
 def test_cli_prints_the_real_pi0_count():
-    out = subprocess.run([sys.executable, "-m", "evaluate.flops", "model=pi0", "keep=0.25"], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
+    out = flops_cli("model=pi0", "pruner=vla", "keep=0.25")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert "VLM d=2048 m=16384 L=18, expert d=1024 m=4096, SigLIP 1152 x 27" in lines[0]

@@ -163,3 +163,21 @@ def test_missing_weights_are_listed(fixtures_dir, tmp_path):
     save_file(tensors, str(directory / "model.safetensors"))
     with pytest.raises(CheckpointError, match="missing: action_out_proj.bias"):
         Pi0.from_pretrained(directory, device="cpu", dtype="float32")
+
+
+def test_leaving_the_empty_camera_out_of_the_prefix_changes_no_output(model, ref):
+    """`sample_actions` skips the masked third camera's rows (560 prefix tokens at the real size, 2 x 256 + 48 here)
+    instead of computing them as masked keys as LeRobot does: the chunk equals that computation to 1e-5."""
+    from vla_pruner.models.pi0 import without_empty_cameras
+
+    pixels, masks = without_empty_cameras(ref["pixel_values"], image_masks(ref))
+    assert pixels.shape[1] == 2 and masks.all()
+    lean = model.sample_actions(ref["pixel_values"], image_masks(ref), ref["state_norm"], ref["lang_tokens"],
+                                ref["lang_masks"], noise=ref["noise"])
+    with torch.inference_mode():
+        embeds, valid = model.embed_prefix(ref["pixel_values"], image_masks(ref), ref["lang_tokens"], ref["lang_masks"])
+        assert embeds.shape[1] == 3 * 256 + 48
+        cache, _ = model.run_prefix(embeds, valid)
+        full = model.integrate(cache, model.pad_state(ref["state_norm"]), ref["noise"])
+    diff = (lean - full).abs().max().item()
+    assert diff < 1e-5, f"without the empty camera's rows: {diff} from the dense model that computes them"

@@ -14,7 +14,8 @@ from evaluate.analysis.pi0_flops import pi0_macs, prefix_schedule, recorded_macs
 from vla_pruner.models import pi0_pruned
 from vla_pruner.models.pi0 import Pi0, PrefixCache
 from vla_pruner.models.pi0_layers import block_mask
-from vla_pruner.pruning import budget
+from vla_pruner.layout import TokenSet
+from vla_pruner.pruning import Stage, budget
 
 from tests.conftest import REPO, composed, run_cli
 
@@ -116,10 +117,11 @@ def test_a_dense_warm_up_query_equals_dense_exactly(model, inputs):
     assert torch.equal(chunk, dense(model, inputs))
 
 
-CUTS = [(stem, {}) for stem in PRESETS if stem != "none"] + [("divprune", {"prune_layer": 2})]
+# divprune.yaml cuts at the shared K (2 for pi0_tiny); its own point before the VLM is the extra case
+CUTS = [(stem, {}) for stem in PRESETS if stem != "none"] + [("divprune", {"prune_layer": 0})]
 
 
-@pytest.mark.parametrize("stem, options", CUTS, ids=[f"{s}{'-K2' if o else ''}" for s, o in CUTS])
+@pytest.mark.parametrize("stem, options", CUTS, ids=[f"{s}{'-K0' if o else ''}" for s, o in CUTS])
 def test_dropping_equals_the_masked_key_reference(model, inputs, stem, options):
     cfg = preset(stem, **options, **({"window": 1} if stem.startswith("vla") else {}))  # one warm-up query
     pruners = warmed_up(model, inputs, cfg, 0.25)
@@ -140,10 +142,10 @@ def test_the_empty_camera_is_never_budget(model, inputs):
     trace, c = query.traces[0], model.config
     assert trace.visual_tokens == 512 and trace.kept_visual == 256
     assert all(int(k.max()) < 256 for k in trace.selections[0].kept)
-    assert trace.prefill_tokens == prefix_schedule(c, 128, 2) == [816, 816, 2 * 128 + 48]
+    assert trace.prefill_tokens == prefix_schedule(c, 128, 2, empty_rows=True) == [816, 816, 2 * 128 + 48]
     assert (query.layer_rows[-1][0].image != pi0_pruned.EMPTY_CAMERA).all()
     assert (query.layer_rows[0][0].image == pi0_pruned.EMPTY_CAMERA).sum() == 256  # run until the cut
-    assert recorded_macs(c, trace.prefill_tokens) == pi0_macs(c, 128, 2)
+    assert recorded_macs(c, trace.prefill_tokens, empty_rows=True) == pi0_macs(c, 128, 2, empty_rows=True)
     record = trace.to_record()
     assert record["kept_visual"] == 256 and record["pruning"][0]["kept"] == [128, 128]
 
@@ -192,7 +194,56 @@ def test_a_pruned_query_records_flops_that_follow_its_kept_counts(model, inputs)
     for keep in (0.5, 0.25, 0.125):
         _, query = run(model, inputs, pruners_for(model, preset("random"), keep, n=1), slice(0, 1))
         kept = budget(keep, 256)
-        assert query.traces[0].prefill_tokens == prefix_schedule(model.config, kept, 2)
+        assert query.traces[0].prefill_tokens == prefix_schedule(model.config, kept, 2, empty_rows=True)
+
+
+def without_the_empty_camera(model, inputs):
+    """The inputs as the policy builds them: the empty camera's slot left out of the prefix."""
+    embeds, valid, masks, state, noise = inputs
+    n = model.config.vision.num_patches
+    rows = torch.cat([torch.arange(CAMERAS * n), torch.arange(3 * n, embeds.shape[1])])
+    return embeds[:, rows], valid[:, rows], masks[:, :CAMERAS], state, noise
+
+
+@pytest.mark.parametrize("stem", ["none", "fastv", "sparsevlm", "random"])
+def test_leaving_the_empty_camera_out_changes_no_output(model, inputs, stem):
+    """Dense and pruned, the prefix without the empty camera's rows (560 tokens on the real pi0, 2 x 256 + 48
+    here) gives the kept sets and the chunk of the prefix that computes them as masked keys (816 rows)."""
+    keep = 1.0 if stem == "none" else 0.25
+    with_empty, with_query = run(model, inputs, pruners_for(model, preset(stem), keep))
+    lean, lean_query = run(model, without_the_empty_camera(model, inputs), pruners_for(model, preset(stem), keep))
+    assert (with_empty - lean).abs().max().item() < ATOL
+    for full, short in zip(with_query.traces, lean_query.traces):
+        assert short.prefill_tokens == prefix_schedule(model.config, None if keep == 1.0 else budget(keep, 256), 2)
+        assert short.prefill_tokens[0] == 2 * 256 + 48 and full.prefill_tokens[0] == 3 * 256 + 48
+        for a, b in zip(full.selections, short.selections):
+            assert all(torch.equal(x, y) for x, y in zip(a.kept, b.kept))
+    if stem == "none":
+        assert torch.equal(with_empty, dense(model, inputs))
+
+
+def test_semantic_rows_are_every_valid_prefix_row_and_language_rows_an_option(model, inputs):
+    """rows "prefill" = every valid row of the prefix (both cameras' tokens and the prompt, not its padding nor the
+    empty camera), "text" = the valid language rows, "last" = the last of those; checked on made-up probabilities."""
+    embeds, valid, *_ = inputs
+    P, n = valid.shape[1], model.config.vision.num_patches
+    probs = torch.rand(1, 2, P, P)
+    image = torch.full((P,), -1)
+    image[:3 * n] = pi0_pruned.EMPTY_CAMERA
+    image[:n], image[n:2 * n] = 0, 1
+    rows = TokenSet(torch.arange(P), image, torch.zeros(P, dtype=torch.bool))
+    language = torch.nonzero(valid[0] & (image == -1)).flatten()
+    expected = {"prefill": torch.nonzero(valid[0]).flatten(), "text": language, "last": language[-1:]}
+    assert len(expected["prefill"]) == 2 * n + len(language) < P
+    for kind, queries in expected.items():
+        stage = Stage(layer=1, rows=kind)
+        one = pi0_pruned.stage_inputs(0, stage, 0, rows, probs, embeds, valid, None, 2)
+        mean = probs[0][:, queries].mean(0).mean(0)
+        for i in range(2):
+            torch.testing.assert_close(one.attention[i].mean(0), mean[i * n:(i + 1) * n])
+    assert preset("vla")["semantic_source"] == "prefill"
+    assert baselines.build_pruner(preset("vla", semantic_source="text"), 0.25,
+                                  pi0_pruned.pi0_layout(model, CAMERAS)).plan.stages[0].rows == "text"
 
 
 def test_vla_cache_is_refused_before_weights_load(tmp_path):

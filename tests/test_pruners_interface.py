@@ -48,7 +48,7 @@ def test_unknown_pruner_names_the_valid_ones():
     ({"name": "vla", "criterion": "both"}, r"criterion='both'.*'dual', 'semantic_only', 'action_only', 'fusion'"),
     ({"name": "vla", "warmup": "none"}, r"warmup='none'.*'dense', 'semantic'"),
     ({"name": "vla", "temporal_order": "newest"}, r"temporal_order='newest'.*'paper', 'reversed'"),
-    ({"name": "vla", "semantic_source": "text"}, r"semantic_source='text'.*'prefill', 'last'"),
+    ({"name": "vla", "semantic_source": "rows"}, r"semantic_source='rows'.*'prefill', 'last', 'text'"),
     ({"name": "vla", "action_layers": "all"}, r"action_layers='all'.*later_half"),
     ({"name": "vla", "window": 0}, r"window=0"),
     ({"name": "vla", "gamma": 1.5}, r"gamma=1.5"),

@@ -155,6 +155,10 @@ def test_collect_puts_paper_numbers_beside_ours(runs, tmp_path):
     # the paper's rows we did not run stay, with our columns empty
     assert table[table.method == "DivPrune"].spatial.isna().all() and len(table[table.method == "DivPrune"]) == 3
     assert not (table.model == "openvla_oft").any()  # no runs of it
+    # the paper's FLOPs column beside our prefill count, with the difference
+    assert dense.prefill_tmacs_paper == 1.906
+    assert dense.prefill_tmacs_diff == pytest.approx(dense.prefill_tmacs - 1.906)
+    assert table[table.method == "DivPrune"].prefill_tmacs_paper.tolist() == [1.105, 0.743, 0.569]
 
 
 def test_collect_fails_clearly_without_the_paper_table(runs, tmp_path):

@@ -20,10 +20,10 @@ MS = {1.0: 100.0, 0.5: 70.0, 0.25: 60.0, 0.125: 50.0}  # latency per query, by k
 
 
 def pi0_query(kept: int, total_ms: float, warmup: bool = False) -> dict:
-    """A query as the pi0 policy records it: two valid cameras of 256 tokens, 816 prefix tokens until the cut,
-    then the kept tokens of both cameras + 48 language slots (the empty camera's rows dropped)."""
+    """A query as the pi0 policy records it: two valid cameras of 256 tokens, 560 prefix tokens until the cut (the
+    empty camera is left out of the prefix), then the kept tokens of both cameras + 48 language slots."""
     depth = REAL_PI0.vlm.depth
-    tokens = [816] * depth if kept == 256 else [816] * CUT + [2 * kept + 48] * (depth - CUT)
+    tokens = [560] * depth if kept == 256 else [560] * CUT + [2 * kept + 48] * (depth - CUT)
     return {"latency_ms": {"vision": 0.1 * total_ms, "prefill": 0.6 * total_ms, "decode": 0.3 * total_ms,
                            "total": total_ms},
             "warmup": warmup, "visual_tokens": 512, "kept_visual": 2 * kept, "prefill_tokens": tokens,
@@ -61,6 +61,7 @@ def test_table4_rows_average_flops_ratio_and_speedup(runs):
         assert row.full_flops_ratio_pct[100 * keep] == pytest.approx(100 * pruned.total / dense.total)
         assert row.speedup[100 * keep] == pytest.approx(MS[1.0] / MS[keep])
     assert row.flops_ratio_pct[100.0] == 100.0
+    assert row.flops_ratio_pct[50.0] == pytest.approx(60.9, abs=1.5)  # the paper's Table 4 convention
 
 
 def test_report_writes_table4_only_with_pi0_runs(runs, tmp_path):

@@ -331,3 +331,27 @@ def test_flops_count_reused_tokens_as_keys_only():
     released = subprocess.run([sys.executable, "-m", "evaluate.flops", "model=openvla", "pruner=vla_cache",
                                "pruner.candidates=130", "keep=1.0"], capture_output=True, text=True, check=True)
     assert "161 of 291 tokens are queries" in released.stdout  # explicit candidates, whatever keep says
+
+
+@pytest.mark.parametrize("budget, keep, recomputed", [("joint", 0.25, 64), ("joint", 0.125, 32),
+                                                      ("candidates", 0.25, 120), ("candidates", 0.5, 128)])
+def test_the_analytic_count_is_a_query_the_rules_reach(monkeypatch, budget, keep, recomputed):
+    """At the most reuse the rules allow (every candidate static, none of them evicted, r_l = 1), a query recomputes
+    exactly the rows `describe()`'s stage counts (the FLOPs CLI's count) assume: keep x 256 with `budget: joint`,
+    256 - min(candidates, 256 - 120) with the eviction fixed."""
+    from vla_pruner.pruning import ModelLayout, QueryKV, StageInputs
+
+    all_reused(monkeypatch)
+    pruner = build_pruner({"name": "vla_cache", "budget": budget}, keep, ModelLayout(8, (256,)))
+    assert pruner.describe()["stage_counts"] == [[recomputed] * 2]
+    frame = np.full((224, 224, 3), 100, dtype=np.uint8)  # identical frames: every patch static, ties by index
+    attention = torch.arange(256, dtype=torch.float32)  # the last tokens most attended: evicted, not candidates
+    pruner.stored, pruner.previous_frames = QueryKV([], [], torch.zeros(8), [attention]), [frame]
+    kept = [pruner.select(StageInputs(stage=stage, frames=[frame])).kept[0] for stage in (0, 1)]
+    assert len(kept[0]) == len(kept[1]) == recomputed  # the second stage keeps all the first left as queries
+
+
+def test_released_behaviour_reuses_at_least_one_token_per_reuse_layer():
+    assert vla_cache.reused_counts([0.001, 0.001, 0.001], (1, 2), 100) == [0, 0]
+    assert vla_cache.reused_counts([0.001, 0.001, 0.001], (1, 2), 100, minimum=1) == [1, 1]
+    assert vla_cache.reused_counts([0.5, 0.5, 0.5], (1, 2), 0, minimum=1) == [0, 0]  # nothing reusable: none

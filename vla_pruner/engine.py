@@ -280,7 +280,8 @@ class PruningEngine:
                             for part in self._stage(state, group, index, stage, start, inputs_embeds)]
             start = stage.layer + 1
         for group in state.groups:
-            self._segment(layout, group, start, self.num_layers, self._prefill_probes(state, group))
+            self._segment(layout, group, start, self.num_layers, self._prefill_probes(state, group),
+                          plan.renumber_positions)
             if layout.decodes:
                 group.next_token = self.lm.logits(group.hidden[:, -1:]).argmax(-1)
             for j, sample in enumerate(group.samples):
@@ -293,9 +294,10 @@ class PruningEngine:
         return state
 
     def _segment(self, layout: SequenceLayout, group: Group, start: int, stop: int,
-                 probes: dict[int, Probe]) -> None:
+                 probes: dict[int, Probe], renumber: bool = False) -> None:
         """Layers start..stop-1 on the group's rows, each sample at its own positions (a KV-reusing group with
-        fewer rows than positions: its rows against every position's key, in position order)."""
+        fewer rows than positions: its rows against every position's key, in position order; `renumber`: at
+        0..n-1 whatever their original positions)."""
         group.layer_tokens.extend([group.tokens] * (stop - start))
         positions = torch.stack([rows.position for rows in group.tokens])
         rows, device = len(group.structure), group.hidden.device
@@ -305,6 +307,8 @@ class PruningEngine:
                     else torch.ones(1, 1, rows, layout.length, dtype=torch.bool, device=device))
         else:
             mask = None if layout.causal else bidirectional_mask(rows, device)
+        if renumber:
+            positions = torch.arange(rows, device=device).expand_as(positions)
         group.hidden = self.lm.run_layers(group.hidden, positions, group.cache, mask, start, stop, probes)
 
     def _stage(self, state: QueryState, group: Group, index: int, stage: Stage, start: int,
@@ -318,7 +322,7 @@ class PruningEngine:
 
         probes = self._prefill_probes(state, group)
         probes[stage.layer] = _chain(probes.get(stage.layer), see)
-        self._segment(state.layout, group, start, stage.layer + 1, probes)
+        self._segment(state.layout, group, start, stage.layer + 1, probes, state.plan.renumber_positions)
         inputs = self._stage_inputs(state, group, index, stage, seen, inputs_embeds)
         selections = [state.pruners[sample].select(x) for sample, x in zip(group.samples, inputs)]
         for sample, selection in zip(group.samples, selections):
@@ -456,7 +460,8 @@ class PruningEngine:
     # --- decode and finish ------------------------------------------------------------------------------
     def decode(self, state: QueryState, n_tokens: int) -> torch.Tensor:
         """Greedy tokens [B, n_tokens]: the prefill's token, then cached single-token steps at positions
-        continuing from the FULL prefill length (each group on its own cache)."""
+        continuing from the FULL prefill length (a renumbering plan: from the kept length; each group on its own
+        cache)."""
         return state.in_batch_order([self._decode_group(state, group, n_tokens) for group in state.groups])
 
     def _decode_group(self, state: QueryState, group: Group, n_tokens: int) -> torch.Tensor:
@@ -467,8 +472,9 @@ class PruningEngine:
         at_zero = state.reuse is not None and state.plan.reuse.decode_at_zero
         moving = torch.tensor([[0 if at_zero and state.reuse[sample].reusing else 1] for sample in group.samples],
                               device=group.next_token.device)
+        start = len(group.structure) if state.plan.renumber_positions else state.layout.length
         for step in range(n_tokens - 1):
-            position = moving * (state.layout.length + step)
+            position = moving * (start + step)
             hidden = self.lm.run_layers(self.lm.embed(tokens[-1]), position, group.cache, probes=probes)
             tokens.append(self.lm.logits(hidden).argmax(-1))
         return torch.cat(tokens, dim=1)

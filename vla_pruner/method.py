@@ -59,7 +59,7 @@ class VLAPrunerConfig(PrunerConfig):
     def __post_init__(self):
         super().__post_init__()  # field types
         check_choice("criterion", self.criterion, CRITERIA)
-        check_choice("semantic_source", self.semantic_source, ("prefill", "last"))
+        check_choice("semantic_source", self.semantic_source, ("prefill", "last", "text"))
         check_choice("warmup", self.warmup, WARMUPS)
         check_choice("temporal_order", self.temporal_order, TEMPORAL_ORDERS)
         check_choice("selection_dtype", self.selection_dtype, tuple(SELECTION_DTYPES))

@@ -124,6 +124,9 @@ class PrunePlan:
     # layers whose action-query attention observe() needs, averaged over these layers; empty: no observe()
     action_layers: tuple[int, ...] = ()
     reuse: KVReuse | None = None  # set: rows a stage leaves out are reused keys, not deleted tokens
+    # True: every layer runs its rows at RoPE positions 0..n-1 and decoding continues from n (DivPrune's code,
+    # which prunes before the LLM); False: rows keep their original position ids
+    renumber_positions: bool = False
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 if TYPE_CHECKING:
     from vla_pruner.families import ModelFamily
 
-from evaluate.analysis.macs import DEFAULT_PRUNE_LAYER, TERA, UNIT, UNIT_NOTE, layer_macs
+from evaluate.analysis.macs import DEFAULT_PRUNE_LAYER, TERA, UNIT, UNIT_NOTE, layer_macs, stage_schedule
 
 VISUAL_TOKENS_PER_IMAGE = 256
 # Non-visual tokens of a typical LIBERO OpenVLA prompt ([BOS] + "In: What action should the robot take to
@@ -99,20 +99,9 @@ def prefill_macs(tokens_per_layer: Sequence[int], d: int, m: int, keys_per_layer
 
 
 def plan_schedule(pruner, dims: VlaDims, prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> list[int]:
-    """Per-layer prefill tokens of a query that `pruner` (a built `vla_pruner.pruning.Pruner`) prunes, once its
-    history is warm: layer `stage.layer` still sees the stage's input, the layers after it what the stage left
-    (the visual budget; progressive SparseVLM: its `stage_counts`, kept + merged, per image; VLA-Cache: the rows it
-    recomputes when every static candidate is reused from its first reuse layer). A stage at layer -1
-    (DivPrune's cut before the LLM) leaves every layer the kept tokens."""
-    stages = pruner.plan.stages
-    per_image = pruner.describe().get("stage_counts") or [[b] * len(stages) for b in pruner.budgets]
-    after_stage = {s.layer: dims.sequence_length(prompt_tokens, 0) + sum(c[j] for c in per_image)
-                   for j, s in enumerate(stages)}
-    tokens, schedule = after_stage.get(-1, dims.sequence_length(prompt_tokens)), []
-    for layer in range(dims.llm.num_layers):
-        schedule.append(tokens)
-        tokens = after_stage.get(layer, tokens)
-    return schedule
+    """Per-layer prefill tokens of a query that `pruner` prunes, once its history is warm (`stage_schedule`)."""
+    return stage_schedule(pruner, dims.llm.num_layers, dims.sequence_length(prompt_tokens),
+                          dims.sequence_length(prompt_tokens, 0))
 
 
 def pruned_schedule(dense_tokens: int, kept_tokens: int, num_layers: int,
@@ -322,9 +311,9 @@ def report_lines(model_cfg: Mapping, pruner_cfg: Mapping, keep: float, prompt_to
     pruner = build_checked_pruner(pruner_cfg, keep, model_layout(llm.num_layers, model_family(model_cfg)))
     dense = [dims.sequence_length(prompt_tokens)] * llm.num_layers
     pruned, keys = plan_schedule(pruner, dims, prompt_tokens), plan_keys(pruner, dims, prompt_tokens)
-    if keys:  # VLA-Cache: the count when every static candidate is reused from the first reuse layer
-        cuts = (f"reused keys from layer {pruner.plan.stages[0].layer + 1}: {pruned[-1]} of {keys[0]} tokens "
-                f"are queries, all {keys[0]} are keys")
+    if keys:  # VLA-Cache: the most reuse its configured rules allow, from the first reuse layer (a query can reach it)
+        cuts = (f"the most reuse its rules allow (budget={pruner.config.budget}), reused keys from layer "
+                f"{pruner.plan.stages[0].layer + 1}: {pruned[-1]} of {keys[0]} tokens are queries, all {keys[0]} are keys")
     else:
         cuts = "; ".join(f"cut before layer K={s.layer + 1}, {pruned[s.layer + 1]} tokens from there"
                          for s in pruner.plan.stages) or "no cut: it keeps every token"

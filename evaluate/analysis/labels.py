@@ -22,7 +22,10 @@ METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "di
 PRESET_NAMES = {"vla_released": "VLA-Pruner (as released)"}
 # Our rows that read a paper row two ways (scripts/collect.py): both are compared with the paper's numbers.
 READINGS = {"VLA-Pruner": ("VLA-Pruner", "paper"), "VLA-Pruner (as released)": ("VLA-Pruner", "as released"),
-            "VLA-Cache": ("VLA-Cache", "paper"), "VLA-Cache (behaviour=released)": ("VLA-Cache", "as released")}
+            "VLA-Cache": ("VLA-Cache", "paper"), "VLA-Cache (behaviour=released)": ("VLA-Cache", "as released"),
+            # DivPrune at the shared cut is how the VLA-Pruner paper ran it; at K=0 it is DivPrune's own point
+            "DivPrune": ("DivPrune", "paper"), "DivPrune (prune_layer=0)": ("DivPrune", "own point"),
+            "DivPrune (prune_layer=0, positions=renumbered)": ("DivPrune", "as released")}
 
 
 def paper_row(method: str) -> tuple[str, str]:

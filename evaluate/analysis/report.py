@@ -254,7 +254,8 @@ def method_table(rs: RunSet) -> pd.DataFrame:
 
 
 PI0_NOTE = ("avg_sr = mean success over the suites run (the paper's average is over all four); flops_ratio_pct = "
-            "prefix TMACs (the paper's convention: 816 prefix tokens dense, the empty camera's rows included) as % of "
+            "prefix TMACs (the paper's convention: 560 prefix tokens dense, the two valid cameras + 48 language slots; "
+            "the empty camera is left out of the prefix) as % of "
             "the dense row's; full_flops_ratio_pct = vision + prefix + the expert's 10 steps, as % of dense")
 
 

@@ -1,8 +1,8 @@
 """`policy=vla` with a pi0 model (`model=pi0`: a real checkpoint directory; `model=pi0_tiny`: the seeded small one).
 
-openpi's LIBERO protocol: the agent view and the wrist camera (upright 256 px, resized with padding to 224) plus
-an empty third slot, the 8-dim state (eef position, axis-angle, gripper qpos) normalised with the checkpoint's
-mean/std, the task's language as the prompt. One query samples a 50-action chunk (10 Euler steps over the prefix's
+openpi's LIBERO protocol: the agent view and the wrist camera (upright 256 px, resized with padding to 224; openpi
+adds an empty third slot, masked, which is left out here instead of computed), the 8-dim state (eef position,
+axis-angle, gripper qpos) normalised with the checkpoint's mean/std, the task's language as the prompt. One query samples a 50-action chunk (10 Euler steps over the prefix's
 cache) of which the first `replan_steps` (default 5) are executed. Actions are un-normalised; where the checkpoint
 predicts deltas of the state (openpi's pi0_libero: `extra_delta_transform`), the state's first 6 dims are added.
 The gripper dim is already in the env's convention (-1 open, +1 close). Noise is drawn from a generator seeded by
@@ -140,13 +140,11 @@ class Pi0Policy:
         model, stats, laps = self.model, self.model.stats, Stopwatch(self.model.device)
         slots = [self.slots[slot] for slot, _ in queries]
         observations = [obs if prepared else prepare_pi0_observation(obs) for _, obs in queries]
-        B, cameras = len(queries), model.config.num_cameras
-        pixels = -np.ones((B, cameras, 3, 224, 224), dtype=np.float32)  # the empty slot: -1 pixels, masked
-        for i, obs in enumerate(observations):
-            for c, role in enumerate(CAMERAS):
-                pixels[i, c] = to_pixels(obs.images[role])
-        image_masks = torch.zeros(B, cameras, dtype=torch.bool)
-        image_masks[:, :len(CAMERAS)] = True
+        # openpi's client fills the model's third image slot with an empty, masked camera: never a key, so it is
+        # left out of the prefix rather than computed (`Pi0` `without_empty_cameras`; 560 prefix tokens, not 816)
+        B = len(queries)
+        pixels = np.stack([[to_pixels(obs.images[role]) for role in CAMERAS] for obs in observations])
+        image_masks = torch.ones(B, len(CAMERAS), dtype=torch.bool)
         raw_state = np.stack([np.asarray(obs.state, dtype=np.float64) for obs in observations])
         state = torch.as_tensor(stats.normalize_state(raw_state), dtype=torch.float32)
         tokens = torch.as_tensor(np.stack([s.tokens for s in slots]))
@@ -184,22 +182,37 @@ def check_pi0_policy(cfg: DictConfig) -> None:
     """What building the policy would trip over, told from the config and the checkpoint's files alone."""
     model = Pi0ModelConfig.from_cfg(cfg.model)
     check_dtype_and_device(model.dtype, cfg.device)
-    if cfg.pruner.name in UNSUPPORTED_PRUNERS:
-        supported = sorted(set(baselines.PRUNERS) - set(UNSUPPORTED_PRUNERS))
-        raise ConfigError(f"pruner '{cfg.pruner.name}': {UNSUPPORTED_PRUNERS[cfg.pruner.name]}; valid choices "
-                          f"for pi0: {', '.join(supported)}")
+    check_pi0_pruner_name(cfg.pruner.name)
     directory = model.location()
     try:
         if model.build_seed is not None and not tiny_checkpoint_built(directory, model.build_seed):
-            build_checked_pruner(cfg.pruner, cfg.keep, pi0_pruned.pi0_layout(TINY_PI0, len(CAMERAS)))
+            build_pi0_pruner(cfg.pruner, cfg.keep, TINY_PI0)
             return  # built on first use
         _, config, _ = check_pi0_files(directory)
         Pi0Tokenizer.from_dir(directory, config.max_token_len)
     except CheckpointError as e:
         raise ConfigError(str(e)) from None
-    build_checked_pruner(cfg.pruner, cfg.keep, pi0_pruned.pi0_layout(config, len(CAMERAS)))
+    build_pi0_pruner(cfg.pruner, cfg.keep, config)
     if model.replan_steps > config.chunk_size:
         raise ConfigError(f"model.replan_steps={model.replan_steps} exceeds the chunk of {config.chunk_size} actions")
+
+
+def check_pi0_pruner_name(name: str) -> None:
+    if name in UNSUPPORTED_PRUNERS:
+        supported = sorted(set(baselines.PRUNERS) - set(UNSUPPORTED_PRUNERS))
+        raise ConfigError(f"pruner '{name}': {UNSUPPORTED_PRUNERS[name]}; valid choices for pi0: {', '.join(supported)}")
+
+
+def build_pi0_pruner(pruner_cfg, keep: float, config) -> Pruner:
+    """The pruner a pi0 run builds for a model of `config` (`Pi0Config`), refused (ConfigError) where pi0 cannot run
+    it: a pruner pi0 has no path for, a bad option, or a plan its prefix does not implement. `evaluate.flops` counts
+    with the same pruner."""
+    check_pi0_pruner_name(pruner_cfg["name"])
+    pruner = build_checked_pruner(pruner_cfg, keep, pi0_pruned.pi0_layout(config, len(CAMERAS)))
+    why = pi0_pruned.unsupported(pruner.plan)
+    if why:
+        raise ConfigError(f"pruner {pruner.name}: {why}")
+    return pruner
 
 
 def build_pi0_policy(cfg: DictConfig) -> Pi0Policy:

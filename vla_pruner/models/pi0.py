@@ -1,7 +1,9 @@
 """pi0 (Physical Intelligence): PaliGemma prefix + a Gemma action expert sampling a 50-action chunk by flow matching.
 
 The prefix [camera 0 | camera 1 | camera 2 | language] runs once through the VLM Gemma (bidirectional among valid
-tokens; a masked camera is still encoded but is never a key); its per-layer keys/values are cached. Each of the
+tokens; a masked camera is never a key); its per-layer keys/values are cached. `sample_actions` (and the policy)
+leave a camera slot masked in every sample out of the prefix (`without_empty_cameras`) instead of computing its
+rows; `embed_prefix` / `run_prefix` compute whatever slots they are given, as LeRobot does. Each of the
 10 Euler steps runs the action expert on [state token | 50 action tokens], every expert layer attending to
 [that layer's cached prefix keys | its own keys]. Computed as LeRobot's and openpi's PyTorch pi0 compute it
 (checked against LeRobot's own outputs in tests/test_pi0_model.py). Stages for the harness and the pruners:
@@ -209,10 +211,21 @@ class Pi0(nn.Module):
         """The padded normalised action chunk [B, chunk, 32] (float32), as LeRobot's `actions_padded`: images
         [B, cameras, 3, H, W] in [-1, 1], image_masks [B, cameras], normalised state [B, <= 32] (padded here),
         tokens/token_masks [B, L], noise [B, chunk, 32] (default: fresh Gaussian noise)."""
-        embeds, valid = self.embed_prefix(pixel_values, image_masks, tokens, token_masks)
+        embeds, valid = self.embed_prefix(*without_empty_cameras(pixel_values, image_masks), tokens, token_masks)
         cache, _ = self.run_prefix(embeds, valid)
         noise = self.make_noise(embeds.shape[0]) if noise is None else noise.to(self.device, torch.float32)
         return self.integrate(cache, self.pad_state(state), noise)
+
+
+def without_empty_cameras(pixel_values: torch.Tensor, image_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixel_values, image_masks) without the camera slots masked in every sample (LIBERO's empty third slot).
+    openpi and LeRobot compute such a slot's rows and mask them as keys, so they never change an output; skipped,
+    the prefix holds only the valid cameras (560 tokens instead of 816) and the outputs stay the same to float
+    rounding (tests/test_pi0_model.py)."""
+    used = image_masks.to(torch.bool).any(dim=0).cpu()
+    if used.all() or not used.any():
+        return pixel_values, image_masks
+    return pixel_values[:, used], image_masks[:, used]
 
 
 def _unkeyed_stats(stats, key: str):

@@ -1,12 +1,14 @@
 """Visual-token pruning in pi0 (spec pi0.md, "Pruning in pi0"), driven by the same Pruner interface as the Llama
 engine (`vla_pruner.engine`), translated to pi0's two Gemmas.
 
-- Visual tokens are the VALID cameras' tokens (`pi0_layout`: 256 per valid camera); the masked empty camera is no
-  budget: its rows run until the first cut and are dropped there with the pruned tokens.
+- Visual tokens are the VALID cameras' tokens (`pi0_layout`: 256 per valid camera). `sample_actions` and the
+  policy leave the empty camera out of the prefix (`Pi0` `without_empty_cameras`); given a masked slot anyway
+  (as LeRobot's inputs carry it), its rows are no budget: they run until the first cut and are dropped there.
 - A stage at layer K-1 runs prefix layers up to K-1 and hands each sample's pruner what it asked for, from the
-  bidirectional prefix: rows "prefill" and "text" = the sample's valid language rows, "last" = its last valid
-  language row (the prompt's closing newline); attention = their head-averaged probabilities over the visual
-  keys at layer K-1; embeddings = the prefix's input embeddings; hidden = layer K-1's outputs.
+  bidirectional prefix: rows "prefill" = every valid prefix row (visual and language, padding and a masked camera
+  excluded: the paper's M + N prefill rows), "text" = the valid language rows, "last" = the last valid language
+  row (the prompt's closing newline); attention = their head-averaged probabilities over the visual keys at layer
+  K-1; embeddings = the prefix's input embeddings; hidden = layer K-1's outputs.
 - Kept rows keep their original position ids (cumsum of the ORIGINAL valid mask); later prefix layers run on them
   only, so each layer's cache holds only kept keys, and every expert step attends to exactly those keys.
 - Action relevance: at the plan's action layers, the expert's 50 action rows' head-averaged attention to the
@@ -26,7 +28,7 @@ from vla_pruner.engine import QueryTrace, has_work
 from vla_pruner.layout import TokenSet
 from vla_pruner.pruning import ModelLayout, Pruner, Selection, Stage, StageInputs
 
-from .pi0 import Pi0, PrefixCache
+from .pi0 import Pi0, PrefixCache, without_empty_cameras
 from .pi0_layers import block_mask
 
 EMPTY_CAMERA = -2  # TokenSet.image of a masked camera slot's rows (-1: language)
@@ -64,9 +66,20 @@ def check_pruners(pruners: Sequence[Pruner], batch: int) -> list[Pruner]:
         raise ValueError("the pruners of a batch must share one plan (stages and action layers)")
     if has_work(plan) and len({id(p) for p in pruners}) != batch:
         raise ValueError("each sample needs its own pruner object: a pruner's state belongs to one episode")
-    if plan.reuse is not None or any(stage.frames for stage in plan.stages):
-        raise ValueError("pi0 has no cross-query key/value reuse (VLA-Cache's plan); prune with a deleting pruner")
+    why = unsupported(plan)
+    if why:
+        raise ValueError(why)
     return pruners
+
+
+def unsupported(plan) -> str | None:
+    """Why pi0's prefix cannot run a plan (None: it can)."""
+    if plan.reuse is not None or any(stage.frames for stage in plan.stages):
+        return "pi0 has no cross-query key/value reuse (VLA-Cache's plan); prune with a deleting pruner"
+    if plan.renumber_positions:
+        return ("pi0's pruned prefix keeps the original position ids (the suffix's positions follow the full "
+                "prefix); renumbered positions are not implemented for it: use positions=original")
+    return None
 
 
 def prefill(model: Pi0, embeds: torch.Tensor, valid: torch.Tensor, image_masks: torch.Tensor,
@@ -77,7 +90,7 @@ def prefill(model: Pi0, embeds: torch.Tensor, valid: torch.Tensor, image_masks: 
     cameras = image_masks.to(torch.bool).cpu()
     if not (cameras == cameras[0]).all():
         raise ValueError("every sample of a pruned batch needs the same valid cameras")
-    c, n, depth = model.config, model.config.vision.num_patches, model.config.vlm.depth
+    n, depth = model.config.vision.num_patches, model.config.vlm.depth
     valid_cams = torch.nonzero(cameras[0]).flatten().tolist()
     layout_tokens = pruners[0].layout.image_tokens
     if len(layout_tokens) != len(valid_cams) or pruners[0].layout.num_layers != depth:
@@ -85,7 +98,7 @@ def prefill(model: Pi0, embeds: torch.Tensor, valid: torch.Tensor, image_masks: 
                          f"of a {depth}-layer pi0")
     starts = [cam * n for cam in valid_cams]
     image = torch.full((P,), -1, dtype=torch.long, device=valid.device)
-    image[:c.num_cameras * n] = EMPTY_CAMERA
+    image[:image_masks.shape[1] * n] = EMPTY_CAMERA
     for i, start in enumerate(starts):
         image[start:start + n] = i
     full = TokenSet(torch.arange(P, device=valid.device), image, torch.zeros(P, dtype=torch.bool, device=valid.device))
@@ -145,10 +158,11 @@ def stage_inputs(index: int, stage: Stage, b: int, rows: TokenSet, probs: torch.
                  embeds: torch.Tensor, valid: torch.Tensor, hidden: torch.Tensor, images: int) -> StageInputs:
     """What sample b's pruner sees at a stage, from its own rows (never the batch's padding)."""
     visual = [rows.visual_rows(i) for i in range(images)]
-    language = torch.nonzero((rows.image == -1) & valid[b, rows.position]).flatten()
+    row_valid = valid[b, rows.position]
+    language = torch.nonzero((rows.image == -1) & row_valid).flatten()
     one = StageInputs(stage=index)
     if stage.rows is not None:
-        queries = language[-1:] if stage.rows == "last" else language
+        queries = {"last": language[-1:], "text": language, "prefill": torch.nonzero(row_valid).flatten()}[stage.rows]
         attention = probs[b][:, queries].float().mean(0)  # heads averaged: [R, keys]
         if stage.rows != "text":
             attention = attention.mean(0, keepdim=True)
@@ -229,6 +243,7 @@ def sample_actions(model: Pi0, pixel_values: torch.Tensor, image_masks: torch.Te
                    pruners: Sequence[Pruner]) -> tuple[torch.Tensor, Pi0Query]:
     """`Pi0.sample_actions` with pruning: (the padded chunk [B, chunk, 32], the finished query)."""
     with torch.inference_mode():
+        pixel_values, image_masks = without_empty_cameras(pixel_values, image_masks)
         embeds, valid = model.embed_prefix(pixel_values, image_masks, tokens, token_masks)
         query = prefill(model, embeds, valid, image_masks, pruners)
         chunk = integrate(model, query, model.pad_state(state), noise.to(model.device, torch.float32))
