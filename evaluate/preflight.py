@@ -26,20 +26,28 @@ def command_points(args: list[str]) -> list[list[str]]:
 def check_command(args: list[str], policies: dict) -> list[DictConfig]:
     """Each point's composed config; raise the first point's error (one line), naming the point when there
     are several."""
-    points, configs = command_points(args), []
+    return check_points(command_points(args), policies)
+
+
+def check_points(points: list[list[str]], policies: dict, writable: bool = True,
+                 what: str = "sweep point") -> list[DictConfig]:
+    """The composed config of each list of overrides, checked as a run is (`writable`: and its output directory);
+    the first error in one line, naming its point (`what` it is) when there are several."""
+    configs = []
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         for point in points:
             try:
                 cfg = compose(config_name="config", overrides=point)
                 validate(cfg, policies)
-                check_writable(cfg.output_dir)
+                if writable:
+                    check_writable(cfg.output_dir)
                 configs.append(cfg)
             except ConfigError as e:
-                raise type(e)(_named(e, point, len(points))) from None
+                raise type(e)(_named(e, point, len(points), what)) from None
             except Exception as e:  # Hydra's own messages for bad keys or values
                 if type(e).__module__.split(".")[0] not in ("hydra", "omegaconf", "evaluate"):
                     raise
-                raise ConfigError(_named(_first_line(e), point, len(points))) from None
+                raise ConfigError(_named(_first_line(e), point, len(points), what)) from None
     return configs
 
 
@@ -47,5 +55,5 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def _named(error, point: list[str], n_points: int) -> str:
-    return f"{error} (sweep point: {' '.join(point)})" if n_points > 1 else str(error)
+def _named(error, point: list[str], n_points: int, what: str) -> str:
+    return f"{error} ({what}: {' '.join(point)})" if n_points > 1 else str(error)

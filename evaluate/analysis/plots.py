@@ -59,7 +59,7 @@ def _errorbar(ax, rows: pd.DataFrame, x: str, style: dict, **extra):
     ax.errorbar(rows[x], rows.sr, yerr=error_bars(rows), marker="o", capsize=3, **style, **extra)
 
 
-def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     paths = [out_dir / f"{stem}.{fmt}" for fmt in FORMATS]
@@ -87,7 +87,7 @@ def success_vs_retention(per_suite: pd.DataFrame, model: str, out_dir: Path, sty
         ax.set_title(suite)
     axes[0].set_ylabel("success rate (%)")
     axes[-1].legend(fontsize="small")
-    return _save(fig, out_dir, f"{model}_success_vs_retention")
+    return save_figure(fig, out_dir, f"{model}_success_vs_retention")
 
 
 def pareto_front(points: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def success_vs_cost(per_suite: pd.DataFrame, model: str, device: str, axis: str,
         ax.set_title(suite)
     axes[0].set_ylabel("success rate (%)")
     axes[-1].legend(fontsize="small")
-    return _save(fig, out_dir, f"{model}_{device}_success_vs_{axis}".replace(":", ""))
+    return save_figure(fig, out_dir, f"{model}_{device}_success_vs_{axis}".replace(":", ""))
 
 
 def write_plots(per_suite: pd.DataFrame, out_dir: Path) -> list[Path]:
