@@ -49,7 +49,7 @@ def main(argv: list[str]) -> None:
                "as a rollout queries")
     model_cfg = OmegaConf.to_container(dense_cfg.model, resolve=True)
     title = f"{dense_cfg.model.name}, {suite}: {len(entries)} demo(s), a query every {every} frame(s)"
-    table, paths = write_outputs(replayed, model_cfg, out, caption, title)
+    table, paths = write_outputs(replayed, model_cfg, suite, out, caption, title)
     meta = {"model": model_cfg, "suite": suite, "source": str(args.source), "demos": len(entries),
             "frames_per_demo": args.frames, "query_every": every, "seed": dense_cfg.seed,
             "settings": [{"pruner": s.pruner, "keep": s.keep} for s in args.settings()],

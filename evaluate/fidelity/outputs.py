@@ -31,14 +31,16 @@ def method_name(pruner: str) -> str:
     return PRESET_NAMES.get(pruner) or METHOD_NAMES.get(pruner, pruner)
 
 
-def fidelity_table(replayed: Replayed, model_cfg: Mapping) -> pd.DataFrame:
-    """One row per setting, the dense reference's expert distance and FLOPs beside each."""
+def fidelity_table(replayed: Replayed, model_cfg: Mapping, suite: str) -> pd.DataFrame:
+    """One row per setting, the dense reference's expert distance and FLOPs beside each (and the model and suite,
+    which evaluate.fidelity.success matches closed-loop runs by)."""
     queries = replayed.frame()
     of = lambda s: queries[(queries.pruner == s.pruner) & (queries.keep == s.keep)]  # noqa: E731
     reference = summarize(of(REFERENCE), replayed.records[REFERENCE], model_cfg)
     rows = [{"pruner": s.pruner, "keep": s.keep, "method": method_name(s.pruner),
              **summarize(of(s), records, model_cfg),
-             "dense_expert_l1": reference["expert_l1"], "dense_prefill_tmacs": reference["prefill_tmacs"]}
+             "dense_expert_l1": reference["expert_l1"], "dense_prefill_tmacs": reference["prefill_tmacs"],
+             "model": model_cfg["name"], "suite": suite}
             for s, records in replayed.records.items() if s != REFERENCE]
     table = pd.DataFrame(rows)
     table = table[[c for c in FRONT if c in table] + [c for c in table if c not in FRONT]]
@@ -74,10 +76,10 @@ def plot(table: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
     return save_figure(fig, out_dir, "fidelity")
 
 
-def write_outputs(replayed: Replayed, model_cfg: Mapping, out_dir: Path, caption: str,
+def write_outputs(replayed: Replayed, model_cfg: Mapping, suite: str, out_dir: Path, caption: str,
                   title: str) -> tuple[pd.DataFrame, list[Path]]:
     """The tables (`caption` above the Markdown one) and the plot (`title`, one line); returns the table too."""
-    table = fidelity_table(replayed, model_cfg)
+    table = fidelity_table(replayed, model_cfg, suite)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_query = out_dir / "fidelity_queries.csv"
     replayed.frame().to_csv(per_query, index=False)
