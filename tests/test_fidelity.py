@@ -121,3 +121,19 @@ def test_bad_input_is_one_line_before_weights(demo_file, tmp_path, capsys, monke
     # a pruner the model cannot run, named with its setting
     message = error_of(capsys, monkeypatch, src, "model=pi0_tiny", "pruners=[fastv,vla_cache]")
     assert "vla_cache" in message and "valid choices for pi0" in message and "setting:" in message
+
+
+def test_expert_actions_map_back_to_the_models_space():
+    """The expert's scale compares like with like: normalising is the inverse of each family's un-normalisation."""
+    from vla_pruner.models.action_tokenizer import gripper_from_env, gripper_to_env, normalize, unnormalize
+    from vla_pruner.models.libero_norm_stats import LIBERO_ACTION_STATS
+    from vla_pruner.models.pi0_checkpoint import Pi0Stats
+
+    rng = np.random.default_rng(1)
+    model = np.c_[rng.uniform(-1, 1, (20, 6)), rng.integers(0, 2, (20, 1))]  # OpenVLA: gripper 0 close / 1 open
+    stats = LIBERO_ACTION_STATS["libero_object"]
+    np.testing.assert_allclose(normalize(gripper_from_env(gripper_to_env(unnormalize(model, stats))), stats), model,
+                               atol=1e-12)
+    pi0 = Pi0Stats(np.zeros(8), np.ones(8), rng.normal(size=7), rng.uniform(0.1, 1, 7), 1e-6)
+    chunk = rng.normal(size=(50, 32))
+    np.testing.assert_allclose(pi0.normalize_actions(pi0.unnormalize_actions(chunk)), chunk[:, :7], atol=1e-12)
