@@ -15,11 +15,10 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import h5py
 import numpy as np
 from tqdm import tqdm
 
-from evaluate.demos import demo_observations, load_demo
+from evaluate.demos import demo_index, demo_observations, read_demo
 from evaluate.envs.base import PRIMARY, WRIST
 from vla_pruner.models.preprocess import IMAGE_SIZE, model_image
 from vla_pruner.training.data import ChunkData
@@ -35,19 +34,12 @@ def env_to_model_gripper(actions: np.ndarray) -> np.ndarray:
     return out
 
 
-def demo_index(files: list[Path]) -> list[tuple[str, str, int, str]]:
-    """(file, demo name, steps, content key) of every demo in `files`, in file and demo order. The key names the
-    demo by what it holds (its task, start and actions), so a copied or moved file keeps its cache."""
-    index = []
-    for file in files:
-        with h5py.File(file, "r") as f:
-            for name in sorted(f["data"], key=lambda s: int(s.split("_")[1])):
-                demo = f["data"][name]
-                attrs = {k: _plain(demo.attrs[k]) for k in ("suite", "task_id", "init_index", "placement_seed")
-                         if k in demo.attrs}
-                digest = hashlib.sha256(json.dumps(attrs, sort_keys=True).encode() + demo["actions"][()].tobytes())
-                index.append((str(file), name, int(demo.attrs["num_samples"]), digest.hexdigest()[:16]))
-    return index
+def demo_key(entry: dict) -> str:
+    """A demo named by what it is (task, start, length), not where its file is: a copied or moved file keeps its
+    cache."""
+    fields = {k: entry.get(k) for k in ("suite", "task_id", "init_index", "start", "placement_seed", "seed",
+                                         "num_samples")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=_plain).encode()).hexdigest()[:16]
 
 
 def demo_files(source: str | Path) -> list[Path]:
@@ -58,9 +50,9 @@ def demo_files(source: str | Path) -> list[Path]:
     return files
 
 
-def preprocess_demo(file: str, name: str, out: Path) -> None:
+def preprocess_demo(entry: dict, out: Path) -> None:
     """One demo's model-view frames, states and model-convention actions, saved to `out` (.npz, written atomically)."""
-    demo = load_demo(file, name)
+    demo = read_demo(entry)
     frames, states = [], []
     for obs in demo_observations(demo):
         frames.append([model_image(obs.images[camera], center_crop=False) for camera in CAMERAS])
@@ -69,7 +61,7 @@ def preprocess_demo(file: str, name: str, out: Path) -> None:
     tmp = out.with_suffix(".partial.npz")
     np.savez(tmp, frames=np.asarray(frames, dtype=np.uint8), states=np.stack(states),
              actions=env_to_model_gripper(demo["actions"]),
-             attrs=json.dumps({**attrs, "file": file, "demo": name}, default=_plain))
+             attrs=json.dumps({**attrs, "file": entry["file"], "demo": entry["name"]}, default=_plain))
     tmp.replace(out)
 
 
@@ -81,11 +73,12 @@ def build_chunk_data(source: str | Path, cache: str | Path, workers: int = 1) ->
     """The demos under `source` as ChunkData, with their provenance (suite, task, start, placement seed per demo).
     Each demo is preprocessed once into `cache` (by file, name and length, so demos recorded later are added
     without redoing the others; `workers` processes), then all frames are gathered into one memmap."""
-    index = demo_index(demo_files(source))
+    index = [entry for file in demo_files(source) for entry in demo_index(file)]
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
-    per_demo = [cache / f"demo-{key}.npz" for *_, key in index]
-    todo = [(file, name, out) for (file, name, *_), out in zip(index, per_demo) if not out.is_file()]
+    keys = [demo_key(entry) for entry in index]
+    per_demo = [cache / f"demo-{key}.npz" for key in keys]
+    todo = [(entry, out) for entry, out in zip(index, per_demo) if not out.is_file()]
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             jobs = [pool.submit(preprocess_demo, *job) for job in todo]
@@ -94,9 +87,9 @@ def build_chunk_data(source: str | Path, cache: str | Path, workers: int = 1) ->
     else:
         for job in tqdm(todo, desc="preprocess demos", unit="demo"):
             preprocess_demo(*job)
-    key = hashlib.sha256(json.dumps([entry[2:] for entry in index]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
     frames_file = cache / f"frames-{key}.npy"
-    total = sum(steps for _, _, steps, _ in index)
+    total = sum(int(entry["num_samples"]) for entry in index)
     parts = [np.load(path) for path in per_demo]
     if not frames_file.is_file():
         tmp = frames_file.with_suffix(".partial.npy")
@@ -113,6 +106,6 @@ def build_chunk_data(source: str | Path, cache: str | Path, workers: int = 1) ->
     provenance = [json.loads(str(part["attrs"])) for part in parts]
     data = ChunkData(np.load(frames_file, mmap_mode="r"), np.concatenate([p["states"] for p in parts]),
                      np.concatenate([p["actions"] for p in parts]),
-                     np.concatenate([np.full(steps, i) for i, (_, _, steps, _) in enumerate(index)]),
+                     np.concatenate([np.full(int(entry["num_samples"]), i) for i, entry in enumerate(index)]),
                      [p["instruction"] for p in provenance])
     return data, {"demos": provenance, "cache_key": key}

@@ -142,27 +142,34 @@ def write_demo(root: str | Path, episode: dict) -> Path:
     return path
 
 
-def load_demos(path: str | Path) -> list[dict]:
-    """Every demo under `path` (a recorder root or one .hdf5 file) as plain numpy dicts."""
+def demo_index(path: str | Path) -> list[dict]:
+    """Every demo under `path` (a recorder root, a run directory or one .hdf5 file), its attributes only (plus
+    `file` and `name`), in file then demo order: what a replay checks before it reads any frame."""
     path = Path(path)
     files = sorted(path.rglob("*_demo.hdf5")) if path.is_dir() else [path]
-    demos = []
+    entries = []
     for file in files:
         with h5py.File(file, "r") as f:
-            names = sorted(f["data"], key=lambda s: int(s.split("_")[1]))
-        demos.extend(load_demo(file, name) for name in names)
-    return demos
+            data = f["data"]
+            for name in sorted(data, key=lambda s: int(s.split("_")[1])):
+                attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in data[name].attrs.items()}
+                entries.append({**attrs, "file": str(file), "name": name})
+    return entries
 
 
-def load_demo(file: str | Path, name: str) -> dict:
-    """Demo `name` (`demo_<i>`) of one file as a plain numpy dict: its datasets, `obs`, its attrs and `file`."""
-    with h5py.File(file, "r") as f:
-        g = f["data"][name]
+def read_demo(entry: dict) -> dict:
+    """One demo of `demo_index` as plain numpy dicts (its arrays, `obs`, its attributes and `file`)."""
+    with h5py.File(entry["file"], "r") as f:
+        g = f["data"][entry["name"]]
         demo = {key: g[key][()] for key in g if key != "obs"}
         demo["obs"] = {key: g["obs"][key][()] for key in g["obs"]}
-        demo.update({k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()})
-    demo["file"] = str(file)
+    demo.update({k: v for k, v in entry.items() if k != "name"})
     return demo
+
+
+def load_demos(path: str | Path) -> list[dict]:
+    """Every demo under `path` (a recorder root or one .hdf5 file) as plain numpy dicts."""
+    return [read_demo(entry) for entry in demo_index(path)]
 
 
 def demo_observations(demo: dict):

@@ -32,6 +32,9 @@ class EpisodeContext:
 class PolicyOutput:
     actions: np.ndarray  # [n, 7] float, env convention (gripper -1 open / +1 close)
     info: dict = field(default_factory=dict)  # per-query stats, JSON-serialisable
+    # the model's whole output in its normalised action space [chunk, action dims] (OpenVLA: the bins' values, pi0: all
+    # 50 actions, not only the executed ones): what offline replay (evaluate.fidelity) compares; never recorded
+    normalized: np.ndarray | None = None
 
 
 class Policy(Protocol):
@@ -52,8 +55,10 @@ class BatchedPolicy(Policy, Protocol):
     """A policy that serves several episodes at once (`num_envs` > 1, evaluate/parallel.py): each episode's state
     (prompt, a pruner's history) lives in a slot, and the waiting episodes are answered with one batched query."""
 
-    def reset_slot(self, slot: int, ctx: EpisodeContext) -> None:
-        """Start a new episode in `slot` (`reset` is slot 0)."""
+    def reset_slot(self, slot: int, ctx: EpisodeContext, pruner: Any = None) -> None:
+        """Start a new episode in `slot` (`reset` is slot 0). `pruner` (a `vla_pruner.pruning.Pruner`, e.g. from
+        `make_pruner(options, keep)`): the slot's pruner from now on, so that offline replay (evaluate.fidelity)
+        runs several settings side by side; default: the slot's own, or a new one of the run's setting."""
 
     def act_batch(self, queries: Sequence[tuple[int, Observation]], prepared: bool = False) -> list[PolicyOutput]:
         """One query per (slot, observation), answered together; outputs in the same order. `prepared`: the

@@ -30,7 +30,14 @@ def check_command(args: list[str], policies: dict) -> list[DictConfig]:
     """Each point's composed config; raise the first point's error (one line), naming the point when there
     are several."""
     check_group_overrides(args, {"suite": REFUSED_SUITES})
-    points, configs = command_points(args), []
+    return check_points(command_points(args), policies)
+
+
+def check_points(points: list[list[str]], policies: dict, writable: bool = True,
+                 what: str = "sweep point") -> list[DictConfig]:
+    """The composed config of each list of overrides, checked as a run is (`writable`: and its output directory);
+    the first error in one line, naming its point (`what` it is) when there are several."""
+    configs = []
     hydra_checked: set[tuple[str, ...]] = set()
     composed: dict[tuple[str, ...], DictConfig] = {}
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -43,14 +50,15 @@ def check_command(args: list[str], policies: dict) -> list[DictConfig]:
                 cfg = _composed(point, hydra_keys, composed)
                 validate(cfg, policies)
                 check_expected_tasks(cfg)
-                check_writable(cfg.output_dir)
+                if writable:
+                    check_writable(cfg.output_dir)
                 configs.append(cfg)
             except ConfigError as e:
-                raise type(e)(_named(e, point, len(points))) from None
+                raise type(e)(_named(e, point, len(points), what)) from None
             except Exception as e:  # Hydra's own messages for bad keys or values
                 if type(e).__module__.split(".")[0] not in ("hydra", "omegaconf", "evaluate"):
                     raise
-                raise ConfigError(_named(hydra_error_line(e), point, len(points))) from None
+                raise ConfigError(_named(hydra_error_line(e), point, len(points), what)) from None
     return configs
 
 
@@ -79,8 +87,8 @@ def _parsed(override: str) -> tuple[str, object]:
     return parsed.key_or_group, parsed.value()
 
 
-def _named(error, point: list[str], n_points: int) -> str:
-    return f"{error} (sweep point: {' '.join(point)})" if n_points > 1 else str(error)
+def _named(error, point: list[str], n_points: int, what: str) -> str:
+    return f"{error} ({what}: {' '.join(point)})" if n_points > 1 else str(error)
 
 
 def check_expected_tasks(cfg: DictConfig) -> None:

@@ -4,7 +4,7 @@ demo replays as exactly the observations the live env gave (what training and of
 import numpy as np
 import pytest
 
-from evaluate.demos import DemoRecorder, demo_observations, load_demo, write_demo
+from evaluate.demos import DemoRecorder, demo_index, demo_observations, read_demo, write_demo
 from evaluate.envs.base import PRIMARY, WRIST
 from evaluate.envs.libero import TaskEnv, load_suite
 from evaluate.policy import EpisodeContext
@@ -36,7 +36,8 @@ def test_sampled_placements_are_not_init_states_and_demos_replay_the_live_observ
     assert len(distances) == 50 and min(distances) > 1e-3
 
     path = write_demo(tmp_path, recorder.take())
-    demo = load_demo(path, "demo_0")
+    [entry] = demo_index(path)
+    demo = read_demo(entry)
     assert demo["start"] == "sampled" and demo["placement_seed"] == 900
     for replayed, seen in zip(demo_observations(demo), live[:-1], strict=True):
         assert np.array_equal(replayed.state, seen.state)

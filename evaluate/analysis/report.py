@@ -304,10 +304,10 @@ def display_frame(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     return out
 
 
-def write_table(table: pd.DataFrame, out_dir: Path, name: str, caption: str) -> list[Path]:
-    """`name`.csv (numbers), `name`.md and `name`.tex (formatted, with the caption)."""
+def write_table(table: pd.DataFrame, out_dir: Path, name: str, caption: str, digits: int = 1) -> list[Path]:
+    """`name`.csv (numbers), `name`.md and `name`.tex (formatted, with the caption; floats to `digits`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    shown = display_frame(table)
+    shown = display_frame(table, digits)
     paths = [out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
     table.to_csv(paths[0], index=False)
     paths[1].write_text(f"{caption}\n\n{shown.to_markdown(index=False)}\n")

@@ -29,7 +29,7 @@ from vla_pruner.models.preprocess import model_image
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from vla_pruner.engine import PruningEngine
 from vla_pruner.pruning import ModelLayout, Pruner
-from vla_pruner.models.action_tokenizer import gripper_to_env, select_action_stats
+from vla_pruner.models.action_tokenizer import gripper_from_env, gripper_to_env, normalize, select_action_stats
 from vla_pruner.models.checkpoint import resolve_device_dtype
 from vla_pruner.models.openvla import ACTION_DIM, FAMILY, OpenVLA, with_empty_token
 from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
@@ -59,6 +59,13 @@ class Stopwatch:
         latency = {stage: round(ms, 3) for stage, ms in self.ms.items()}
         latency["total"] = round(sum(self.ms.values()), 3)
         return latency
+
+
+def slot_pruner(slots: dict, slot: int, first: Pruner, make_pruner: Callable[[], Pruner]) -> Pruner:
+    """The pruner a slot keeps across episodes: its own, else `first` for slot 0, else a new one."""
+    if slot in slots:
+        return slots[slot].pruner
+    return first if slot == 0 else make_pruner()
 
 
 @dataclass
@@ -95,12 +102,9 @@ class OpenVLAPolicy:
     def reset(self, ctx: EpisodeContext) -> None:
         self.reset_slot(0, ctx)
 
-    def reset_slot(self, slot: int, ctx: EpisodeContext) -> None:
+    def reset_slot(self, slot: int, ctx: EpisodeContext, pruner: Pruner | None = None) -> None:
         tokens = self.processor.tokenizer(prompt_for(ctx.instruction), return_tensors="pt")["input_ids"]
-        if slot in self.slots:
-            pruner = self.slots[slot].pruner
-        else:
-            pruner = self.engine.pruner if slot == 0 else self.make_pruner()
+        pruner = pruner if pruner is not None else slot_pruner(self.slots, slot, self.engine.pruner, self.make_pruner)
         pruner.reset(seed=ctx.seed, episode=f"{ctx.suite}/{ctx.task_id}/{ctx.init_index}")
         self.slots[slot] = Slot(with_empty_token(tokens), pruner)
 
@@ -154,8 +158,14 @@ class OpenVLAPolicy:
             action = gripper_to_env(model.tokens_to_action(row, self.unnorm_key))
             info = {"latency_ms": clock.latency(), "batch_size": len(slots), "action_tokens": row.tolist(),
                     "decode_steps": ACTION_DIM - 1, **trace.to_record()}
-            outputs.append(PolicyOutput(actions=action[None], info=info))
+            normalized = model.action_tokenizer.normalized(row.cpu().numpy())
+            outputs.append(PolicyOutput(actions=action[None], info=info, normalized=normalized[None]))
         return outputs
+
+    def normalize_actions(self, actions: np.ndarray, obs: Observation) -> np.ndarray:
+        """Env actions [n, 7] (an expert's, taken from `obs`) in the model's normalised action space, the inverse
+        of the query's un-normalisation (clipped to [-1, 1] as in training): to compare with `PolicyOutput.normalized`."""
+        return normalize(gripper_from_env(actions), select_action_stats(self.model.norm_stats, self.unnorm_key))
 
     def describe(self) -> dict:
         return {
@@ -179,8 +189,8 @@ def build_openvla_policy(cfg: DictConfig) -> OpenVLAPolicy:
     processor = OpenVLAProcessor.from_pretrained(checkpoint)
     layout = ModelLayout(num_layers=len(model.language_model.layers), image_tokens=(model.num_patches,))
 
-    def make_pruner() -> Pruner:
-        return baselines.build_pruner(cfg.pruner, cfg.keep, layout)
+    def make_pruner(options=cfg.pruner, keep: float = cfg.keep) -> Pruner:
+        return baselines.build_pruner(options, keep, layout)
 
     return OpenVLAPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, suite), model_cfg,
                          make_pruner)

@@ -76,7 +76,7 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
         clock.lap("decode")
         return [PolicyOutput(actions=gripper_to_env(model.unnormalize(chunk, self.unnorm_key)),
                              info={"latency_ms": clock.latency(), "batch_size": len(slots), "decode_steps": 0,
-                                   **trace.to_record()})
+                                   **trace.to_record()}, normalized=chunk)
                 for chunk, trace in zip(normalized, state.traces)]
 
     def describe(self) -> dict:
@@ -95,8 +95,8 @@ def build_openvla_oft_policy(cfg: DictConfig) -> OpenVLAOFTPolicy:
     processor = OpenVLAProcessor.from_pretrained(checkpoint)
     layout = baselines.ModelLayout(len(model.language_model.layers), (PATCHES_PER_IMAGE,) * NUM_IMAGES)
 
-    def make_pruner() -> Pruner:
-        return baselines.build_pruner(cfg.pruner, cfg.keep, layout)
+    def make_pruner(options=cfg.pruner, keep: float = cfg.keep) -> Pruner:
+        return baselines.build_pruner(options, keep, layout)
 
     return OpenVLAOFTPolicy(model, processor, FAMILY.unnorm_key(model_cfg.unnorm_key, suite), model_cfg,
                             make_pruner)

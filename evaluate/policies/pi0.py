@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 import baselines
 from evaluate.config import ConfigError, build_checked_pruner
 from evaluate.envs.base import PRIMARY, WRIST, Observation
-from evaluate.policies.openvla import Stopwatch
+from evaluate.policies.openvla import Stopwatch, slot_pruner
 from evaluate.policies.vla_model import cache_root, check_dtype_and_device, libero_instructions, model_values
 from evaluate.policy import EpisodeContext, PolicyOutput
 from vla_pruner.models.checkpoint import CheckpointError, resolve_device_dtype
@@ -119,12 +119,9 @@ class Pi0Policy:
     def reset(self, ctx: EpisodeContext) -> None:
         self.reset_slot(0, ctx)
 
-    def reset_slot(self, slot: int, ctx: EpisodeContext) -> None:
+    def reset_slot(self, slot: int, ctx: EpisodeContext, pruner: Pruner | None = None) -> None:
         tokens, mask = self.tokenizer(ctx.instruction)
-        if slot in self.slots:
-            pruner = self.slots[slot].pruner
-        else:
-            pruner = self.pruner if slot == 0 else self.make_pruner()
+        pruner = pruner if pruner is not None else slot_pruner(self.slots, slot, self.pruner, self.make_pruner)
         pruner.reset(seed=ctx.seed, episode=f"{ctx.suite}/{ctx.task_id}/{ctx.init_index}")
         self.slots[slot] = Slot(tokens, mask, episode_generator(ctx), pruner)
 
@@ -159,13 +156,21 @@ class Pi0Policy:
         chunk = pi0_pruned.integrate(model, query, model.pad_state(state), noise)
         pi0_pruned.finish(query)
         laps.lap("decode")  # the 10 Euler steps of the action expert
-        normalized = chunk[:, : self.model_cfg.replan_steps].cpu().numpy().astype(np.float64)
-        actions = stats.unnormalize_actions(normalized)
+        normalized = chunk[..., : len(stats.action_mean)].cpu().numpy().astype(np.float64)  # the whole chunk
+        actions = stats.unnormalize_actions(normalized[:, : self.model_cfg.replan_steps])
         if self.relative_actions:
             actions[..., :6] += raw_state[:, None, :6]
         return [PolicyOutput(actions=actions[i], info={
             "latency_ms": laps.latency(), "batch_size": B, "decode_steps": 0, "euler_steps": model.config.num_steps,
-            **trace.to_record()}) for i, trace in enumerate(query.traces)]
+            **trace.to_record()}, normalized=normalized[i]) for i, trace in enumerate(query.traces)]
+
+    def normalize_actions(self, actions: np.ndarray, obs: Observation) -> np.ndarray:
+        """Env actions [n, 7] (an expert's, taken from `obs`) in the model's normalised action space, the inverse
+        of the query's un-normalisation (and of the relative actions' shift by `obs.state`)."""
+        actions = np.array(actions, dtype=np.float64)
+        if self.relative_actions:
+            actions[..., :6] -= np.asarray(obs.state, dtype=np.float64)[:6]
+        return self.model.stats.normalize_actions(actions)
 
     def describe(self) -> dict:
         return {
@@ -224,7 +229,7 @@ def build_pi0_policy(cfg: DictConfig) -> Pi0Policy:
     model = Pi0.from_pretrained(directory, device=device, dtype=dtype)
     layout = pi0_pruned.pi0_layout(model, len(CAMERAS))
 
-    def make_pruner() -> Pruner:
-        return baselines.build_pruner(cfg.pruner, cfg.keep, layout)
+    def make_pruner(options=cfg.pruner, keep: float = cfg.keep) -> Pruner:
+        return baselines.build_pruner(options, keep, layout)
 
     return Pi0Policy(model, Pi0Tokenizer.from_dir(directory, model.config.max_token_len), model_cfg, make_pruner)

@@ -68,6 +68,11 @@ class Pi0Stats:
         d = len(self.action_mean)
         return actions[..., :d] * (self.action_std + self.eps) + self.action_mean
 
+    def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
+        """The inverse of `unnormalize_actions` (an expert's actions in the model's space)."""
+        d = len(self.action_mean)
+        return (actions[..., :d] - self.action_mean) / (self.action_std + self.eps)
+
 
 @dataclass(frozen=True)
 class Pi0Checkpoint:
