@@ -22,7 +22,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from evaluate.config import ConfigError, validate
+from evaluate.config import ConfigError, check_group_overrides, validate
 from evaluate.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ def cli() -> None:
 
 def _cli(args: list[str]) -> None:
     try:
+        from evaluate.envs.suites import REFUSED_SUITES
+
+        check_group_overrides(args, {"suite": REFUSED_SUITES})  # before the model choice composes anything
         from evaluate.model_choice import choose_model
         from evaluate.preflight import check_command
 

@@ -3,8 +3,8 @@
 `python -m evaluate suite=libero_long pruner=vla keep=0.125` typed on a GPU node is meant to evaluate OpenVLA with
 the official checkpoint of libero_long, not a random tiny model. So when a command's policy runs a model
 (`PolicyEntry.uses_model`) and neither the command nor its experiment preset names one, the CLI adds
-`model=CUDA_DEFAULT_MODEL` where CUDA is, and keeps configs/config.yaml's default (the CPU default: one value, in
-that file's defaults list) where it is not. It says which in one line at start and records it as `model_choice`
+`model=CUDA_DEFAULT_MODEL` where CUDA is, and `CPU_DEFAULT_MODEL` (the policy trained here) where it is not, or, on
+a suite that policy has no checkpoint for, `CPU_FALLBACK_MODEL`. It says which in one line at start and records it as `model_choice`
 (config.yaml, summary.json; not part of a run's identity, which holds the model itself). The choice is made once
 per command, on the machine that runs it, so every point of a sweep gets the same model; a cluster sweep
 submitted from a login node without a GPU should name its model.
@@ -19,8 +19,14 @@ from evaluate.config import CONFIG_DIR, ConfigError, hydra_error_line
 from evaluate.preflight import command_points
 
 CUDA_DEFAULT_MODEL = "openvla"  # its official checkpoint per suite: configs/model/openvla.yaml
+# Without CUDA: the policy trained here, on the suites it has a checkpoint for (configs/model/openvla_oft_small.yaml
+# `checkpoints`); on any other suite the seeded random model of the same family, which has every suite's statistics
+CPU_DEFAULT_MODEL = "openvla_oft_small"
+CPU_FALLBACK_MODEL = "openvla_oft_tiny"
 REASONS = {"cuda_default": "CUDA is available: the paper's OpenVLA with the official checkpoint of the suite",
-           "cpu_default": "no CUDA GPU here: the CPU default"}
+           "cpu_default": "no CUDA GPU here: the CPU default",
+           "cpu_fallback": "no CUDA GPU here, and the CPU default {default} was trained on {trained} only: the "
+                           "seeded random model, whose success means nothing"}
 
 
 def cuda_available() -> bool:
@@ -59,7 +65,15 @@ def choose_model(args: list[str], policies: dict) -> tuple[list[str], str | None
         return args, None
     if choices.model != configured_default("model"):  # the experiment preset named it
         return args, None
-    choice = "cuda_default" if cuda_available() else "cpu_default"
-    model = CUDA_DEFAULT_MODEL if choice == "cuda_default" else choices.model
-    added = [f"model={model}"] * (choice == "cuda_default") + [f"model_choice={choice}"]
-    return [*args, *added], f"model: {model} ({REASONS[choice]}; model=NAME runs another)"
+    from evaluate.envs.suites import model_suite
+
+    trained = list(OmegaConf.load(CONFIG_DIR / "model" / f"{CPU_DEFAULT_MODEL}.yaml").checkpoints)
+    if cuda_available():
+        choice, model = "cuda_default", CUDA_DEFAULT_MODEL
+    elif model_suite(config.suite.name) in trained:
+        choice, model = "cpu_default", CPU_DEFAULT_MODEL
+    else:
+        choice, model = "cpu_fallback", CPU_FALLBACK_MODEL
+    added = [f"model={model}"] * (model != choices.model) + [f"model_choice={choice}"]
+    reason = REASONS[choice].format(default=CPU_DEFAULT_MODEL, trained=", ".join(trained))
+    return [*args, *added], f"model: {model} ({reason}; model=NAME runs another)"

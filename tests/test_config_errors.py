@@ -15,7 +15,7 @@ from tests.conftest import composed, run_cli
         ("keep=0", "error: keep=0.0 is outside (0, 1]"),
         ("keep=1.5", "error: keep=1.5 is outside (0, 1]"),
         ("episodes_per_task=51", "error: episodes_per_task=51 must be in 1..50"),
-        ("tasks=[3,12]", "error: tasks [12] do not exist in libero_spatial: valid task ids are 0..9"),
+        ("tasks=[3,12]", "error: tasks [12] do not exist in libero_object: valid task ids are 0..9"),
         ("device=gpu", "error: device 'gpu' is not one of: auto, cpu, cuda, cuda:N, mps"),
     ],
 )
@@ -36,4 +36,5 @@ def test_sweep_values_are_checked_each(tmp_path):
 def test_quickstart_preset_overrides_the_defaults():
     """The README's first command must be a few-minute run, not a 500-episode suite."""
     cfg = composed("experiment=quickstart")
-    assert list(cfg.tasks) == [0] and cfg.episodes_per_task == 2
+    assert list(cfg.tasks) == [0] and cfg.episodes_per_task == 5 and cfg.num_envs == 2
+    assert (cfg.model.name, cfg.suite.name) == ("openvla_oft_small", "libero_object")  # the trained policy's task

@@ -44,8 +44,8 @@ def test_the_bare_command_on_a_cpu_machine_says_which_model_it_runs(tmp_path):
     result = run_cli("suite=libero_long", "pruner=vla", "keep=0.125", "tasks=[0]", "episodes_per_task=1",
                      "suite.max_steps=1", f"output_root={tmp_path}")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == ("model: openvla_tiny (no CUDA GPU here: the CPU default; "
-                                             "model=NAME runs another)")
-    run_dir = tmp_path / "openvla_tiny" / "libero_10" / "vla-keep0.125" / "seed7"
-    assert run_summary(run_dir)["model_choice"] == "cpu_default"
-    assert "model_choice: cpu_default" in (run_dir / "config.yaml").read_text()
+    assert result.stdout.splitlines()[0].startswith("model: openvla_oft_tiny (no CUDA GPU here, and the CPU default "
+                                                    "openvla_oft_small was trained on libero_object only")
+    run_dir = tmp_path / "openvla_oft_tiny" / "libero_10" / "vla-keep0.125" / "seed7"
+    assert run_summary(run_dir)["model_choice"] == "cpu_fallback"
+    assert "model_choice: cpu_fallback" in (run_dir / "config.yaml").read_text()

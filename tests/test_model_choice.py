@@ -37,12 +37,23 @@ def test_the_bare_command_runs_openvla_with_cuda_and_the_cpu_default_without(cud
         assert line.startswith("model: openvla (CUDA is available: the paper's OpenVLA")
         location = checkpoint_location(OpenVLAModelConfig.from_cfg(cfg.model), model_suite(cfg.suite.name))
         assert location == "openvla/openvla-7b-finetuned-libero-10"  # configs/model/openvla.yaml, libero_long's
-    else:
-        assert args[len(BARE):] == ["model_choice=cpu_default"]
-        assert line == "model: openvla_tiny (no CUDA GPU here: the CPU default; model=NAME runs another)"
-        assert cfg.model.name == configured_default("model") == "openvla_tiny"
-    assert cfg.model_choice == ("cuda_default" if cuda else "cpu_default")
+    else:  # libero_long: not the suite the CPU default was trained on
+        assert args[len(BARE):] == ["model=openvla_oft_tiny", "model_choice=cpu_fallback"]
+        assert line == ("model: openvla_oft_tiny (no CUDA GPU here, and the CPU default openvla_oft_small was trained "
+                        "on libero_object only: the seeded random model, whose success means nothing; model=NAME "
+                        "runs another)")
+    assert cfg.model_choice == ("cuda_default" if cuda else "cpu_fallback")
     assert "model_choice" not in run_identity(cfg)  # the model itself is in the identity, how it was chosen is not
+
+
+@pytest.mark.parametrize("suite", ["libero_object", "libero_object_lan", "libero_object_temp_x0.1"])
+def test_on_its_own_suite_the_cpu_default_is_the_trained_policy(cuda, suite):
+    args, line = choose_model([f"suite={suite}"], POLICIES)
+    if cuda:
+        assert args[1:] == ["model=openvla", "model_choice=cuda_default"]
+    else:
+        assert args[1:] == ["model=openvla_oft_small", "model_choice=cpu_default"]
+        assert line == "model: openvla_oft_small (no CUDA GPU here: the CPU default; model=NAME runs another)"
 
 
 @pytest.mark.parametrize("args", [["model=openvla_oft_tiny", *BARE], ["policy=noop"], ["policy=scripted"],

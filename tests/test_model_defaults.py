@@ -12,13 +12,14 @@ from tests.conftest import composed
 
 @pytest.mark.parametrize("model, prune_layer, source", [("openvla_tiny", 3, "last"), ("openvla", 3, "last"),
                                                         ("openvla_oft_tiny", 4, "prefill"),
-                                                        ("openvla_oft", 4, "prefill")])
+                                                        ("openvla_oft", 4, "prefill"),
+                                                        ("openvla_oft_small", 1, "prefill")])
 def test_defaults_come_from_the_model_family(model, prune_layer, source):
     cfg = composed(f"model={model}", "pruner=fastv", "keep=0.25")
     assert (cfg.pruner.prune_layer, cfg.pruner.source) == (prune_layer, source)
     for pruner in ("vla", "random", "sparsevlm"):
         assert composed(f"model={model}", f"pruner={pruner}").pruner.prune_layer == prune_layer
-    assert cfg.run_name == f"{model}/libero_spatial/fastv-keep0.25/seed7"  # the model's defaults: no tag
+    assert cfg.run_name == f"{model}/libero_object/fastv-keep0.25/seed7"  # the model's defaults: no tag
 
 
 def test_an_explicit_value_overrides_the_model_default_and_names_the_run():
