@@ -51,8 +51,8 @@ def _key(arg: str) -> str:
 def choose_model(args: list[str], policies: dict) -> tuple[list[str], str | None]:
     """`args` with the machine's model added, and the line that says which; `args` unchanged (and None) when the
     command names a model, its experiment preset does, or none of its points runs a policy with a model."""
-    if any(_key(a) == "model" for a in args):
-        return args, None
+    if any(_key(a) == "model" for a in args) or any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return args, None  # named, or a Hydra flag (--help, --cfg, ...): no run, nothing to choose
     points = command_points(args)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         try:

@@ -97,8 +97,8 @@ def test_a_sweep_point_that_fails_while_running_does_not_stop_the_others(tmp_pat
     weights = load_file(bad_ckpt / "model.safetensors")
     weights.pop(sorted(weights)[0])
     save_file(weights, bad_ckpt / "model.safetensors", metadata={"format": "pt"})
-    result = run_cli("-m", "policy=vla,noop", "suite=libero_object", "suite.max_steps=2", "tasks=[0]",
-                     "episodes_per_task=1", f"output_root={tmp_path / 'runs'}")
+    result = run_cli("-m", "policy=vla,noop", "model=openvla_tiny", "suite=libero_object", "suite.max_steps=2",
+                     "tasks=[0]", "episodes_per_task=1", f"output_root={tmp_path / 'runs'}")
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("error: 1 sweep point(s) failed"))

@@ -150,3 +150,22 @@ def test_a_trained_checkpoint_runs_through_the_cli_with_a_pruner(trained, tmp_pa
     run_dir = next(tmp_path.rglob("summary.json")).parent
     summary = run_summary(run_dir)
     assert summary["episodes"] == 1 and summary["policy"]["checkpoint"] == str(trained)
+
+
+def test_the_shipped_policy_loads_as_an_official_oft_checkpoint_under_25_mb():
+    """vla_pruner/checkpoints/openvla_oft_small: what `model=openvla_oft_small` and the quickstart run."""
+    from evaluate.config import validate
+    from evaluate.policies import POLICIES
+    from tests.conftest import REPO, composed
+
+    directory = REPO / "vla_pruner" / "checkpoints" / "openvla_oft_small"
+    assert sum(f.stat().st_size for f in directory.iterdir()) < 25e6
+    cfg = composed("experiment=quickstart")
+    validate(cfg, POLICIES)  # the run's own checks: files, statistics for libero_object, pruner layout
+    model = OpenVLAOFT.from_pretrained(directory, device="cpu", dtype="float32")
+    assert len(model.language_model.layers) == 8 and cfg.pruner.name == "none"
+    assert composed("model=openvla_oft_small", "pruner=vla").pruner.prune_layer == 1
+    info = json.loads((directory / "training.json").read_text())
+    demos = info["demonstrations"]["sources"]
+    assert {d["start"] for d in demos} == {"sampled"} and {(d["suite"], d["task_id"]) for d in demos} == {
+        ("libero_object", 0)}
