@@ -7,7 +7,7 @@ and the sweep exits non-zero listing the failed points.
 """
 from __future__ import annotations
 
-from evaluate.interrupt import Stopped, stop_on_signals
+from evaluate.interrupt import STOPS, Stopped, stop_on_signals
 
 if __name__ == "__main__":  # before the seconds of imports below: an early SIGTERM gets the one-line stop message
     stop_on_signals()
@@ -15,6 +15,7 @@ if __name__ == "__main__":  # before the seconds of imports below: an early SIGT
 import json
 import logging
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -104,7 +105,18 @@ def cli() -> None:
     try:
         _cli(sys.argv[1:])
     except Stopped as e:  # before the run's own handling (checks, Hydra's start) or after it
-        sys.exit(f"error: stopped by {e}; finished episodes are saved: re-run the same command to resume")
+        _stopped(e.signum)
+    except Exception:
+        if not STOPS:
+            raise
+        # a signal that landed inside an import leaves that module half made, and the next use of it fails with
+        # some other error: the cause is the stop, and so is the message
+        _stopped(STOPS[0])
+
+
+def _stopped(signum: int) -> None:
+    sys.exit(f"error: stopped by {signal.Signals(signum).name}; finished episodes are saved: re-run the same command "
+             "to resume")
 
 
 def _cli(args: list[str]) -> None:

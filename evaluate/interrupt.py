@@ -31,7 +31,11 @@ def stop_on_signals() -> None:
             signal.signal(signum, _raise_stopped)
 
 
+STOPS: list[int] = []  # the signals `_raise_stopped` acted on, in order
+
+
 def _raise_stopped(signum, frame) -> None:
+    STOPS.append(signum)
     raise Stopped(signum)
 
 
