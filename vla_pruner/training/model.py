@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +80,3 @@ def save_oft_checkpoint(model: OpenVLAOFT, directory: Path, config: dict[str, An
 def chunk_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """OFT's objective: the mean L1 distance between normalised chunks."""
     return (predicted - target).abs().mean()
-
-
-def trainable_parameters(model: OpenVLAOFT) -> Sequence[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
