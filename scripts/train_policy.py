@@ -11,6 +11,9 @@ stored under `{suite}_no_noops`, as the official checkpoints store theirs.
     python scripts/train_policy.py --demos runs/scripted/libero_object/none-keep1.0/seed7-placements100000/demos \\
         --out vla_pruner/checkpoints/openvla_oft_small
 
+Continuing: `--init DIR` starts from a saved checkpoint's weights (a new warm-up and cosine schedule over --steps);
+the saved training.json keeps the whole chain (each stage's command, config and history).
+
 Resumable: the training state is saved to --work every --save-every steps; the same command continues from it.
 Seeded: the same demonstrations, flags and thread count give the same weights.
 """
@@ -29,6 +32,7 @@ import torch
 
 from evaluate.demo_data import build_chunk_data
 from evaluate.policies.vla_model import cache_root, libero_instructions
+from vla_pruner.models.openvla_oft import OpenVLAOFT
 from vla_pruner.models.processor import ImageProcessor, prompt_for
 from vla_pruner.models.tiny import PREPROCESSOR_CONFIG, build_tokenizer
 from vla_pruner.models.tiny_configs import TINY_CONFIG
@@ -54,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--validation", type=int, default=10, help="demonstrations held out for the validation loss")
     p.add_argument("--validate-every", type=int, default=TrainConfig.validate_every)
     p.add_argument("--save-every", type=int, default=TrainConfig.save_every)
+    p.add_argument("--init", default=None, help="start from this OFT checkpoint's weights (default: a fresh seeded model)")
     p.add_argument("--no-augment", action="store_true", help="train on the centre crop (no random crop)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (a fixed count keeps runs reproducible)")
     p.add_argument("--workers", type=int, default=2, help="processes preprocessing the demonstrations")
@@ -65,12 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           validate_every=args.validate_every, save_every=args.save_every,
-                          augment=not args.no_augment, threads=args.threads)
+                          augment=not args.no_augment, threads=args.threads,
+                          init=str(Path(args.init).resolve()) if args.init else "")
         if args.threads < 1:
             raise ValueError(f"--threads={args.threads} must be at least 1")
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} exists and is not a directory")
+        init_training = _init_training(args.init) if args.init else None
         work = Path(args.work) if args.work else cache_root() / "train" / out.name
         data, provenance = build_chunk_data(args.demos, work, args.workers)
         train_episodes, val_episodes = split_episodes(data.episodes, args.validation, args.seed)
@@ -102,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     model = new_oft_model(SMALL_CONFIG, args.seed)
+    if args.init:
+        model.load_state_dict(OpenVLAOFT.from_pretrained(args.init, device="cpu", dtype="float32").state_dict())
+        model.train()
     model = train(model, batcher, train_frames, val_frames, cfg, work / "train_state.pt", log)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     save_oft_checkpoint(model, staging, SMALL_CONFIG, stats, cfg.steps)
@@ -114,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                            "train": train_episodes.tolist(), "validation": val_episodes.tolist(),
                            "sources": provenance["demos"]},
         "history": [json.loads(line) for line in log_file.read_text().splitlines()],
+        "init": init_training,
         "this_invocation_s": round(time.monotonic() - started, 1),
     }, indent=2))
     if out.exists():
@@ -122,6 +133,24 @@ def main(argv: list[str] | None = None) -> int:
     staging.replace(out)
     print(f"saved {out} (final validation L1 {history[-1]['val_loss'] if history else float('nan'):.4f})")
     return 0
+
+
+def _init_training(init: str) -> dict:
+    """The starting checkpoint and how it was trained (its training.json, if it has one), checked before any
+    preprocessing: it must be an OFT checkpoint of the small architecture."""
+    directory = Path(init)
+    if not directory.is_dir():
+        raise ValueError(f"--init {init} is not a checkpoint directory")
+    config = json.loads((directory / "config.json").read_text()) if (directory / "config.json").is_file() else {}
+    mismatched = sorted(k for k, v in SMALL_CONFIG.items() if config.get(k) != v)
+    if mismatched:
+        raise ValueError(f"--init {init} is not a checkpoint of the small policy's architecture "
+                         f"(config.json differs in {', '.join(mismatched[:5])})")
+    if not list(directory.glob("action_head--*_checkpoint.pt")):
+        raise ValueError(f"--init {init} has no action_head--*_checkpoint.pt: not an OpenVLA-OFT checkpoint")
+    history = directory / "training.json"
+    return {"checkpoint": str(directory.resolve()),
+            "training": json.loads(history.read_text()) if history.is_file() else None}
 
 
 if __name__ == "__main__":

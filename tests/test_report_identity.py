@@ -28,7 +28,8 @@ def harness_run(root: Path, overrides: list[str], outcomes: dict[int, list[bool]
     """A run directory as `python -m evaluate <overrides>` leaves it. `wanted` = init states wanted per task
     (None: a directory older than `wanted/`); `device` = what the policy reports in summary.json; `complete`
     = summary.json's flag (None: no summary.json)."""
-    cfg = composed("model=openvla", *overrides, f"output_root={root}")
+    suite = [] if any(o.startswith("suite=") for o in overrides) else ["suite=libero_spatial"]  # the tables' first column
+    cfg = composed("model=openvla", *suite, *overrides, f"output_root={root}")
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True)
     store = ResultStore(run_dir)

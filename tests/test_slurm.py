@@ -231,13 +231,15 @@ def test_a_job_that_fails_at_load_is_reported_and_the_others_finish(slurm, tmp_p
     weights = load_file(bad_ckpt / "model.safetensors")
     weights.pop(sorted(weights)[0])
     save_file(weights, bad_ckpt / "model.safetensors", metadata={"format": "pt"})
-    result = run(slurm, evaluate_sweep("policy=vla,noop", "suite=libero_object", "suite.max_steps=3",
-                                       "tasks=[0]", "episodes_per_task=1", f"model.checkpoint={bad_ckpt}",
-                                       f"output_root={tmp_path / 'runs'}"))
+    good_ckpt = require_fixtures() / "openvla_tiny_hf"
+    result = run(slurm, evaluate_sweep(f"model.checkpoint={bad_ckpt},{good_ckpt}", "model=openvla_tiny",
+                                       "suite=libero_object", "suite.max_steps=3", "tasks=[0]",
+                                       "episodes_per_task=1", f"output_root={tmp_path / 'runs'}"))
     assert result.returncode != 0
     [point_line] = failed_points(result)
-    assert point_line.startswith("  point 0 (policy=vla") and "mismatched weights" in point_line, result.stderr
+    assert point_line.startswith("  point 0 (model.checkpoint=") and "mismatched weights" in point_line, result.stderr
     assert "Traceback" not in result.stderr
     states = slurm.final_states()
     assert {states[t] for t in submitted_jobs(tmp_path / "runs")} == {"COMPLETED"}  # both jobs ended normally
-    assert run_summary(noop_run_dir(tmp_path / "runs", "libero_object"))["complete"] is True
+    summaries = [run_summary(p.parent) for p in (tmp_path / "runs").rglob("summary.json")]
+    assert [s["complete"] for s in summaries if s.get("complete")] == [True], summaries  # the good point finished

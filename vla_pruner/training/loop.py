@@ -36,6 +36,7 @@ class TrainConfig:
     save_every: int = 100
     augment: bool = True  # OFT's random crop (90% of the area); validation takes the evaluation's centre crop
     threads: int = 0  # torch threads (0: leave torch's default)
+    init: str = ""  # the checkpoint the weights start from ("" : a fresh seeded model)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "validate_every", "save_every"):
