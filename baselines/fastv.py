@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vla_pruner.pruning import (
-    PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice, top_k,
+    DEFAULT_PRUNE_LAYER, PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice, top_k,
 )
 
 
@@ -13,7 +13,7 @@ from vla_pruner.pruning import (
 class FastVConfig(PrunerConfig):
     source: str = "last"  # last = the last prompt row (FastV's rule); prefill = mean over all prefill rows;
     # text = mean over the prompt's language rows after the image
-    prune_layer: int = 3
+    prune_layer: int = DEFAULT_PRUNE_LAYER
 
     def __post_init__(self):
         super().__post_init__()

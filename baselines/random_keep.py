@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vla_pruner.pruning import PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs
+from vla_pruner.pruning import DEFAULT_PRUNE_LAYER, PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs
 
 
 def query_seed(seed: int, episode: int | str, step: int) -> int:
@@ -18,7 +18,7 @@ def query_seed(seed: int, episode: int | str, step: int) -> int:
 
 @dataclass(frozen=True)
 class RandomConfig(PrunerConfig):
-    prune_layer: int = 3
+    prune_layer: int = DEFAULT_PRUNE_LAYER
 
 
 class RandomKeep(SingleCutPruner):

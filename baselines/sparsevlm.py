@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from vla_pruner.pruning import (
-    MergedTokens, PrunePlan, PrunerConfig, Selection, SingleCutPruner, Stage, StageInputs,
+    DEFAULT_PRUNE_LAYER, MergedTokens, PrunePlan, PrunerConfig, Selection, SingleCutPruner, Stage, StageInputs,
     check_choice, top_k,
 )
 
@@ -62,7 +62,7 @@ RATER_RULES = {
 @dataclass(frozen=True)
 class SparseVLMConfig(PrunerConfig):
     mode: str = "single"
-    prune_layer: int = 3  # single mode only: tokens dropped before this layer
+    prune_layer: int = DEFAULT_PRUNE_LAYER  # single mode only: tokens dropped before this layer
     raters: str = "repository"  # rater rule, see RATER_RULES
 
     def __post_init__(self):

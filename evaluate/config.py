@@ -63,31 +63,16 @@ class EvalConfig:
 ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
 
 
-# Pruner options whose default depends on the model family, in one place: the pruner group files refer to them
-# as ${model_default:OPTION}. Keys are families or model names (a model's name wins); "*" = every one not listed.
-MODEL_PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
-    # layers 0..K-1 see every token; the VLA-Pruner repository's OpenVLA-OFT port prunes after 4 layers
-    # (the seeded pi0_tiny has a 3-layer VLM, so its cut is before layer 2; the trained openvla_oft_small prunes after
-    # 1 of its 8 layers, the same eighth of the depth as OFT-7B's 4 of 32)
-    "prune_layer": {"*": 3, "openvla_oft": 4, "pi0_tiny": 2, "openvla_oft_small": 1},
-    # FastV's scoring rows; the OFT port's FastV baseline averages all prefill rows
-    "fastv_source": {"*": "last", "openvla_oft": "prefill"},
-    # the released VLA-Pruner code (configs/pruner/vla_released.yaml): the Feb-2026 OpenVLA scripts rank by the last
-    # prompt row with the newest history entry weighted least; its later OpenVLA-OFT port uses all prefill rows
-    # and the paper's order
-    "released_semantic_source": {"*": "last", "openvla_oft": "prefill"},
-    "released_temporal_order": {"*": "reversed", "openvla_oft": "paper"},
-    # VLA-Cache's eviction: the released OpenVLA code never reuses the 120 most attended tokens, its OFT port 100
-    "vla_cache_eviction_top_k": {"*": 120, "openvla_oft": 100},
-}
-
-
 def model_default(option: str, family: str | None, model: str | None = None) -> Any:
-    """The default of a pruner option for a model (by name) or its family (MODEL_PRUNER_DEFAULTS)."""
-    if option not in MODEL_PRUNER_DEFAULTS:
-        raise ConfigError(f"no model-dependent default '{option}'; known: {', '.join(MODEL_PRUNER_DEFAULTS)}")
-    defaults = MODEL_PRUNER_DEFAULTS[option]
-    return defaults.get(model, defaults.get(family, defaults["*"]))
+    """The default of a pruner option for a model (by name) of a family: its family record's, else every
+    family's (`vla_pruner.families.PRUNER_OPTION_DEFAULTS`)."""
+    from vla_pruner.families import PRUNER_OPTION_DEFAULTS, family_names, model_family
+
+    if option not in PRUNER_OPTION_DEFAULTS:
+        raise ConfigError(f"no model-dependent default '{option}'; known: {', '.join(PRUNER_OPTION_DEFAULTS)}")
+    if family not in family_names():
+        return PRUNER_OPTION_DEFAULTS[option]
+    return model_family(family).pruner_default(option, model)
 
 
 def _model_default_resolver(option: str, _root_: DictConfig) -> Any:

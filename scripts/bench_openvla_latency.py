@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from vla_pruner.models.openvla import ACTION_DIM, EMPTY_TOKEN_ID, OpenVLA
-from vla_pruner.models.tiny import build_tiny_model, seven_b_shaped
+from vla_pruner.models.openvla.model import ACTION_DIM, EMPTY_TOKEN_ID, OpenVLA
+from vla_pruner.models.openvla.tiny import build_tiny_model, seven_b_shaped
 from evaluate.arguments import CommandParser, at_least
 
 

@@ -38,12 +38,12 @@ from transformers import LlamaConfig
 
 import baselines
 import vla_pruner.engine as engine_module
-from evaluate.analysis.flops import prefill_macs
+from vla_pruner.macs import prefill_macs
 from evaluate.arguments import CommandParser, at_least
 from vla_pruner.engine import PruningEngine
 from vla_pruner.layout import SequenceLayout
 from vla_pruner.models.llama import LlamaLM
-from vla_pruner.models.openvla import ACTION_DIM
+from vla_pruner.models.openvla.model import ACTION_DIM
 from vla_pruner.pruning import ModelLayout, StageInputs
 
 KEEPS = (0.5, 0.25, 0.125)

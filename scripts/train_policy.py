@@ -32,10 +32,10 @@ import torch
 
 from evaluate.demo_data import build_chunk_data
 from evaluate.policies.vla_model import cache_root, libero_instructions
-from vla_pruner.models.openvla_oft import OpenVLAOFT
-from vla_pruner.models.processor import ImageProcessor, prompt_for
-from vla_pruner.models.tiny import PREPROCESSOR_CONFIG, build_tokenizer
-from vla_pruner.models.tiny_configs import TINY_CONFIG
+from vla_pruner.models.openvla_oft.model import OpenVLAOFT
+from vla_pruner.models.openvla.processor import ImageProcessor, prompt_for
+from vla_pruner.models.openvla.tiny import PREPROCESSOR_CONFIG, build_tokenizer
+from vla_pruner.models.openvla.tiny_configs import TINY_CONFIG
 from vla_pruner.training.data import split_episodes
 from vla_pruner.training.loop import Batcher, TrainConfig, train
 from vla_pruner.training.model import new_oft_model, save_oft_checkpoint

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from vla_pruner.models.llama import LlamaLM
-from vla_pruner.models.openvla import OpenVLA, with_empty_token
-from vla_pruner.models.processor import OpenVLAProcessor
+from vla_pruner.models.openvla.model import OpenVLA, with_empty_token
+from vla_pruner.models.openvla.processor import OpenVLAProcessor
 
 
 def fixture_checkpoint(fixtures_dir: Path, model_class, name: str, reference: str):

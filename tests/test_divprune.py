@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from baselines.divprune import divprune_select
-from evaluate.analysis.flops import prefill_macs
+from vla_pruner.macs import prefill_macs
 from vla_pruner.diversity import select_diverse
 from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner
 

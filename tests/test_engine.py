@@ -9,8 +9,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vla_pruner.engine import PruningEngine, attention_probs
 from vla_pruner.layout import SequenceLayout
 from vla_pruner.models.llama import KVCache, causal_padding_mask
-from vla_pruner.models.openvla import with_empty_token
-from vla_pruner.models.processor import OpenVLAProcessor
+from vla_pruner.models.openvla.model import with_empty_token
+from vla_pruner.models.openvla.processor import OpenVLAProcessor
 from vla_pruner.pruning import ModelLayout, build_pruner
 
 from tests.references import eager_attention, openvla_fixture_queries

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from vla_pruner.engine import PruningEngine
-from vla_pruner.models.openvla import ACTION_DIM, OpenVLA, with_empty_token
-from vla_pruner.models.openvla_oft import READOUT_ROWS, OpenVLAOFT
-from vla_pruner.models.processor import OpenVLAProcessor
+from vla_pruner.models.openvla.model import ACTION_DIM, OpenVLA, with_empty_token
+from vla_pruner.models.openvla_oft.model import READOUT_ROWS, OpenVLAOFT
+from vla_pruner.models.openvla.processor import OpenVLAProcessor
 from vla_pruner.pruning import build_pruner
 
 from tests.test_engine import HostSyncs

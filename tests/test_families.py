@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from evaluate.analysis.flops import model_dims, model_layout
+from evaluate.analysis.flops import model_dims
 from vla_pruner.families import family_names, model_family, register_family
 
 
@@ -23,7 +23,7 @@ def test_a_family_defined_in_a_test_module_is_counted_without_editing_the_projec
         assert "three_cameras" in family_names()
         dims = model_dims({"name": "three_cam_tiny", "family": "three_cameras", "build_seed": 0})
         assert dims.family is three and dims.sequence_length(35) == 35 + 3 * 256
-        assert model_layout(dims.llm.num_layers, three).image_tokens == (256, 256, 256)
+        assert three.layout(dims.num_layers).image_tokens == (256, 256, 256)
         with pytest.raises(ValueError, match="registered twice"):
             register_family(three)
     finally:

@@ -125,9 +125,9 @@ def test_bad_input_is_one_line_before_weights(demo_file, tmp_path, capsys, monke
 
 def test_expert_actions_map_back_to_the_models_space():
     """The expert's scale compares like with like: normalising is the inverse of each family's un-normalisation."""
-    from vla_pruner.models.action_tokenizer import gripper_from_env, gripper_to_env, normalize, unnormalize
+    from vla_pruner.models.openvla.action_tokenizer import gripper_from_env, gripper_to_env, normalize, unnormalize
     from vla_pruner.models.libero_norm_stats import LIBERO_ACTION_STATS
-    from vla_pruner.models.pi0_checkpoint import Pi0Stats
+    from vla_pruner.models.pi0.checkpoint import Pi0Stats
 
     rng = np.random.default_rng(1)
     model = np.c_[rng.uniform(-1, 1, (20, 6)), rng.integers(0, 2, (20, 1))]  # OpenVLA: gripper 0 close / 1 open

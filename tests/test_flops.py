@@ -11,10 +11,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import LlamaConfig, LlamaModel
 
-from evaluate.analysis.flops import (
-    LlmDims, full_query_macs, layer_macs, llm_pass_macs, model_dims, prefill_macs, pruned_schedule,
-    query_schedule, vit_dims,
-)
+from evaluate.analysis.flops import model_dims
+from vla_pruner.macs import layer_macs, prefill_macs, pruned_schedule
+from vla_pruner.models.openvla.cost import LlmDims, full_query_macs, llm_pass_macs, query_schedule, vit_dims
 from tests.conftest import REPO
 
 
@@ -83,8 +82,8 @@ def test_vit_matches_flop_counter_up_to_the_second_to_last_block():
 
 def test_full_query_matches_flop_counter_on_the_project_openvla(fixtures_dir):
     """The project's OpenVLA (vision, projector, prefill, 6 cached decode steps) at the fixture's small dims."""
-    from vla_pruner.models.checkpoint import read_config
-    from vla_pruner.models.openvla import OpenVLA
+    from vla_pruner.models.openvla.checkpoint import read_config
+    from vla_pruner.models.openvla.model import OpenVLA
 
     config, _ = read_config(fixtures_dir / "openvla_tiny_hf")
     torch.manual_seed(0)

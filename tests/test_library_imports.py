@@ -13,5 +13,5 @@ def test_models_run_on_the_engine_which_knows_no_model_class():
     graph = import_graph(REPO, "vla_pruner")
     assert graph["vla_pruner.engine"] == {"vla_pruner.layout", "vla_pruner.models.llama", "vla_pruner.pruning"}
     assert graph["vla_pruner.layout"] == set()
-    for model in ("vla_pruner.models.openvla", "vla_pruner.models.openvla_oft"):
+    for model in ("vla_pruner.models.openvla.model", "vla_pruner.models.openvla_oft.model"):
         assert {"vla_pruner.engine", "vla_pruner.layout"} <= graph[model], model

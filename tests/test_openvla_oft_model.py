@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 from vla_pruner.engine import PruningEngine
-from vla_pruner.models.action_tokenizer import gripper_to_env
+from vla_pruner.models.openvla.action_tokenizer import gripper_to_env
 from vla_pruner.models.checkpoint import CheckpointError
 from vla_pruner.models.llama import bidirectional_mask
-from vla_pruner.models.openvla_oft import OpenVLAOFT, sequence_layout
-from vla_pruner.models.processor import OpenVLAProcessor
+from vla_pruner.models.openvla_oft.model import OpenVLAOFT, sequence_layout
+from vla_pruner.models.openvla.processor import OpenVLAProcessor
 from vla_pruner.models.robot_state import quat_to_axis_angle, robot_state
 from vla_pruner.pruning import ModelLayout, build_pruner
 

@@ -8,9 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 # torch/transformers before evaluate.policies (whose package imports robosuite): the other order segfaults
-from vla_pruner.models.openvla_oft import OpenVLAOFT
+from vla_pruner.models.openvla_oft.model import OpenVLAOFT
 from vla_pruner.models.robot_state import robot_state
-from vla_pruner.models.tiny_oft import ensure_tiny_oft_checkpoint
+from vla_pruner.models.openvla_oft.tiny import ensure_tiny_oft_checkpoint
 from evaluate import flops  # noqa: I001
 from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policy import EpisodeContext

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from vla_pruner.models import preprocess
-from vla_pruner.models.action_tokenizer import ActionTokenizer, gripper_to_env, select_action_stats, unnormalize
+from vla_pruner.models.openvla.action_tokenizer import ActionTokenizer, gripper_to_env, select_action_stats, unnormalize
 
 
 @pytest.fixture
@@ -122,8 +122,8 @@ def test_gripper_maps_open_close_to_env_convention():
 
 
 def test_image_processor_resizes_other_sizes_bicubic_then_normalises(frame):
-    from vla_pruner.models.processor import ImageProcessor
-    from vla_pruner.models.tiny import PREPROCESSOR_CONFIG
+    from vla_pruner.models.openvla.processor import ImageProcessor
+    from vla_pruner.models.openvla.tiny import PREPROCESSOR_CONFIG
 
     pixels = ImageProcessor.from_config(PREPROCESSOR_CONFIG)(Image.fromarray(frame))
     resized = np.asarray(Image.fromarray(frame).resize((224, 224), Image.Resampling.BICUBIC), dtype=np.float32) / 255
@@ -133,8 +133,8 @@ def test_image_processor_resizes_other_sizes_bicubic_then_normalises(frame):
 
 @pytest.fixture
 def image_processor():
-    from vla_pruner.models.processor import ImageProcessor
-    from vla_pruner.models.tiny import PREPROCESSOR_CONFIG
+    from vla_pruner.models.openvla.processor import ImageProcessor
+    from vla_pruner.models.openvla.tiny import PREPROCESSOR_CONFIG
 
     return ImageProcessor.from_config(PREPROCESSOR_CONFIG)
 

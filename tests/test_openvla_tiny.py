@@ -12,8 +12,8 @@ from evaluate.envs.base import PRIMARY, Observation
 from evaluate.policy import EpisodeContext
 from evaluate.policies.openvla import OpenVLAPolicy, build_openvla_policy
 from vla_pruner import OpenVLA, OpenVLAProcessor, PruningEngine
-from vla_pruner.models.processor import prompt_for
-from vla_pruner.models.tiny import ensure_tiny_checkpoint
+from vla_pruner.models.openvla.processor import prompt_for
+from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
 
 INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "open the top drawer of the cabinet"]
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from PIL import Image
 
 from vla_pruner import OpenVLA, OpenVLAProcessor
 from vla_pruner.models.checkpoint import CheckpointError
-from vla_pruner.models.processor import prompt_for
+from vla_pruner.models.openvla.processor import prompt_for
 
 INSTRUCTIONS = [
     "pick up the black bowl between the plate and the ramekin and place it on the plate",

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from evaluate.analysis.flops import TERA, layer_macs
-from evaluate.analysis.pi0_flops import expert_macs, pi0_macs, prefix_schedule, vision_macs
-from vla_pruner.models.pi0 import Pi0, PrefixCache
-from vla_pruner.models.pi0_config import REAL_PI0
-from vla_pruner.models.pi0_tiny import TINY_PI0
+from vla_pruner.macs import TERA, layer_macs
+from vla_pruner.models.pi0.cost import expert_macs, pi0_macs, prefix_schedule, vision_macs
+from vla_pruner.models.pi0.model import Pi0, PrefixCache
+from vla_pruner.models.pi0.config import REAL_PI0
+from vla_pruner.models.pi0.tiny import TINY_PI0
 from tests.conftest import REPO
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vla_pruner.models.checkpoint import CheckpointError
-from vla_pruner.models.pi0 import Pi0
-from vla_pruner.models.pi0_checkpoint import module_key
+from vla_pruner.models.pi0.model import Pi0
+from vla_pruner.models.pi0.checkpoint import module_key
 
 ATOL = 1e-4  # the acceptance tolerance against LeRobot's outputs
 
@@ -168,7 +168,7 @@ def test_missing_weights_are_listed(fixtures_dir, tmp_path):
 def test_leaving_the_empty_camera_out_of_the_prefix_changes_no_output(model, ref):
     """`sample_actions` skips the masked third camera's rows (560 prefix tokens at the real size, 2 x 256 + 48 here)
     instead of computing them as masked keys as LeRobot does: the chunk equals that computation to 1e-5."""
-    from vla_pruner.models.pi0 import without_empty_cameras
+    from vla_pruner.models.pi0.model import without_empty_cameras
 
     pixels, masks = without_empty_cameras(ref["pixel_values"], image_masks(ref))
     assert pixels.shape[1] == 2 and masks.all()

@@ -9,10 +9,10 @@ from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policies import POLICIES
 from evaluate.policies.pi0 import Pi0ModelConfig, Pi0Policy, prepare_pi0_observation
 from evaluate.policy import EpisodeContext
-from vla_pruner.models.pi0 import Pi0
-from vla_pruner.models.pi0_pruned import pi0_layout
-from vla_pruner.models.pi0_tiny import SPECIAL_IDS, ensure_tiny_pi0
-from vla_pruner.models.pi0_tokenizer import Pi0Tokenizer
+from vla_pruner.models.pi0.model import Pi0
+from vla_pruner.models.pi0.pruned import pi0_layout
+from vla_pruner.models.pi0.tiny import SPECIAL_IDS, ensure_tiny_pi0
+from vla_pruner.models.pi0.tokenizer import Pi0Tokenizer
 from vla_pruner.pruning import build_pruner
 from tests.conftest import composed, run_cli
 

@@ -1,4 +1,4 @@
-"""Pruning in pi0 (vla_pruner/models/pi0_pruned.py) on LeRobot's tiny pi0 and the fixture's real LIBERO
+"""Pruning in pi0 (vla_pruner/models/pi0/pruned.py) on LeRobot's tiny pi0 and the fixture's real LIBERO
 queries, for every pruner configuration in configs/pruner/ (as `model=pi0_tiny` composes them): keep=1.0 is the
 dense model bit for bit; a pruned query equals the dense model with the dropped visual keys masked out in the
 later prefix layers and in every expert step; the empty camera is never budget; action scores are the mean over
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import baselines
-from evaluate.analysis.pi0_flops import pi0_macs, prefix_schedule, recorded_macs
-from vla_pruner.models import pi0_pruned
-from vla_pruner.models.pi0 import Pi0, PrefixCache
-from vla_pruner.models.pi0_layers import block_mask
+from vla_pruner.models.pi0.cost import pi0_macs, prefix_schedule, recorded_macs
+from vla_pruner.models.pi0 import pruned as pi0_pruned
+from vla_pruner.models.pi0.model import Pi0, PrefixCache
+from vla_pruner.models.pi0.layers import block_mask
 from vla_pruner.layout import TokenSet
 from vla_pruner.pruning import Stage, budget
 

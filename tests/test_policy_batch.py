@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 
 # torch/transformers before evaluate.policies (whose package imports robosuite): the other order segfaults
 from vla_pruner.models.robot_state import robot_state
-from vla_pruner.models.tiny import ensure_tiny_checkpoint
-from vla_pruner.models.tiny_oft import ensure_tiny_oft_checkpoint
+from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
+from vla_pruner.models.openvla_oft.tiny import ensure_tiny_oft_checkpoint
 from evaluate.envs.base import PRIMARY, WRIST, Observation  # noqa: I001
 from evaluate.policies.openvla import build_openvla_policy
 from evaluate.policies.openvla_oft import build_openvla_oft_policy

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from evaluate.analysis.flops import layer_macs
+from vla_pruner.macs import layer_macs
 from evaluate.analysis.metrics import query_metrics
 from evaluate.analysis.report import load_runs, method_table, suite_table, task_table, write_report
 from evaluate.analysis.stats import wilson_interval

@@ -9,11 +9,11 @@ import sys
 import pandas as pd
 import pytest
 
-from evaluate.analysis.pi0_flops import pi0_macs
+from vla_pruner.models.pi0.cost import pi0_macs
 from evaluate.analysis.report import load_runs, pi0_table, write_report
 from tests.conftest import REPO
 from tests.test_report import write_run
-from vla_pruner.models.pi0_config import REAL_PI0
+from vla_pruner.models.pi0.config import REAL_PI0
 
 CUT = 3  # the real pi0's default prune layer
 MS = {1.0: 100.0, 0.5: 70.0, 0.25: 60.0, 0.125: 50.0}  # latency per query, by keep

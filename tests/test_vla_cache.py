@@ -8,8 +8,8 @@ from PIL import Image
 
 import baselines.vla_cache as vla_cache
 from vla_pruner.engine import PruningEngine
-from vla_pruner.models.openvla import ACTION_DIM, OpenVLA, with_empty_token
-from vla_pruner.models.openvla_oft import READOUT_ROWS, OpenVLAOFT
+from vla_pruner.models.openvla.model import ACTION_DIM, OpenVLA, with_empty_token
+from vla_pruner.models.openvla_oft.model import READOUT_ROWS, OpenVLAOFT
 from vla_pruner.pruning import build_pruner
 
 from tests.references import fixture_checkpoint
@@ -320,7 +320,7 @@ def test_flops_count_reused_tokens_as_keys_only():
     import subprocess
     import sys
 
-    from evaluate.analysis.flops import layer_macs, prefill_macs
+    from vla_pruner.macs import layer_macs, prefill_macs
 
     assert layer_macs(2, 4, 3, keys=5) == 4 * 2 * 16 + 2 * 2 * 5 * 4 + 3 * 2 * 4 * 3
     out = subprocess.run([sys.executable, "-m", "evaluate.flops", "model=openvla", "pruner=vla_cache", "keep=0.25"],

@@ -5,10 +5,10 @@ Exports are imported on first use, so importing the package (or its torch-free p
 from importlib import import_module
 
 _LAZY_EXPORTS = {
-    "OpenVLA": "vla_pruner.models.openvla",
-    "OpenVLAProcessor": "vla_pruner.models.processor",
-    "OpenVLAOFT": "vla_pruner.models.openvla_oft",
-    "Pi0": "vla_pruner.models.pi0",
+    "OpenVLA": "vla_pruner.models.openvla.model",
+    "OpenVLAProcessor": "vla_pruner.models.openvla.processor",
+    "OpenVLAOFT": "vla_pruner.models.openvla_oft.model",
+    "Pi0": "vla_pruner.models.pi0.model",
     "PruningEngine": "vla_pruner.engine",
     "QueryState": "vla_pruner.engine",
     "SequenceLayout": "vla_pruner.layout",

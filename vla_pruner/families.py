@@ -1,18 +1,35 @@
 """One record per model family: what everything outside the model needs to know of it.
 
-The policies (checkpoint checks, statistics, pruner layout), the FLOPs counter (sequence shape, architecture
-without weights) and the run checks all read a family's `ModelFamily`, so a new family is its model module with
-its record (plus a policy adapter in the harness and a model YAML), not edits in a handful of tables.
-Built-in families are listed by name here and imported on first use; `register_family` adds one defined
-elsewhere (a test module, a plugin).
+The policies (checkpoint checks, statistics, pruner layout), the FLOPs counter (its cost: architecture without
+weights and MACs), the pruner options' per-model defaults and the report all read a family's `ModelFamily`, so a
+new family is one package `vla_pruner/models/<family>/` holding its record (`family.py`) plus its model YAML, not
+edits in a handful of tables. Built-in families are listed by name here and imported on first use;
+`register_family` adds one defined elsewhere (a test module, a plugin).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-VISUAL_TOKENS_PER_IMAGE = 256
+from vla_pruner.pruning import DEFAULT_PRUNE_LAYER, ModelLayout
+
+if TYPE_CHECKING:
+    from vla_pruner.macs import ModelCost
+
+VISUAL_TOKENS_PER_IMAGE = 256  # a 224 px image in 14 px patches, every family's visual budget per image
+# Pruner options whose default depends on the model: each pruner group file refers to them as
+# ${model_default:OPTION}; these are the values of every family that does not set its own (`pruner_defaults`).
+PRUNER_OPTION_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "prune_layer": DEFAULT_PRUNE_LAYER,  # K: layers 0..K-1 see every token, K.. only the kept ones
+    "fastv_source": "last",  # FastV's scoring rows
+    # the released VLA-Pruner code (configs/pruner/vla_released.yaml): the Feb-2026 OpenVLA scripts rank by the last
+    # prompt row with the newest history entry weighted least
+    "released_semantic_source": "last",
+    "released_temporal_order": "reversed",
+    "vla_cache_eviction_top_k": 120,  # VLA-Cache's eviction: the released OpenVLA code never reuses the 120 most attended
+})
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,11 @@ class ModelFamily:
     tiny_norm_stats: Callable[[], dict]  # the statistics a tiny (seeded) model of this family is built with
     official_config: Callable[[], dict]  # config.json of the official checkpoints (dims without weights)
     tiny_config: Callable[[], dict]  # config.json of the seeded tiny model (`model.build_seed` set)
+    cost: Callable[[Mapping, "ModelFamily"], ModelCost]  # (cfg.model node, this record) -> dims without weights, MACs
+    policy: str  # the harness's policy adapter that runs it (evaluate.policies.vla.ADAPTERS)
+    pruner_defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)  # its own values of PRUNER_OPTION_DEFAULTS' options
+    model_pruner_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)  # by model name: over the family's
+    paper_table: str | None = None  # the paper's own table of this family's rows (pi0: "table4"), beside Table 1
 
     def unnorm_key(self, explicit: str | None, suite: str) -> str:
         return explicit or self.default_unnorm_key(suite)
@@ -36,12 +58,21 @@ class ModelFamily:
         """Visual tokens per image, in sequence order (what `vla_pruner.pruning.ModelLayout` takes)."""
         return (VISUAL_TOKENS_PER_IMAGE,) * self.num_images
 
+    def layout(self, num_layers: int) -> ModelLayout:
+        """What a pruner may know of a model of this family with `num_layers` prunable layers."""
+        return ModelLayout(num_layers=num_layers, image_tokens=self.image_tokens())
 
-_BUILT_IN = {
-    "openvla": "vla_pruner.models.openvla:FAMILY",
-    "openvla_oft": "vla_pruner.models.openvla_oft:FAMILY",
-    "pi0": "vla_pruner.models.pi0:FAMILY",
-}
+    def model_cost(self, model_cfg: Mapping) -> ModelCost:
+        """The cost of the model a `cfg.model` node of this family describes, read without weights."""
+        return self.cost(model_cfg, self)
+
+    def pruner_default(self, option: str, model: str | None = None) -> Any:
+        """A model-dependent pruner option's default for model `model` of this family."""
+        return {**PRUNER_OPTION_DEFAULTS, **self.pruner_defaults,
+                **self.model_pruner_defaults.get(model, {})}[option]
+
+
+_BUILT_IN = {name: f"vla_pruner.models.{name}.family:FAMILY" for name in ("openvla", "openvla_oft", "pi0")}
 _REGISTERED: dict[str, ModelFamily] = {}
 
 

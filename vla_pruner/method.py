@@ -17,7 +17,7 @@ import torch
 
 from vla_pruner.diversity import select_diverse
 from vla_pruner.pruning import (
-    PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice, top_k,
+    DEFAULT_PRUNE_LAYER, PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice, top_k,
 )
 
 CRITERIA = ("dual", "semantic_only", "action_only", "fusion")
@@ -49,7 +49,7 @@ class VLAPrunerConfig(PrunerConfig):
     redundancy_filter: bool = True
     window: int = 3
     gamma: float = 0.8
-    prune_layer: int = 3
+    prune_layer: int = DEFAULT_PRUNE_LAYER
     semantic_source: str = "prefill"
     action_layers: str | tuple[int, ...] = "later_half"
     warmup: str = "dense"

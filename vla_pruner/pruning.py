@@ -212,6 +212,9 @@ def check_choice(option: str, value: Any, choices: Sequence[Any]) -> None:
         raise ValueError(f"{option}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
 
 
+DEFAULT_PRUNE_LAYER = 3  # K, the shared cut: every pruner's default, and every model family's unless its record says
+
+
 def check_prune_layer(prune_layer: int, num_layers: int) -> None:
     """Layer K must leave a scoring layer (K-1 >= 0) and at least one layer after pruning (K < L)."""
     if not 1 <= prune_layer < num_layers:

@@ -23,10 +23,9 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from evaluate.analysis.flops import TERA, VlaDims, analytic_prefill_macs, full_query_macs, model_dims
-from evaluate.analysis.pi0_flops import recorded_macs
+from evaluate.analysis.flops import model_dims
 from evaluate.store import EpisodeRecord
-from vla_pruner.models.pi0_config import Pi0Config
+from vla_pruner.macs import TERA, ModelCost
 
 LATENCY_STAGES = ("preprocess", "vision", "prefill", "decode", "total")  # preprocess: optional
 QUERY_COLUMNS = ["suite", "task_id", "init_index", "query", "batch_size", "warmup", "visual_tokens", "kept_visual",
@@ -59,24 +58,18 @@ def has_prefill_tokens(queries: pd.DataFrame) -> bool:
     return bool(queries.prefill_tokens.map(lambda t: isinstance(t, list)).any())
 
 
-def add_flops(queries: pd.DataFrame, dims: VlaDims | Pi0Config | None) -> pd.DataFrame:
-    """Columns `prefill_tmacs` (the paper's analytic count) and `full_tmacs` (end to end) per query."""
+def add_flops(queries: pd.DataFrame, cost: ModelCost | None) -> pd.DataFrame:
+    """Columns `prefill_tmacs` (the paper's analytic count; pi0: its prefix) and `full_tmacs` (end to end) per query,
+    counted by the model's cost (`vla_pruner.macs.ModelCost.recorded_macs`)."""
     out = queries.copy()
-    if isinstance(dims, Pi0Config):  # pi0: prefix (the paper's convention) and vision + prefix + expert
-        macs = [recorded_macs(dims, t) if isinstance(t, list) else None for t in out.prefill_tokens]
-        out["prefill_tmacs"] = [math.nan if m is None else m.prefix / TERA for m in macs]
-        out["full_tmacs"] = [math.nan if m is None else m.total / TERA for m in macs]
-        return out
     prefill, full = [], []
     for tokens, keys, steps in zip(out.prefill_tokens, out.prefill_keys, out.decode_steps):
-        if dims is None or not isinstance(tokens, list) or len(tokens) != dims.llm.num_layers:
-            prefill.append(math.nan)
-            full.append(math.nan)
-            continue
-        keys = keys if isinstance(keys, list) else None
-        prefill.append(analytic_prefill_macs(dims, tokens, keys) / TERA)
-        decode = None if pd.isna(steps) else int(steps)
-        full.append(full_query_macs(dims, tokens, decode, keys)["total"] / TERA)
+        macs = None
+        if cost is not None and isinstance(tokens, list):
+            macs = cost.recorded_macs(tokens, keys if isinstance(keys, list) else None,
+                                      None if pd.isna(steps) else int(steps))
+        prefill.append(math.nan if macs is None else macs.prefill / TERA)
+        full.append(math.nan if macs is None else macs.total / TERA)
     out["prefill_tmacs"] = prefill
     out["full_tmacs"] = full
     return out

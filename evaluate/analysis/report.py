@@ -259,11 +259,19 @@ PI0_NOTE = ("avg_sr = mean success over the suites run (the paper's average is o
             "the dense row's; full_flops_ratio_pct = vision + prefix + the expert's 10 steps, as % of dense")
 
 
+def paper_table(model: dict) -> str | None:
+    """The paper's own table of the model's family (`ModelFamily.paper_table`), if it has one."""
+    from vla_pruner.families import family_names, model_family
+
+    family = model.get("family")
+    return model_family(family).paper_table if family in family_names() else None
+
+
 def pi0_table(rs: RunSet) -> pd.DataFrame:
     """The paper's Table 4 layout: the Table 1 rows of pi0-family models, with the average success over the suites
     run and FLOPs as % of the same model's dense row (prefix, and end to end); empty without pi0 runs."""
     models = {identity["model"]["name"] for identity in rs.identities.values()
-              if (identity.get("model") or {}).get("family") == "pi0"}
+              if paper_table(identity.get("model") or {}) == "table4"}
     table = method_table(rs)
     table = table[table.model.isin(models)].reset_index(drop=True)
     suites = [c for c in dict.fromkeys(SUITE_COLUMNS.values()) if c in table.columns and c not in PERTURBED_COLUMNS]

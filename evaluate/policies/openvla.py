@@ -25,14 +25,15 @@ import baselines
 from evaluate.envs.base import PRIMARY, Observation
 from evaluate.envs.suites import model_suite
 from evaluate.policy import EpisodeContext, PolicyOutput
-from vla_pruner.models.preprocess import model_image
+from vla_pruner.models.preprocess import IMAGE_SIZE, model_image
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from vla_pruner.engine import PruningEngine
-from vla_pruner.pruning import ModelLayout, Pruner
-from vla_pruner.models.action_tokenizer import gripper_from_env, gripper_to_env, normalize, select_action_stats
+from vla_pruner.pruning import Pruner
+from vla_pruner.models.openvla.action_tokenizer import gripper_from_env, gripper_to_env, normalize, select_action_stats
 from vla_pruner.models.checkpoint import resolve_device_dtype
-from vla_pruner.models.openvla import ACTION_DIM, FAMILY, OpenVLA, with_empty_token
-from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
+from vla_pruner.models.openvla.family import FAMILY
+from vla_pruner.models.openvla.model import ACTION_DIM, OpenVLA, with_empty_token
+from vla_pruner.models.openvla.processor import OpenVLAProcessor, prompt_for
 
 
 
@@ -94,7 +95,7 @@ class OpenVLAPolicy:
         """One untimed query through the engine that act() times (its pruner reset after), so that the first
         timed query does not pay for one-off allocations."""
         tokens = self.processor.tokenizer(prompt_for("warm up"), return_tensors="pt")["input_ids"]
-        frame = np.zeros((224, 224, 3), dtype=np.uint8)
+        frame = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
         blank = self.processor.image_processor(Image.fromarray(frame))
         self.model.predict_action_tokens(tokens, blank, engine=self.engine, frames=[[frame]])
         self.engine.pruner.reset()
@@ -187,7 +188,7 @@ def build_openvla_policy(cfg: DictConfig) -> OpenVLAPolicy:
     device, dtype = resolve_device_dtype(cfg.device, model_cfg.dtype)
     model = OpenVLA.from_pretrained(checkpoint, device=device, dtype=dtype)
     processor = OpenVLAProcessor.from_pretrained(checkpoint)
-    layout = ModelLayout(num_layers=len(model.language_model.layers), image_tokens=(model.num_patches,))
+    layout = model.model_layout
 
     def make_pruner(options=cfg.pruner, keep: float = cfg.keep) -> Pruner:
         return baselines.build_pruner(options, keep, layout)

@@ -22,15 +22,16 @@ from evaluate.policies.openvla import OpenVLAPolicy, Slot, Stopwatch
 from evaluate.policies.vla_model import OpenVLAModelConfig, resolve_checkpoint_path
 from evaluate.policy import PolicyOutput
 from vla_pruner.pruning import Pruner
-from vla_pruner.models.action_tokenizer import gripper_to_env
+from vla_pruner.models.openvla.action_tokenizer import gripper_to_env
 from vla_pruner.models.checkpoint import resolve_device_dtype
-from vla_pruner.models.openvla_oft import (
-    ACTION_HEAD_FILE, FAMILY, NUM_IMAGES, PATCHES_PER_IMAGE, PROPRIO_FILE, READOUT_ROWS, OpenVLAOFT,
+from vla_pruner.models.openvla_oft.model import (
+    READOUT_ROWS, OpenVLAOFT,
     select_proprio_stats,
 )
-from vla_pruner.models.processor import OpenVLAProcessor, prompt_for
+from vla_pruner.models.openvla.processor import OpenVLAProcessor, prompt_for
+from vla_pruner.models.openvla_oft.family import FAMILY
 from vla_pruner.models.robot_state import PROPRIO_DIM
-from vla_pruner.models.tiny_oft import add_oft_parts
+from vla_pruner.models.openvla_oft.tiny import add_oft_parts
 
 CAMERAS = (PRIMARY, WRIST)  # the model's image order
 
@@ -93,7 +94,7 @@ def build_openvla_oft_policy(cfg: DictConfig) -> OpenVLAOFTPolicy:
     device, dtype = resolve_device_dtype(cfg.device, model_cfg.dtype)
     model = OpenVLAOFT.from_pretrained(checkpoint, device=device, dtype=dtype)
     processor = OpenVLAProcessor.from_pretrained(checkpoint)
-    layout = baselines.ModelLayout(len(model.language_model.layers), (PATCHES_PER_IMAGE,) * NUM_IMAGES)
+    layout = model.model_layout
 
     def make_pruner(options=cfg.pruner, keep: float = cfg.keep) -> Pruner:
         return baselines.build_pruner(options, keep, layout)

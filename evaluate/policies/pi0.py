@@ -8,7 +8,7 @@ predicts deltas of the state (openpi's pi0_libero: `extra_delta_transform`), the
 The gripper dim is already in the env's convention (-1 open, +1 close). Noise is drawn from a generator seeded by
 (seed, episode), so an episode replays exactly. Each query records latency per stage under the harness's names
 (preprocess, vision, prefill = the prefix pass, decode = the 10 Euler steps), its visual-token counts and what the
-pruner kept. Every slot has its own pruner (`vla_pruner.models.pi0_pruned`: the prefix cut, action attention from the
+pruner kept. Every slot has its own pruner (`vla_pruner.models.pi0.pruned`: the prefix cut, action attention from the
 expert's steps), built on the valid cameras' tokens only.
 """
 from __future__ import annotations
@@ -29,13 +29,13 @@ from evaluate.policies.openvla import Stopwatch, slot_pruner
 from evaluate.policies.vla_model import cache_root, check_dtype_and_device, libero_instructions, model_values
 from evaluate.policy import EpisodeContext, PolicyOutput
 from vla_pruner.models.checkpoint import CheckpointError, resolve_device_dtype
-from vla_pruner.models.pi0 import Pi0
-from vla_pruner.models.pi0_checkpoint import check_pi0_files
-from vla_pruner.models import pi0_pruned
-from vla_pruner.models.pi0_inputs import resize_with_pad, to_pixels
-from vla_pruner.models.pi0_tiny import TINY_PI0, ensure_tiny_pi0
-from vla_pruner.models.tiny import tiny_checkpoint_built
-from vla_pruner.models.pi0_tokenizer import Pi0Tokenizer
+from vla_pruner.models.pi0.model import Pi0
+from vla_pruner.models.pi0.checkpoint import check_pi0_files
+from vla_pruner.models.pi0 import pruned as pi0_pruned
+from vla_pruner.models.pi0.inputs import resize_with_pad, to_pixels
+from vla_pruner.models.pi0.tiny import TINY_PI0, ensure_tiny_pi0
+from vla_pruner.models.seeded import tiny_checkpoint_built
+from vla_pruner.models.pi0.tokenizer import Pi0Tokenizer
 from vla_pruner.pruning import Pruner
 
 CAMERAS = (PRIMARY, WRIST)  # the model's first two image slots; the third is the empty camera
@@ -191,13 +191,13 @@ def check_pi0_policy(cfg: DictConfig) -> None:
     directory = model.location()
     try:
         if model.build_seed is not None and not tiny_checkpoint_built(directory, model.build_seed):
-            build_pi0_pruner(cfg.pruner, cfg.keep, TINY_PI0)
+            build_pi0_pruner(cfg.pruner, cfg.keep, pi0_pruned.pi0_layout(TINY_PI0, len(CAMERAS)))
             return  # built on first use
         _, config, _ = check_pi0_files(directory)
         Pi0Tokenizer.from_dir(directory, config.max_token_len)
     except CheckpointError as e:
         raise ConfigError(str(e)) from None
-    build_pi0_pruner(cfg.pruner, cfg.keep, config)
+    build_pi0_pruner(cfg.pruner, cfg.keep, pi0_pruned.pi0_layout(config, len(CAMERAS)))
     if model.replan_steps > config.chunk_size:
         raise ConfigError(f"model.replan_steps={model.replan_steps} exceeds the chunk of {config.chunk_size} actions")
 
@@ -208,12 +208,12 @@ def check_pi0_pruner_name(name: str) -> None:
         raise ConfigError(f"pruner '{name}': {UNSUPPORTED_PRUNERS[name]}; valid choices for pi0: {', '.join(supported)}")
 
 
-def build_pi0_pruner(pruner_cfg, keep: float, config) -> Pruner:
-    """The pruner a pi0 run builds for a model of `config` (`Pi0Config`), refused (ConfigError) where pi0 cannot run
-    it: a pruner pi0 has no path for, a bad option, or a plan its prefix does not implement. `evaluate.flops` counts
-    with the same pruner."""
+def build_pi0_pruner(pruner_cfg, keep: float, layout) -> Pruner:
+    """The pruner a pi0 run builds on `layout` (the valid cameras' tokens), refused (ConfigError) where pi0 cannot
+    run it: a pruner pi0 has no path for, a bad option, or a plan its prefix does not implement. `evaluate.flops`
+    counts with the same pruner."""
     check_pi0_pruner_name(pruner_cfg["name"])
-    pruner = build_checked_pruner(pruner_cfg, keep, pi0_pruned.pi0_layout(config, len(CAMERAS)))
+    pruner = build_checked_pruner(pruner_cfg, keep, layout)
     why = pi0_pruned.unsupported(pruner.plan)
     if why:
         raise ConfigError(f"pruner {pruner.name}: {why}")

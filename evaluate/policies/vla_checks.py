@@ -15,13 +15,14 @@ from typing import Any, Iterable
 from omegaconf import DictConfig
 
 from evaluate.config import ConfigError, build_checked_pruner
-from evaluate.analysis.flops import architecture, model_layout
 from evaluate.envs.suites import model_suite
 from evaluate.policies.vla_model import OpenVLAModelConfig, check_dtype_and_device, checkpoint_location
 from vla_pruner.families import ModelFamily
-from vla_pruner.models.checkpoint import CheckpointError, check_checkpoint_files, locate_checkpoint
-from vla_pruner.models.config import OpenVLAConfig
-from vla_pruner.models.tiny import tiny_checkpoint_built
+from vla_pruner.models.checkpoint import CheckpointError, locate_checkpoint
+from vla_pruner.models.openvla.checkpoint import check_checkpoint_files
+from vla_pruner.models.openvla.config import OpenVLAConfig
+from vla_pruner.models.openvla.cost import architecture
+from vla_pruner.models.seeded import tiny_checkpoint_built
 
 
 def check_vla_model(cfg: DictConfig, spec: ModelFamily, specs: Iterable[ModelFamily]) -> None:
@@ -41,7 +42,7 @@ def check_vla_model(cfg: DictConfig, spec: ModelFamily, specs: Iterable[ModelFam
             spec.select_stats(norm_stats, key)
         except ValueError as e:
             raise ConfigError(f"suite {cfg.suite.name}: {e} ({source}); choose statistics with model.unnorm_key=...")
-    layout = None if config is None else model_layout(config.llama_config().num_hidden_layers, spec)
+    layout = None if config is None else spec.layout(config.llama_config().num_hidden_layers)
     build_checked_pruner(cfg.pruner, cfg.keep, layout)
 
 
@@ -63,7 +64,7 @@ def inspect_checkpoint(model_node: DictConfig, model: OpenVLAModelConfig, locati
     directory = locate_checkpoint(location)
     if directory is None:  # a hub id not in the local cache
         try:
-            return architecture(model_node), None, location
+            return architecture(model_node, spec), None, location
         except ConfigError:  # an architecture known only from the download; the options are still checked
             return None, None, location
     config, _ = check_checkpoint_files(directory)

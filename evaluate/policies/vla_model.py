@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from evaluate.config import ConfigError, check_device_available
 from evaluate.envs.suites import family_suites
 from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE, resolve_device_dtype
-from vla_pruner.models.tiny import ensure_tiny_checkpoint
+from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
 
 
 @dataclass

@@ -1,11 +1,11 @@
-"""Finding and reading OpenVLA checkpoints in the official Hugging Face layout.
+"""Finding and reading checkpoints in the Hugging Face layout (OpenVLA's config.json: openvla/checkpoint.py).
 
 A checkpoint is a directory with config.json, model.safetensors (or a sharded model.safetensors.index.json),
 the tokenizer files, preprocessor_config.json and optionally dataset_statistics.json. Loading is strict:
 every stored tensor must map onto a parameter and every parameter must be stored, except the vision
 weights that never run (see `vision.unused_parameter_prefixes`). A file that cannot be read (missing,
 truncated, not JSON, not safetensors) is a `CheckpointError` naming the file, and `check_checkpoint_files`
-finds those without reading a tensor, so that a run can refuse a broken checkpoint before it starts.
+(openvla/checkpoint.py) finds those without reading a tensor, so that a run can refuse a broken checkpoint before it starts.
 """
 from __future__ import annotations
 
@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
-
-from .config import OpenVLAConfig
 
 CONFIG_FILE = "config.json"
 STATS_FILE = "dataset_statistics.json"
@@ -86,26 +83,6 @@ def read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def read_config(directory: Path) -> tuple[OpenVLAConfig, dict[str, Any]]:
-    """Typed config plus the raw dict; `dataset_statistics.json` (if present) replaces config.norm_stats."""
-    config_file = directory / CONFIG_FILE
-    if not config_file.is_file():
-        raise CheckpointError(f"no {CONFIG_FILE} in checkpoint directory {directory}")
-    raw = read_json(config_file)
-    stats_file = directory / STATS_FILE
-    if stats_file.is_file():
-        raw["norm_stats"] = read_json(stats_file)
-    try:
-        config = OpenVLAConfig.from_dict(raw)
-    except ValueError as e:
-        raise CheckpointError(f"cannot use {config_file}: {e}") from None
-    try:  # transformers' own field validation (a string where a width belongs), here rather than at model build
-        config.llama_config()
-    except (ValueError, TypeError, KeyError, StrictDataclassError) as e:
-        raise CheckpointError(f"cannot use {config_file}: text_config: {' '.join(str(e).split())}") from None
-    return config, raw
-
-
 def weight_files(directory: Path) -> list[Path]:
     index = directory / WEIGHTS_INDEX_FILE
     if index.is_file():
@@ -130,23 +107,6 @@ def open_weights(file: Path):
         return safe_open(str(file), framework="pt")
     except SafetensorError as e:
         raise CheckpointError(f"cannot read {file}: not a complete safetensors file ({e})") from None
-
-
-def check_checkpoint_files(directory: Path) -> tuple[OpenVLAConfig, dict[str, Any]]:
-    """Everything loading reads, checked without reading a tensor: config.json (+ dataset_statistics.json),
-    every weights file's header (which must cover the file), the tokenizer and the preprocessor config.
-    Returns what `read_config` does."""
-    config, raw = read_config(directory)
-    for file in weight_files(directory):
-        with open_weights(file):
-            pass
-    for name in (TOKENIZER_CONFIG_FILE, PREPROCESSOR_FILE):
-        if not (directory / name).is_file():
-            raise CheckpointError(f"no {name} in checkpoint directory {directory}")
-        read_json(directory / name)
-    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
-        raise CheckpointError(f"no {' or '.join(TOKENIZER_FILES)} (tokenizer) in checkpoint directory {directory}")
-    return config, raw
 
 
 def to_module_key(stored: str) -> str:

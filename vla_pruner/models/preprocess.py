@@ -15,7 +15,7 @@ import math
 import numpy as np
 from PIL import Image
 
-IMAGE_SIZE = 224
+IMAGE_SIZE = 224  # every model's camera view (OpenVLA, OFT, pi0): 16 x 16 patches of 14 px
 CROP_AREA = 0.9
 JPEG_QUALITY = 95  # tf.image.encode_jpeg's default
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vla_pruner.models.openvla_oft import CHUNK, OpenVLAOFT
-from vla_pruner.models.processor import ImageProcessor
-from vla_pruner.models.proprio import normalize_proprio
+from vla_pruner.models.openvla_oft.model import CHUNK, OpenVLAOFT
+from vla_pruner.models.openvla.processor import ImageProcessor
+from vla_pruner.models.openvla_oft.proprio import normalize_proprio
 
 from .augment import crop_boxes, crop_resize
 from .data import ChunkData, batches

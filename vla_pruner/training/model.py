@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from vla_pruner.models.action_head import L1RegressionActionHead
+from vla_pruner.models.openvla_oft.action_head import L1RegressionActionHead
 from vla_pruner.models.checkpoint import STATS_FILE, WEIGHTS_FILE, to_stored_key
-from vla_pruner.models.config import OpenVLAConfig
-from vla_pruner.models.openvla import OpenVLA, with_empty_token
-from vla_pruner.models.openvla_oft import ACTION_HEAD_FILE, CHUNK, PROPRIO_FILE, READOUT_ROWS, OpenVLAOFT
-from vla_pruner.models.processor import ImageProcessor
-from vla_pruner.models.proprio import ProprioProjector
+from vla_pruner.models.openvla.config import OpenVLAConfig
+from vla_pruner.models.openvla.model import OpenVLA, with_empty_token
+from vla_pruner.models.openvla_oft.model import ACTION_HEAD_FILE, CHUNK, PROPRIO_FILE, READOUT_ROWS, OpenVLAOFT
+from vla_pruner.models.openvla.processor import ImageProcessor
+from vla_pruner.models.openvla_oft.proprio import ProprioProjector
 
 INIT_STD = 0.02  # Llama's initializer_range: the language model's matrices and embeddings start here
 # The vocabulary's embedding and LM head are 8.2M of the small model's 10.5M parameters, and an OFT policy reads

@@ -1,4 +1,4 @@
-"""pi0's compute per query (MACs, as evaluate/analysis/flops.py counts them), counted from its sizes.
+"""pi0's compute per query (MACs, unit and shared formulas in vla_pruner.macs), counted from its sizes.
 
 - prefix: the paper's LLM convention per VLM layer with n tokens, `4*n*d^2 + 2*n^2*d + 3*n*d*m`; dense = the two
   valid cameras x 256 + 48 language slots = 560 tokens at every layer (openpi's LIBERO client adds an empty,
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from evaluate.analysis.macs import DEFAULT_PRUNE_LAYER, TERA, UNIT, UNIT_NOTE, layer_macs, stage_schedule
-from vla_pruner.models.pi0_config import REAL_PI0, Pi0Config
+from vla_pruner.macs import TERA, UNIT, UNIT_NOTE, QueryMacs, layer_macs, stage_schedule
+from vla_pruner.pruning import DEFAULT_PRUNE_LAYER
+from vla_pruner.models.pi0.config import REAL_PI0, Pi0Config
 
 PAPER_FLOPS_RATIO_50 = 60.9  # % of dense at 50% retention (paper Table 4; shared/reference/paper_table4_pi0.csv)
 
@@ -97,8 +98,8 @@ def recorded_macs(c: Pi0Config, prefix_tokens: list[int], empty_rows: bool = Fal
 
 def pi0_architecture(model_cfg: Mapping) -> Pi0Config:
     """The local checkpoint's sizes if there is one, the tiny model's for a seeded model, else the real pi0's."""
-    from vla_pruner.models.pi0_checkpoint import inspect_pi0, read_pi0_config
-    from vla_pruner.models.pi0_tiny import TINY_PI0
+    from vla_pruner.models.pi0.checkpoint import inspect_pi0, read_pi0_config
+    from vla_pruner.models.pi0.tiny import TINY_PI0
 
     checkpoint = model_cfg.get("checkpoint")
     if checkpoint and (Path(checkpoint).expanduser() / "config.json").is_file():
@@ -106,37 +107,55 @@ def pi0_architecture(model_cfg: Mapping) -> Pi0Config:
     return TINY_PI0 if model_cfg.get("build_seed") is not None else REAL_PI0
 
 
-def pi0_report_lines(model_cfg: Mapping, pruner_cfg: Mapping, keep: float) -> list[str]:
-    """`python -m evaluate.flops model=pi0 keep=K`: dense and pruned counts, prefix and expert apart; last line the
-    pruned prefix + expert in TMACs. The pruner is built and refused exactly as a pi0 run builds it."""
-    from evaluate.policies.pi0 import build_pi0_pruner
+def pi0_cost(model_cfg: Mapping, family=None) -> "Pi0Cost":
+    """The pi0 family's `cost`: the sizes of the model a `cfg.model` node describes (`pi0_architecture`)."""
+    return Pi0Cost(pi0_architecture(model_cfg))
 
-    c = pi0_architecture(model_cfg)
-    pruner = build_pi0_pruner(pruner_cfg, keep, c)
-    schedule = plan_prefix_schedule(c, pruner)
-    dense, pruned = pi0_macs(c), recorded_macs(c, schedule)
-    with_empty = pi0_macs(c, empty_rows=True)
-    t = lambda macs: format(macs / TERA, ".6g")  # noqa: E731
-    ratio = lambda a, b: f"{100 * a / b:.1f}%"  # noqa: E731
-    cuts = "; ".join(f"cut before layer K={s.layer + 1}, {schedule[s.layer + 1]} prefix tokens from there"
-                     for s in pruner.plan.stages) or "no cut: it keeps every token"
-    return [
-        f"model {model_cfg['name']}: VLM d={c.vlm.width} m={c.vlm.mlp_dim} L={c.vlm.depth}, expert d={c.expert.width} "
-        f"m={c.expert.mlp_dim}, SigLIP {c.vision.hidden_size} x {c.vision.num_hidden_layers}, "
-        f"prefix {dense_prefix(c)} tokens ({cameras(c)} valid cameras; the empty one is left out), "
-        f"suffix {c.suffix_length} x {c.num_steps} steps",
-        f"unit: {UNIT_NOTE}",
-        f"pruner={pruner.name}, keep={keep}: {cuts}",
-        f"prefix  dense / pruned: {t(dense.prefix)} / {t(pruned.prefix)} {UNIT} ({ratio(pruned.prefix, dense.prefix)}; "
-        f"paper at keep 0.5: {PAPER_FLOPS_RATIO_50}%)",
-        f"expert  dense / pruned ({c.num_steps} steps): {t(dense.expert)} / {t(pruned.expert)} {UNIT} "
-        f"({ratio(pruned.expert, dense.expert)})",
-        f"prefix + expert dense / pruned: {t(dense.prefix + dense.expert)} / {t(pruned.prefix + pruned.expert)} "
-        f"{UNIT} ({ratio(pruned.prefix + pruned.expert, dense.prefix + dense.expert)})",
-        f"dense with the empty camera computed, as openpi and LeRobot do ({dense_prefix(c, True)} prefix tokens): "
-        f"prefix {t(with_empty.prefix)}, prefix + expert {t(with_empty.prefix + with_empty.expert)}, "
-        f"+ vision {t(with_empty.total)} {UNIT}",
-        f"full query (+ vision {t(dense.vision)}) dense / pruned: {t(dense.total)} / {t(pruned.total)} {UNIT} "
-        f"({ratio(pruned.total, dense.total)})",
-        t(pruned.prefix + pruned.expert),
-    ]
+
+@dataclass(frozen=True)
+class Pi0Cost:
+    """pi0 without weights, as the harness counts it (`vla_pruner.macs.ModelCost`): the pruners cut its VLM."""
+
+    config: Pi0Config
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.vlm.depth
+
+    def recorded_macs(self, prefill_tokens: list[int], prefill_keys: list[int] | None,
+                      decode_steps: int | None) -> QueryMacs:
+        """The prefix (the paper's convention) and vision + prefix + expert; the keys are the prefix's own rows."""
+        macs = recorded_macs(self.config, prefill_tokens)
+        return QueryMacs(macs.prefix, macs.total)
+
+    def report_lines(self, name: str, pruner, keep: float, prompt_tokens: int | None) -> list[str]:
+        """Dense and pruned counts, prefix and expert apart; last line the pruned prefix + expert in TMACs
+        (`prompt_tokens` does not apply: the prefix holds pi0's fixed 48 language slots)."""
+        c = self.config
+        schedule = plan_prefix_schedule(c, pruner)
+        dense, pruned = pi0_macs(c), recorded_macs(c, schedule)
+        with_empty = pi0_macs(c, empty_rows=True)
+        t = lambda macs: format(macs / TERA, ".6g")  # noqa: E731
+        ratio = lambda a, b: f"{100 * a / b:.1f}%"  # noqa: E731
+        cuts = "; ".join(f"cut before layer K={s.layer + 1}, {schedule[s.layer + 1]} prefix tokens from there"
+                         for s in pruner.plan.stages) or "no cut: it keeps every token"
+        return [
+            f"model {name}: VLM d={c.vlm.width} m={c.vlm.mlp_dim} L={c.vlm.depth}, expert d={c.expert.width} "
+            f"m={c.expert.mlp_dim}, SigLIP {c.vision.hidden_size} x {c.vision.num_hidden_layers}, "
+            f"prefix {dense_prefix(c)} tokens ({cameras(c)} valid cameras; the empty one is left out), "
+            f"suffix {c.suffix_length} x {c.num_steps} steps",
+            f"unit: {UNIT_NOTE}",
+            f"pruner={pruner.name}, keep={keep}: {cuts}",
+            f"prefix  dense / pruned: {t(dense.prefix)} / {t(pruned.prefix)} {UNIT} ({ratio(pruned.prefix, dense.prefix)}; "
+            f"paper at keep 0.5: {PAPER_FLOPS_RATIO_50}%)",
+            f"expert  dense / pruned ({c.num_steps} steps): {t(dense.expert)} / {t(pruned.expert)} {UNIT} "
+            f"({ratio(pruned.expert, dense.expert)})",
+            f"prefix + expert dense / pruned: {t(dense.prefix + dense.expert)} / {t(pruned.prefix + pruned.expert)} "
+            f"{UNIT} ({ratio(pruned.prefix + pruned.expert, dense.prefix + dense.expert)})",
+            f"dense with the empty camera computed, as openpi and LeRobot do ({dense_prefix(c, True)} prefix tokens): "
+            f"prefix {t(with_empty.prefix)}, prefix + expert {t(with_empty.prefix + with_empty.expert)}, "
+            f"+ vision {t(with_empty.total)} {UNIT}",
+            f"full query (+ vision {t(dense.vision)}) dense / pruned: {t(dense.total)} / {t(pruned.total)} {UNIT} "
+            f"({ratio(pruned.total, dense.total)})",
+            t(pruned.prefix + pruned.expert),
+        ]

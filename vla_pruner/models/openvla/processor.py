@@ -17,7 +17,7 @@ from PIL import Image
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .checkpoint import CheckpointError, resolve_checkpoint
+from vla_pruner.models.checkpoint import CheckpointError, resolve_checkpoint
 
 _PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 

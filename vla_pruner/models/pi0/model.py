@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from vla_pruner.families import ModelFamily
 
-from .checkpoint import resolve_checkpoint, resolve_device_dtype
-from .pi0_checkpoint import Pi0Stats, inspect_pi0, load_pi0_weights, read_pi0_config, read_stats
-from .pi0_config import REAL_PI0, GemmaDims, Pi0Config
-from .pi0_layers import (
+from vla_pruner.models.checkpoint import resolve_checkpoint, resolve_device_dtype
+from vla_pruner.models.pi0.checkpoint import Pi0Stats, inspect_pi0, load_pi0_weights, read_pi0_config, read_stats
+from vla_pruner.models.pi0.config import GemmaDims, Pi0Config
+from vla_pruner.models.pi0.layers import (
     AttentionProbe, GemmaLayer, GemmaRMSNorm, additive_mask, attend, block_mask, rope, sincos_time,
 )
 
@@ -226,22 +225,3 @@ def without_empty_cameras(pixel_values: torch.Tensor, image_masks: torch.Tensor)
     if used.all() or not used.any():
         return pixel_values, image_masks
     return pixel_values[:, used], image_masks[:, used]
-
-
-def _unkeyed_stats(stats, key: str):
-    """pi0 checkpoints carry one statistics set (openpi's pi0_libero: all four suites), not one per suite."""
-    return stats
-
-
-FAMILY = ModelFamily(
-    name="pi0",
-    num_images=2,  # the valid cameras (agent view, wrist): the empty third slot is never visual budget
-    decode_steps=0, prefill_logit_rows=0,
-    extra_tokens=1 + 50,  # the expert's state and action tokens (run 10 times, over the prefix's cache)
-    part_files=(),
-    default_unnorm_key=lambda suite: "libero",
-    select_stats=_unkeyed_stats,
-    tiny_norm_stats=dict,  # the tiny pi0 writes its own statistics (pi0_tiny.TINY_STATS)
-    official_config=lambda: REAL_PI0.__dict__,
-    tiny_config=dict,
-)

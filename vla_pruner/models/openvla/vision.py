@@ -10,7 +10,7 @@ import timm
 import torch
 from torch import nn
 
-from .config import OpenVLAConfig
+from vla_pruner.models.openvla.config import OpenVLAConfig
 
 
 def create_vit(config: OpenVLAConfig, i: int) -> nn.Module:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pi0_config import GemmaDims
+from vla_pruner.models.pi0.config import GemmaDims
 
 MASKED = -2.3819763e38  # openpi's additive value for a masked attention entry
 ROPE_THETA = 10_000.0

@@ -22,24 +22,22 @@ import torch
 from torch import nn
 
 from vla_pruner.engine import PruningEngine, QueryState
-from vla_pruner.families import ModelFamily
+from vla_pruner.families import VISUAL_TOKENS_PER_IMAGE
 from vla_pruner.layout import SequenceLayout
 from vla_pruner.pruning import ModelLayout, Pruner
 
-from .action_head import L1RegressionActionHead
-from .action_tokenizer import select_action_stats, unnormalize
-from .checkpoint import CheckpointError, resolve_checkpoint
-from .config import OFFICIAL_OPENVLA_CONFIG
-from .openvla import ACTION_DIM, OpenVLA, with_empty_token
-from .proprio import ProprioProjector, normalize_proprio
-from .robot_state import PROPRIO_DIM
-from .tiny_configs import TINY_CONFIG, tiny_oft_norm_stats
+from vla_pruner.models.openvla_oft.action_head import L1RegressionActionHead
+from vla_pruner.models.openvla.action_tokenizer import select_action_stats, unnormalize
+from vla_pruner.models.checkpoint import CheckpointError, resolve_checkpoint
+from vla_pruner.models.openvla.model import ACTION_DIM, OpenVLA, with_empty_token
+from vla_pruner.models.openvla_oft.proprio import ProprioProjector, normalize_proprio
+from vla_pruner.models.robot_state import PROPRIO_DIM
 
 CHUNK = 8  # actions per query, executed open loop
 ACTION_SLOTS = CHUNK * ACTION_DIM  # zero-embedding placeholder tokens
 READOUT_ROWS = ACTION_SLOTS + 2  # the action head reads the last 58 rows but their last two (the window)
 STOP_TOKEN_ID = 2  # </s>
-NUM_IMAGES, PATCHES_PER_IMAGE = 2, 256
+NUM_IMAGES, PATCHES_PER_IMAGE = 2, VISUAL_TOKENS_PER_IMAGE
 ACTION_HEAD_FILE, PROPRIO_FILE = "action_head", "proprio_projector"
 
 
@@ -205,15 +203,3 @@ class OpenVLAOFT(nn.Module):
                                         self.project_proprio(proprio))
         normalized = self.action_chunk(self.run_llm(embeds, engine).last_rows(READOUT_ROWS))[0].cpu().numpy()
         return self.unnormalize(normalized, unnorm_key), normalized
-
-
-FAMILY = ModelFamily(
-    name="openvla_oft",
-    num_images=NUM_IMAGES, decode_steps=0, prefill_logit_rows=0, extra_tokens=1 + ACTION_SLOTS + 1,
-    part_files=(f"{ACTION_HEAD_FILE}--*_checkpoint.pt", f"{PROPRIO_FILE}--*_checkpoint.pt"),
-    default_unnorm_key=lambda suite: f"{suite}_no_noops",
-    select_stats=select_proprio_stats,  # the action statistics of the same dataset are checked with it
-    tiny_norm_stats=tiny_oft_norm_stats,
-    official_config=lambda: OFFICIAL_OPENVLA_CONFIG,  # the OpenVLA-7B base with LoRA merged
-    tiny_config=lambda: TINY_CONFIG,  # the OFT tiny model is built on the openvla_tiny base
-)

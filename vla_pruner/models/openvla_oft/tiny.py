@@ -15,11 +15,11 @@ from typing import Any, Iterable
 
 import torch
 
-from .action_head import L1RegressionActionHead
-from .openvla_oft import ACTION_HEAD_FILE, PROPRIO_FILE
-from .proprio import ProprioProjector
-from .tiny_configs import tiny_oft_norm_stats
-from .tiny import ensure_tiny_checkpoint
+from vla_pruner.models.openvla_oft.action_head import L1RegressionActionHead
+from vla_pruner.models.openvla_oft.model import ACTION_HEAD_FILE, PROPRIO_FILE
+from vla_pruner.models.openvla_oft.proprio import ProprioProjector
+from vla_pruner.models.openvla.tiny_configs import tiny_oft_norm_stats
+from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
 
 STEP = 0  # the `N` of the official file names: no training steps
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .statistics import QuantileBounds
+from vla_pruner.models.statistics import QuantileBounds
 
 
 class ActionTokenizer:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-IMAGE_SIZE = 224
+from vla_pruner.models.preprocess import IMAGE_SIZE
 
 
 def resize_with_pad(image: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:

@@ -31,8 +31,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, open_weights, read_json, weight_files
-from .pi0_config import Pi0Config, gemma_dims, siglip_dims
+from vla_pruner.models.checkpoint import CheckpointError, open_weights, read_json, weight_files
+from vla_pruner.models.pi0.config import Pi0Config, gemma_dims, siglip_dims
 
 CONFIG_FILE, TINY_DIMS_FILE = "config.json", "tiny_dims.json"
 LEROBOT_STATS_GLOB = "policy_preprocessor_step_*_normalizer_processor.safetensors"

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import CheckpointError
+from vla_pruner.models.checkpoint import CheckpointError
 
 FAST_FILE = "tokenizer.json"
 SENTENCEPIECE_FILES = ("paligemma_tokenizer.model", "tokenizer.model")

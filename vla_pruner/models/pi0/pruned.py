@@ -28,8 +28,8 @@ from vla_pruner.engine import QueryTrace, has_work
 from vla_pruner.layout import TokenSet
 from vla_pruner.pruning import ModelLayout, Pruner, Selection, Stage, StageInputs
 
-from .pi0 import Pi0, PrefixCache, without_empty_cameras
-from .pi0_layers import block_mask
+from vla_pruner.models.pi0.model import Pi0, PrefixCache, without_empty_cameras
+from vla_pruner.models.pi0.layers import block_mask
 
 EMPTY_CAMERA = -2  # TokenSet.image of a masked camera slot's rows (-1: language)
 

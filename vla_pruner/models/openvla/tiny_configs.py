@@ -1,10 +1,10 @@
-"""Architecture and statistics of the project's seeded tiny models, as data: read by the builders (tiny.py,
-tiny_oft.py) and by the model family records, which must not import the builders (they import the models)."""
+"""Architecture and statistics of the project's seeded tiny models, as data: read by the builders (openvla/tiny.py,
+openvla_oft/tiny.py) and by the model family records, which must not import the builders (they import the models)."""
 from __future__ import annotations
 
 from typing import Any
 
-from .libero_norm_stats import LIBERO_ACTION_STATS
+from vla_pruner.models.libero_norm_stats import LIBERO_ACTION_STATS
 
 TINY_CONFIG = {
     "architectures": ["OpenVLAForActionPrediction"],

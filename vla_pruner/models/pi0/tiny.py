@@ -16,11 +16,11 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-from .pi0 import Pi0
-from .pi0_checkpoint import LEROBOT_STATS_GLOB, TINY_DIMS_FILE, stored_key
-from .pi0_config import GemmaDims, Pi0Config, SiglipDims
-from .pi0_tokenizer import FAST_FILE
-from .tiny import build_atomically
+from vla_pruner.models.pi0.model import Pi0
+from vla_pruner.models.pi0.checkpoint import LEROBOT_STATS_GLOB, TINY_DIMS_FILE, stored_key
+from vla_pruner.models.pi0.config import GemmaDims, Pi0Config, SiglipDims
+from vla_pruner.models.pi0.tokenizer import FAST_FILE
+from vla_pruner.models.seeded import build_atomically
 
 TINY_PI0 = Pi0Config(
     vlm=GemmaDims(width=128, depth=3, mlp_dim=256, num_heads=8, head_dim=16),

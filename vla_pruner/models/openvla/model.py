@@ -17,16 +17,15 @@ import torch
 from torch import nn
 
 from vla_pruner.engine import PruningEngine
-from vla_pruner.families import ModelFamily
 from vla_pruner.layout import SequenceLayout
 from vla_pruner.pruning import ModelLayout, Pruner
 
-from .action_tokenizer import ActionTokenizer, select_action_stats, unnormalize
-from .checkpoint import load_weights, read_config, resolve_checkpoint, resolve_device_dtype
-from .config import OFFICIAL_OPENVLA_CONFIG, OpenVLAConfig
-from .tiny_configs import TINY_CONFIG
-from .llama import LlamaLM, causal_padding_mask
-from .vision import FusedProjector, FusedViTBackbone, unused_parameter_prefixes
+from vla_pruner.models.openvla.action_tokenizer import ActionTokenizer, select_action_stats, unnormalize
+from vla_pruner.models.checkpoint import load_weights, resolve_checkpoint, resolve_device_dtype
+from vla_pruner.models.openvla.checkpoint import read_config
+from vla_pruner.models.openvla.config import OpenVLAConfig
+from vla_pruner.models.llama import LlamaLM, causal_padding_mask
+from vla_pruner.models.openvla.vision import FusedProjector, FusedViTBackbone, unused_parameter_prefixes
 
 EMPTY_TOKEN_ID = 29871  # Llama-2's "▁": appended after "Out:" as in training
 ACTION_DIM = 7
@@ -168,15 +167,3 @@ def with_empty_token(input_ids: torch.Tensor) -> torch.Tensor:
         return input_ids
     empty = torch.full_like(input_ids[:, :1], EMPTY_TOKEN_ID)
     return torch.cat([input_ids, empty], dim=1)
-
-
-FAMILY = ModelFamily(
-    name="openvla",
-    num_images=1, decode_steps=ACTION_DIM - 1, prefill_logit_rows=1, extra_tokens=0,
-    part_files=(),  # the base checkpoint alone
-    default_unnorm_key=lambda suite: suite,
-    select_stats=select_action_stats,
-    tiny_norm_stats=lambda: TINY_CONFIG["norm_stats"],
-    official_config=lambda: OFFICIAL_OPENVLA_CONFIG,
-    tiny_config=lambda: TINY_CONFIG,
-)

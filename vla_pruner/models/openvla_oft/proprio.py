@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .robot_state import PROPRIO_DIM
-from .statistics import QuantileBounds
+from vla_pruner.models.robot_state import PROPRIO_DIM
+from vla_pruner.models.statistics import QuantileBounds
 
 
 class ProprioProjector(nn.Module):
