@@ -1,6 +1,6 @@
 """Pruner defaults that depend on the model family (issue 11): OpenVLA-OFT prunes after 4 layers and scores FastV
-with all prefill rows, as the VLA-Pruner repository's OFT port does; one table (evaluate.config
-MODEL_PRUNER_DEFAULTS) feeds configs, run names, table labels, the FLOPs CLI and what a run records."""
+with all prefill rows, as the VLA-Pruner repository's OFT port does; the family records
+(`pruner_defaults`, `model_pruner_defaults` in vla_pruner/models/<family>/family.py) feed configs, run names, table labels, the FLOPs CLI and what a run records."""
 import pytest
 from omegaconf import OmegaConf
 
