@@ -31,7 +31,12 @@ from pathlib import Path
 import torch
 
 from evaluate.demo_data import build_chunk_data
+from evaluate.policies.vla_checks import check_family
 from evaluate.policies.vla_model import cache_root, libero_instructions
+from vla_pruner.families import family_names, model_family
+from vla_pruner.models.checkpoint import CheckpointError
+from vla_pruner.models.openvla.checkpoint import check_checkpoint_files
+from vla_pruner.models.openvla_oft.family import FAMILY as OFT_FAMILY
 from vla_pruner.models.openvla_oft.model import OpenVLAOFT
 from vla_pruner.models.openvla.processor import ImageProcessor, prompt_for
 from vla_pruner.models.openvla.tiny import PREPROCESSOR_CONFIG, build_tokenizer
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work) if args.work else cache_root() / "train" / out.name
         data, provenance = build_chunk_data(args.demos, work, args.workers)
         train_episodes, val_episodes = split_episodes(data.episodes, args.validation, args.seed)
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except (ValueError, FileNotFoundError, OSError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     suites = sorted({d["suite"] for d in provenance["demos"]})
@@ -108,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             f.write(json.dumps(entry) + "\n")
 
     started = time.monotonic()
-    model = new_oft_model(SMALL_CONFIG, args.seed)
     if args.init:
-        model.load_state_dict(OpenVLAOFT.from_pretrained(args.init, device="cpu", dtype="float32").state_dict())
-        model.train()
+        model = OpenVLAOFT.from_pretrained(args.init, device="cpu", dtype="float32").train()
+    else:
+        model = new_oft_model(SMALL_CONFIG, args.seed)
     model = train(model, batcher, train_frames, val_frames, cfg, work / "train_state.pt", log)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     save_oft_checkpoint(model, staging, SMALL_CONFIG, stats, cfg.steps)
@@ -136,18 +141,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _init_training(init: str) -> dict:
-    """The starting checkpoint and how it was trained (its training.json, if it has one), checked before any
-    preprocessing: it must be an OFT checkpoint of the small architecture."""
+    """The starting checkpoint, checked before any preprocessing as a run checks one (its files, its family: an
+    OpenVLA-OFT) and against the small policy's architecture; with how it was trained (its training.json)."""
     directory = Path(init)
-    if not directory.is_dir():
-        raise ValueError(f"--init {init} is not a checkpoint directory")
-    config = json.loads((directory / "config.json").read_text()) if (directory / "config.json").is_file() else {}
-    mismatched = sorted(k for k, v in SMALL_CONFIG.items() if config.get(k) != v)
+    _, raw = check_checkpoint_files(directory)
+    check_family(directory, OFT_FAMILY, [model_family(name) for name in family_names()], parts_pending=False)
+    mismatched = sorted(k for k, v in SMALL_CONFIG.items() if raw.get(k) != v)
     if mismatched:
         raise ValueError(f"--init {init} is not a checkpoint of the small policy's architecture "
                          f"(config.json differs in {', '.join(mismatched[:5])})")
-    if not list(directory.glob("action_head--*_checkpoint.pt")):
-        raise ValueError(f"--init {init} has no action_head--*_checkpoint.pt: not an OpenVLA-OFT checkpoint")
     history = directory / "training.json"
     return {"checkpoint": str(directory.resolve()),
             "training": json.loads(history.read_text()) if history.is_file() else None}
