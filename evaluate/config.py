@@ -35,6 +35,7 @@ class SuiteConfig:
 class PolicyConfig:
     name: str = MISSING
     label: str = MISSING
+    action_noise: float = 0.0  # std of the noise the scripted expert adds to its moving actions (DART demonstrations)
 
 
 @dataclass
@@ -130,6 +131,12 @@ OmegaConf.register_new_resolver("model_default", _model_default_resolver, replac
 OmegaConf.register_new_resolver("project_path", lambda relative: str(CONFIG_DIR.parent / relative), replace=True)
 OmegaConf.register_new_resolver("placements_tag", lambda seed: "" if seed is None else f"-placements{seed}",
                                 replace=True)
+# a model loaded from a checkpoint the command names runs in a directory of its own (a sweep over checkpoints gets one
+# each; two checkpoints whose directories share a name still meet the identity check); tables still say model.name
+OmegaConf.register_new_resolver("checkpoint_tag", lambda model: "" if model.get("checkpoint") is None
+                                else "@" + Path(str(model.checkpoint).rstrip("/")).name, replace=True)
+# the scripted expert perturbed for DART demonstrations is another policy than the clean one
+OmegaConf.register_new_resolver("noise_tag", lambda noise: f"-noise{noise}" if noise else "", replace=True)
 
 # Fields that do not change what an episode's outcome is; a resumed run may change them.
 NON_IDENTITY_FIELDS = ("tasks", "expected_tasks", "episodes_per_task", "video", "record_demos", "num_envs",
@@ -180,6 +187,7 @@ def validate(cfg: DictConfig, policies: dict) -> None:
             raise ConfigError(f"{key} is empty: it would put run directories at the filesystem root or in the "
                               f"current directory; give a directory, e.g. {key}=runs")
     check_keep(cfg.keep)
+    check_action_noise(cfg.policy, policies[cfg.policy.name])
     if not policies[cfg.policy.name].uses_model:
         check_unused_settings(cfg)
     if cfg.placement_seed is not None and not 0 <= cfg.placement_seed < 2**32 - SAMPLED_EPISODES_MAX:
@@ -207,6 +215,15 @@ def validate(cfg: DictConfig, policies: dict) -> None:
     check = policies[cfg.policy.name].check
     if check is not None:
         check(cfg)
+
+
+def check_action_noise(policy: DictConfig, entry) -> None:
+    noise = policy.action_noise
+    if noise and not entry.takes_action_noise:
+        raise ConfigError(f"policy.action_noise={noise}: policy={policy.name} executes its actions as they are; "
+                          "only policy=scripted perturbs them (leave it at 0.0)")
+    if not 0.0 <= noise <= 1.0:
+        raise ConfigError(f"policy.action_noise={noise} must be in 0..1 (std of the noise on actions in [-1, 1])")
 
 
 def check_known_keys(cfg: DictConfig) -> None:

@@ -25,6 +25,7 @@ from evaluate.policies import build_policy, cameras_for
 from evaluate.rollout import episode_context, open_env, run_episode
 from evaluate.store import EpisodeRecord, ResultStore, StoreWriteError
 from evaluate.summary import write_summary
+from evaluate.weights import with_weights
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def run(cfg: DictConfig) -> dict:
 
     with store.lock_tasks(task_ids), InterruptGuard() as guard:
         policy = build_policy(cfg)
+        identity = with_weights(identity, policy.describe())
         store.write_identity(identity)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         restored = store.recover()

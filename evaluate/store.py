@@ -31,6 +31,7 @@ from typing import Iterable, Iterator, Union, get_args, get_origin, get_type_hin
 import yaml
 
 from evaluate.config import NON_IDENTITY_FIELDS
+from evaluate.weights import WEIGHTS_KEY
 
 EPISODES_DIR = "episodes"
 WANTED_DIR = "wanted"
@@ -145,6 +146,13 @@ class ResultStore:
             raise RunMismatch(f"{e}; delete it if the directory holds no episodes") from None
         except (OSError, json.JSONDecodeError) as e:
             raise RunMismatch(f"{path} is unreadable ({e}); delete it if the directory holds no episodes") from None
+        if WEIGHTS_KEY not in previous or WEIGHTS_KEY not in identity:
+            # one side before its weights are known (the check before the policy loads; a run older than the
+            # fingerprints): the settings decide, and the fingerprint is checked once both have one
+            if WEIGHTS_KEY in identity and WEIGHTS_KEY not in previous:
+                log.warning("%s was recorded before runs fingerprinted their weights: taking its checkpoint to hold "
+                            "the same weights as now (%s)", self.run_dir, identity[WEIGHTS_KEY])
+            previous, identity = ({k: v for k, v in d.items() if k != WEIGHTS_KEY} for d in (previous, identity))
         if previous != identity:
             diff = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
             raise RunMismatch(

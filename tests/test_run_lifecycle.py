@@ -105,3 +105,35 @@ def test_a_sweep_point_that_fails_while_running_does_not_stop_the_others(tmp_pat
     assert "policy=vla" in lines[at + 1] and "mismatched weights" in lines[at + 1], result.stderr[-3000:]
     noop_dir = noop_run_dir(tmp_path / "runs", "libero_object")
     assert run_summary(noop_dir)["complete"] is True  # the point after the failed one ran
+
+
+def test_weights_replaced_at_the_same_path_are_another_experiment(tmp_path):
+    """A policy retrained into the same directory: the resumed run refuses it (the fingerprint in run_identity.json)
+    rather than pooling its episodes with the old weights'; a run recorded before fingerprints still resumes."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(require_fixtures() / "openvla_tiny_hf", ckpt)
+    common = ["model=openvla_tiny", f"model.checkpoint={ckpt}", "suite=libero_object", "tasks=[0]",
+              "suite.max_steps=2", f"output_root={tmp_path / 'runs'}"]
+    assert run_cli(*common, "episodes_per_task=1").returncode == 0
+    [identity_file] = (tmp_path / "runs").rglob("run_identity.json")
+    assert identity_file.parent.relative_to(tmp_path / "runs").parts[0] == "openvla_tiny@ckpt"  # its own directory
+    weights = load_file(ckpt / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1e-3  # "retrained": same files, same shapes, other values
+    save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
+    refused = run_cli(*common, "episodes_per_task=2")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: ") and "(weights)" in refused.stderr
+    assert _keys(identity_file.parent) == [(0, 0)]
+    identity = json.loads(identity_file.read_text())
+    del identity["weights"]  # as a run directory written before fingerprints
+    identity_file.write_text(json.dumps(identity))
+    resumed = run_cli(*common, "episodes_per_task=2")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _keys(identity_file.parent) == [(0, 0), (0, 1)]
+    assert "weights" in json.loads(identity_file.read_text())  # from now on checked
