@@ -69,11 +69,13 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else str(value)
 
 
-def build_chunk_data(source: str | Path, cache: str | Path, workers: int = 1) -> tuple[ChunkData, dict]:
-    """The demos under `source` as ChunkData, with their provenance (suite, task, start, placement seed per demo).
+def build_chunk_data(sources: str | Path | list, cache: str | Path, workers: int = 1) -> tuple[ChunkData, dict]:
+    """The demos under `sources` (one path or several: e.g. clean and DART demonstrations) as ChunkData, with their
+    provenance (suite, task, start, placement seed per demo).
     Each demo is preprocessed once into `cache` (by file, name and length, so demos recorded later are added
     without redoing the others; `workers` processes), then all frames are gathered into one memmap."""
-    index = [entry for file in demo_files(source) for entry in demo_index(file)]
+    sources = sources if isinstance(sources, list) else [sources]
+    index = [entry for source in sources for file in demo_files(source) for entry in demo_index(file)]
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     keys = [demo_key(entry) for entry in index]

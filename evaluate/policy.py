@@ -35,6 +35,9 @@ class PolicyOutput:
     # the model's whole output in its normalised action space [chunk, action dims] (OpenVLA: the bins' values, pi0: all
     # 50 actions, not only the executed ones): what offline replay (evaluate.fidelity) compares; never recorded
     normalized: np.ndarray | None = None
+    # what recorded demonstrations label each executed action with, when that differs from it: the scripted expert's
+    # clean action while it executes a perturbed one (policy.action_noise, DART); None = the executed actions
+    labels: np.ndarray | None = None
 
 
 class Policy(Protocol):
@@ -88,3 +91,6 @@ class PolicyEntry:
     # (cfg, observation) -> the observation as the policy's model takes it, weight-free (image preprocessing): with
     # num_envs > 1 the workers run it in parallel, before the batched query
     prepare: Callable[[Any, Observation], Observation] | None = None
+    # it perturbs what it executes by policy.action_noise (the scripted expert, for DART demonstrations); any other
+    # policy refuses a nonzero value, which would otherwise name another run for the same episodes
+    takes_action_noise: bool = False

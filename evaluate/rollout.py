@@ -94,9 +94,10 @@ def run_episode(
         while record.steps < max_steps and not record.success:
             out = policy.act(obs)
             record.queries.append(out.info)
-            for action in out.actions:
+            labels = out.actions if out.labels is None else out.labels
+            for action, label in zip(out.actions, labels):
                 if demos is not None:
-                    demos.add(obs, action)
+                    demos.add(obs, label)
                 obs, record.success = _sim(env.step, action, check_interrupt=check_interrupt)
                 record.steps += 1
                 if video is not None:

@@ -52,7 +52,8 @@ SMALL_CONFIG = {key: value for key, value in TINY_CONFIG.items() if key != "norm
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="train_policy.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--demos", required=True, help="a demonstration file (*_demo.hdf5) or a directory of them")
+    p.add_argument("--demos", required=True, nargs="+",
+                   help="demonstration files (*_demo.hdf5) or directories of them (e.g. clean and DART ones)")
     p.add_argument("--out", required=True, help="checkpoint directory to write (replaced at the end)")
     p.add_argument("--work", default=None,
                    help="preprocessed frames and the resumable training state (default: $VLA_PRUNER_CACHE/train/<out name>)")

@@ -79,6 +79,8 @@ REFUSED = [
      "pruner sparsevlm: budget 64/256 is below what progressive SparseVLM can reach"),
     # the rest of the command line
     (["tasks=[]"], "tasks=[] selects no task"),
+    (["policy.action_noise=0.3"], "policy.action_noise=0.3: policy=vla executes its actions as they are"),
+    (["policy=scripted", "policy.action_noise=-0.1"], "policy.action_noise=-0.1 must be in 0..1"),
     (["+model.revision=main"], "unknown model config fields ['revision']"),
     (["model.dtype=int8"], "model.dtype: unknown dtype 'int8'; use auto or one of"),
     (["model.family=octo"], "model openvla_tiny has family 'octo'; valid families: openvla, openvla_oft, pi0"),

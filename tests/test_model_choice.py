@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from evaluate.config import CONFIG_DIR, run_identity
 from evaluate.envs.suites import model_suite
-from evaluate.model_choice import choose_model, configured_default
+from evaluate.model_choice import choose_model
 from evaluate.policies import POLICIES
 from evaluate.policies.vla_model import OpenVLAModelConfig, checkpoint_location
 

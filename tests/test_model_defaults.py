@@ -65,7 +65,7 @@ def test_released_preset_follows_each_models_release(model, semantic_source, tem
     cfg = composed(f"model={model}", "pruner=vla_released", "keep=0.25")
     assert (cfg.pruner.semantic_source, cfg.pruner.temporal_order) == (semantic_source, temporal_order)
     assert cfg.pruner.selection_dtype == "bfloat16" and cfg.pruner.action_layers == "released"
-    assert f"/vla_released-keep0.25/" in cfg.run_name  # named by its preset, on either model
+    assert "/vla_released-keep0.25/" in cfg.run_name  # named by its preset, on either model
     identity = {"model": {"family": OmegaConf.select(cfg, "model.family")},
                 "pruner": OmegaConf.to_container(cfg.pruner, resolve=True)}
     assert method_label(identity) == "VLA-Pruner (as released)"

@@ -1,5 +1,4 @@
 """OpenVLA against the official implementation's outputs (fixture), and the cached decode against recomputation."""
-from pathlib import Path
 
 import numpy as np
 import pytest

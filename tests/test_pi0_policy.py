@@ -2,7 +2,6 @@
 frames, the policy's chunking, relative actions, replayable noise and batching, and the pre-run errors."""
 import numpy as np
 import pytest
-import torch
 
 from evaluate.config import ConfigError, validate
 from evaluate.envs.base import PRIMARY, WRIST, Observation

@@ -86,6 +86,15 @@ def test_demonstrations_become_training_arrays_once(demo_root, tmp_path):
     assert {d["start"] for d in provenance["demos"]} == {"sampled"}
     again, _ = build_chunk_data(demo_root, tmp_path)  # from the cache
     assert np.array_equal(np.asarray(again.frames), np.asarray(data.frames))
+    other = DemoRecorder(tmp_path / "dart", recorded_by="test")  # a second source (e.g. DART demonstrations)
+    other.start(EpisodeContext("libero_object", 0, INSTRUCTION, 0, seed=7, placement_seed=900))
+    for t in range(4):
+        other.add(observation(fake_raw(100 + t), INSTRUCTION), np.r_[np.zeros(6), -1.0])
+    other.finish(True)
+    both, provenance = build_chunk_data([demo_root, tmp_path / "dart"], tmp_path)
+    assert both.episodes == 4 and len(both.frames) == 18 + 4
+    assert [d["placement_seed"] for d in provenance["demos"]] == [500, 501, 502, 900]
+    assert np.array_equal(np.asarray(both.frames)[:18], np.asarray(data.frames))
 
 
 def train_args(demo_root, out, work, steps):

@@ -24,7 +24,7 @@ def _vla(name: str):
 POLICIES: dict[str, PolicyEntry] = {
     "vla": PolicyEntry(_vla("build_vla_policy"), check=_vla("check_vla_policy"), cameras=_vla("vla_cameras"),
                        prepare=_vla("prepare_vla_observation"), uses_model=True),
-    "scripted": PolicyEntry(make_scripted, beside_simulator=True),
+    "scripted": PolicyEntry(make_scripted, beside_simulator=True, takes_action_noise=True),
     "noop": PolicyEntry(build_noop, beside_simulator=True),
 }
 

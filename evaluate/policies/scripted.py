@@ -9,6 +9,10 @@ It follows the plan from `evaluate.envs.libero_goals` with delta end-effector ac
 gripper -1 open / +1 close): above the object, descend, close, lift, above the target, lower, open, rise.
 Hollow objects (bowls, mugs, plates) are grasped by the rim on the fingers' closing axis; a failed grasp
 is retried. Tasks whose goal it cannot script raise `TaskNotSupported` from `reset()`.
+
+`policy.action_noise=S` (DART, Laskey et al. 2017) executes each moving action plus Gaussian noise of std S on the
+six arm dimensions while recorded demonstrations keep the clean action: a policy cloned from them has seen the
+expert recover from states just off its path, where a noise-free expert never goes.
 """
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ DROP = 0.02  # release when the carried object's bottom is this far above the ta
 class ScriptedExpert:
     name = "scripted"
 
+    def __init__(self, action_noise: float = 0.0):
+        self.action_noise = action_noise
+
     def reset(self, ctx: EpisodeContext) -> None:
         if ctx.env is None:
             raise TaskNotSupported("the scripted expert needs the live env (ctx.env)")
@@ -47,6 +54,9 @@ class ScriptedExpert:
         self.obs: dict = {}
         self.ref_quat: np.ndarray | None = None
         self.phase = "start"
+        self.moving = False
+        # the episode's own noise stream: the same perturbations whichever worker runs it, and on a re-run
+        self.rng = np.random.default_rng([ctx.seed, ctx.task_id, ctx.init_index, ctx.placement_seed or 0])
         self._script = self._run()
 
     def act(self, obs: Observation) -> PolicyOutput:
@@ -56,10 +66,14 @@ class ScriptedExpert:
             self.start_axis = self._closing_axis()
             self.z_travel = float(self._eef()[2])
         action = next(self._script)
-        return PolicyOutput(actions=action[None], info={"phase": self.phase})
+        if not (self.action_noise and self.moving):
+            return PolicyOutput(actions=action[None], info={"phase": self.phase})
+        executed = action.copy()
+        executed[:6] = np.clip(action[:6] + self.rng.normal(0.0, self.action_noise, 6), -1, 1)
+        return PolicyOutput(actions=executed[None], info={"phase": self.phase}, labels=action[None])
 
     def describe(self) -> dict:
-        return {"policy": "scripted", "privileged": True,
+        return {"policy": "scripted", "privileged": True, "action_noise": self.action_noise,
                 "note": "reads simulator state (object poses, meshes, BDDL goal); a sanity check, not a model"}
 
     # --- the script -------------------------------------------------------------------------------
@@ -73,7 +87,7 @@ class ScriptedExpert:
                 yield from self._hold(OPEN, 8, "regrasp")
                 yield from self._pick(step.obj, attempt)
             yield from self._place(step)
-        self.phase = "done"
+        self.phase, self.moving = "done", False
         while True:
             yield self._action(np.zeros(3), OPEN)
 
@@ -111,7 +125,7 @@ class ScriptedExpert:
     def _move(self, target, grip: float, phase: str, tol: float = 0.01, max_steps: int = 80):
         """Step toward target() (re-read every step: objects move) until within tol, out of steps, or
         stalled (blocked by contact: under 2 mm of motion in the last 6 steps)."""
-        self.phase = phase
+        self.phase, self.moving = phase, True
         trail = []
         for _ in range(max_steps):
             err = target() - self._eef()
@@ -122,7 +136,7 @@ class ScriptedExpert:
             yield self._action(err, grip)
 
     def _hold(self, grip: float, steps: int, phase: str):
-        self.phase = phase
+        self.phase, self.moving = phase, False  # unperturbed: a grasp or release in place
         for _ in range(steps):
             yield self._action(np.zeros(3), grip)
 
@@ -253,5 +267,5 @@ def _half_extents(geom_type: int, size: np.ndarray, rbound: float) -> np.ndarray
 
 
 def make_scripted(cfg=None) -> ScriptedExpert:
-    """No options: every constant above is tuned for LIBERO's Panda + OSC_POSE setup."""
-    return ScriptedExpert()
+    """One option, policy.action_noise; every constant above is tuned for LIBERO's Panda + OSC_POSE setup."""
+    return ScriptedExpert(float(cfg.policy.action_noise) if cfg is not None else 0.0)
