@@ -35,7 +35,7 @@ import torch
 
 from vla_pruner.pruning import (
     DEFAULT_PRUNE_LAYER, MergedTokens, PrunePlan, PrunerConfig, Selection, SingleCutPruner, Stage, StageInputs,
-    check_choice, top_k,
+    StageRows, check_choice, top_k,
 )
 
 LLAVA_LAYERS = (2, 6, 15)  # SparseVLM's pruning layers in LLaVA-1.5-7B
@@ -185,6 +185,11 @@ class SparseVLM(SingleCutPruner):
                       hidden_states=True)
         later = tuple(Stage(layer=p, rows="text", hidden_states=True) for p in self.layers[1:])
         return PrunePlan(stages=(first,) + later)
+
+    def schedule(self) -> tuple[StageRows, ...]:
+        if self.cuts_once or not self.plan.stages:
+            return super().schedule()
+        return tuple(StageRows(stage.layer, tuple(c[j] for c in self.counts)) for j, stage in enumerate(self.plan.stages))
 
     def describe(self) -> dict:
         described = super().describe()

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from vla_pruner.pruning import (KVReuse, PrunePlan, Pruner, PrunerConfig, QueryKV, Selection, Stage, StageInputs,
-                                check_choice, top_k)
+                                StageRows, check_choice, top_k)
 
 BEHAVIOURS = ("paper", "released")
 BUDGETS = ("candidates", "joint")
@@ -208,10 +208,15 @@ class VLACache(Pruner):
         the evicted ones, r_l = 1 from the first reuse layer."""
         return tuple(min(n, m - e) for m, n, e in zip(self.layout.image_tokens, self.candidates, self.eviction))
 
+    def schedule(self) -> tuple[StageRows, ...]:
+        """Per stage, the rows it leaves as queries at the most reuse the rules allow (what the analytic FLOPs count
+        assumes: a count a query can reach)."""
+        rows = tuple(m - r for m, r in zip(self.layout.image_tokens, self.most_reused()))
+        return tuple(StageRows(stage.layer, rows) for stage in self.plan.stages)
+
     def describe(self) -> dict:
-        """Also, per image, the rows each stage leaves as queries at the most reuse the rules allow (`stage_counts`,
-        what the analytic FLOPs count assumes: a count a query can reach)."""
-        counts = [[m - r] * len(self.plan.stages) for m, r in zip(self.layout.image_tokens, self.most_reused())]
+        """Also the schedule's per-image counts (`stage_counts`, per image then per stage)."""
+        counts = [[stage.rows[i] for stage in self.schedule()] for i in range(len(self.layout.image_tokens))]
         return {**super().describe(), "candidates_per_image": list(self.candidates),
                 "eviction_per_image": list(self.eviction), "most_reused_per_image": list(self.most_reused()),
                 "attention_layer_used": self.attention_layer, "reuse_layers_used": list(self.layers),

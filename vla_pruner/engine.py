@@ -34,80 +34,12 @@ import torch
 
 from vla_pruner.layout import SequenceLayout, TokenSet
 from vla_pruner.models.llama import KVCache, LlamaLM, Probe, ReuseCache, bidirectional_mask
-from vla_pruner.pruning import (ModelLayout, PrunePlan, Pruner, QueryKV, Selection, Stage, StageInputs,
-                                build_pruner, indices_to_hex)
+from vla_pruner.protocol import (ActionAttention, Offers, QueryTrace, attention_probs, check_pruners, gather,
+                                 has_work, row_attention, stage_inputs)
+from vla_pruner.pruning import (ModelLayout, PrunePlan, Pruner, QueryKV, Selection, Stage, StageInputs, build_pruner,
+                                indices_to_hex)
 
-
-@dataclass
-class QueryTrace:
-    """What one query's pruning did for one sample, for the episode record."""
-
-    visual_tokens: int  # before pruning, all images
-    prefill_tokens: list[int] = field(default_factory=list)  # tokens each layer ran on during prefill
-    kept_visual: int = 0  # visual tokens (kept + merged) the last layer ran on
-    selections: list[Selection] = field(default_factory=list)
-    prefill_keys: list[int] | None = None  # KV reuse: keys each layer attended to (its rows + the reused ones)
-    reused_mask: list[str] | None = None  # KV reuse: per image, hex bitmask of the visual tokens the last layer reused
-
-    def to_record(self) -> dict:
-        record = {
-            "visual_tokens": self.visual_tokens,
-            "kept_visual": self.kept_visual,
-            "prefill_tokens": self.prefill_tokens,
-            "warmup": any(s.warmup for s in self.selections),
-            "selection_ms": round(sum(s.select_ms for s in self.selections), 4),
-            "pruning": [s.to_record() for s in self.selections],
-        }
-        if self.prefill_keys is not None:  # reused visual tokens: keys, not queries, of the last layer
-            record.update(prefill_keys=self.prefill_keys, reused_visual=self.visual_tokens - self.kept_visual,
-                          reused_mask=self.reused_mask)
-        return record
-
-
-def attention_probs(query: torch.Tensor, keys: torch.Tensor, scaling: float,
-                    visible: torch.Tensor | None = None) -> torch.Tensor:
-    """Head-averaged attention probabilities [B, R, N] of R query rows, from the queries [B, heads, R, head_dim]
-    and keys [B, heads, N, head_dim] a layer attends with (what a `Probe` is shown); visible [R, N] is the mask
-    (None: every key). Scores and softmax in float32."""
-    scores = (query.float() @ keys.float().transpose(-1, -2)) * scaling
-    if visible is not None:
-        scores = scores.masked_fill(~visible, float("-inf"))
-    return scores.softmax(-1).mean(1)
-
-
-@dataclass
-class ActionAttention:
-    """The attention one sample's action queries paid to the prefill's tokens, summed over query rows and action
-    layers.
-
-    Sums stay on the device, one per token set (the layers of one prefill segment share theirs), and reach the
-    ORIGINAL visual tokens once per query, in `mean` (pruned tokens have no key and get nothing)."""
-
-    sums: dict[int, tuple[TokenSet, torch.Tensor]] = field(default_factory=dict)  # by id of the token set
-    rows: int = 0
-
-    def add(self, probs: torch.Tensor, tokens: TokenSet) -> None:
-        """Add [R, keys] head-averaged attention of R query rows at a layer whose first keys are `tokens`, the
-        rows it ran on in the prefill (later keys are decoded tokens)."""
-        total = probs[:, :len(tokens)].sum(0)
-        if id(tokens) in self.sums:
-            self.sums[id(tokens)][1].add_(total)
-        else:
-            self.sums[id(tokens)] = (tokens, total)
-        self.rows += probs.shape[0]
-
-    def mean(self, layout: SequenceLayout) -> list[torch.Tensor]:
-        """Per image, the mean over heads, query rows and layers, in original visual order, zero where pruned
-        (merged tokens are skipped)."""
-        if not self.rows:
-            raise RuntimeError("no action attention was probed in this query")
-        device = next(iter(self.sums.values()))[1].device
-        means = [torch.zeros(s.stop - s.start, device=device) for s in layout.visual]
-        for tokens, total in self.sums.values():
-            for i, s in enumerate(layout.visual):
-                rows = tokens.original_visual_rows(i)
-                means[i].index_add_(0, tokens.position[rows] - s.start, total[rows])
-        return [m / self.rows for m in means]
+OFFERS = Offers("the Llama engine", kv_reuse=True, frames=True, renumbered_positions=True)
 
 
 @dataclass
@@ -202,11 +134,6 @@ class ReuseStats:
     text_attention: list[torch.Tensor] = field(default_factory=list)  # per image [M_i]
 
 
-def has_work(plan: PrunePlan) -> bool:
-    """Whether a plan prunes or probes (else the query is the dense model's)."""
-    return bool(plan.stages or plan.action_layers)
-
-
 class PruningEngine:
     """Runs one model's LLM: `prefill`, then `decode` (OpenVLA) and `finish` per query, with its own pruner
     (batch 1) or one pruner per sample."""
@@ -234,17 +161,8 @@ class PruningEngine:
                 raise ValueError(f"a pruner runs one sequence at a time, got a batch of {batch}; "
                                  f"pass one pruner per sample (prefill(..., pruners=[...]))")
             return [self.pruner] * batch  # an empty plan never calls its pruner
-        pruners = list(pruners)
-        if len(pruners) != batch:
-            raise ValueError(f"got {len(pruners)} pruners for a batch of {batch} sequences: pass one per sample")
-        plan = pruners[0].plan
-        different = [i for i, p in enumerate(pruners) if p.plan != plan]
-        if different:
-            raise ValueError(f"the pruners of a batch must share one plan (the stages and action layers): "
-                             f"sample {different[0]} has {pruners[different[0]].plan}, sample 0 has {plan}")
-        if has_work(plan) and len({id(p) for p in pruners}) != batch:
-            raise ValueError("each sample needs its own pruner object: a pruner's state belongs to one episode")
-        self._check_fits(plan)
+        pruners = check_pruners(pruners, batch, OFFERS)
+        self._check_fits(pruners[0].plan)
         return pruners
 
     # --- prefill ----------------------------------------------------------------------------------------
@@ -361,35 +279,23 @@ class PruningEngine:
             else:  # "text"
                 rows = structure.rows_in(layout.text)
             visible = rows[:, None] >= torch.arange(n, device=rows.device)[None] if layout.causal else None
-            attention = attention_probs(seen["query"][:, :, rows], seen["keys"], seen["scaling"], visible)
-            if stage.rows != "text":  # only the row mean is used
-                attention = attention.mean(1, keepdim=True)
-        inputs = []
-        for j, sample in enumerate(group.samples):
-            one = StageInputs(stage=index)
-            if attention is not None:
-                one.attention = [attention[j][:, v] for v in visual]
-            if stage.visual_embeddings:
-                one.visual_embeddings = [inputs_embeds[sample, group.tokens[j].position[v]] for v in visual]
-            if stage.text_embeddings:
-                one.text_embeddings = inputs_embeds[sample, layout.text]
-            if stage.hidden_states:
-                one.hidden_states = [group.hidden[j, v] for v in visual]
-            if stage.frames:
-                one.frames = list(state.frames[sample])
-            inputs.append(one)
-        return inputs
+            attention = row_attention(attention_probs(seen["query"][:, :, rows], seen["keys"], seen["scaling"],
+                                                      visible), stage.rows)
+        return [stage_inputs(index, stage, visual, None if attention is None else attention[j], inputs_embeds[sample],
+                             group.tokens[j], layout.text, group.hidden[j],
+                             None if state.frames is None else state.frames[sample])
+                for j, sample in enumerate(group.samples)]
 
     def _regroup(self, layout: SequenceLayout, group: Group, selections: list[Selection]) -> list[Group]:
         """Each sample keeps its selected rows; samples with equal rows per image stay together (in order)."""
-        kept = [(group.hidden[j:j + 1], group.tokens[j]) if s.is_dense
-                else gather(layout, group.tokens[j], group.hidden[j:j + 1], s)
+        starts = [s.start for s in layout.visual]
+        kept = [(group.hidden[j], group.tokens[j]) if s.is_dense else gather(group.tokens[j], group.hidden[j], s, starts)
                 for j, s in enumerate(selections)]
         by_rows: dict[tuple[int, ...], list[int]] = {}
         for j, s in enumerate(selections):
             rows = tuple(len(k) + (len(s.merged[i].origin) if s.merged else 0) for i, k in enumerate(s.kept))
             by_rows.setdefault(rows, []).append(j)
-        return [group.continued(indices, torch.cat([kept[j][0] for j in indices]), [kept[j][1] for j in indices])
+        return [group.continued(indices, torch.stack([kept[j][0] for j in indices]), [kept[j][1] for j in indices])
                 for indices in by_rows.values()]
 
     # --- probes -----------------------------------------------------------------------------------------
@@ -485,7 +391,7 @@ class PruningEngine:
         query's prompt keys/values and attention statistics (`QueryKV`)."""
         for pruner, action in zip(state.pruners, state.actions):
             if pruner.plan.action_layers:
-                pruner.observe(action.mean(state.layout))
+                pruner.observe(action.mean(state.layout.visual))
         if state.reuse is None:
             return
         length = state.layout.length
@@ -497,25 +403,6 @@ class PruningEngine:
                     values=[v[j, :, :length].clone() for v in group.cache.values],
                     entropy=torch.stack([stats.entropy[layer] for layer in range(self.num_layers)]),
                     text_attention=stats.text_attention))
-
-
-def gather(layout: SequenceLayout, tokens: TokenSet, hidden: torch.Tensor,
-           selection: Selection) -> tuple[torch.Tensor, TokenSet]:
-    """One sample's rows [1, n, d] after a selection: every non-visual row and each image's kept rows; merged
-    tokens go right after their image's kept rows, at their origin's position."""
-    device, visual = hidden.device, layout.visual
-    keep = tokens.image < 0
-    for i in range(len(visual)):
-        keep[tokens.visual_rows(i)[selection.kept[i].to(device)]] = True
-    rows = torch.nonzero(keep).flatten()
-    hidden, kept = hidden[:, rows], tokens.select(rows)
-    for i, merged in enumerate(selection.merged or []):
-        image_rows = torch.nonzero(kept.image == i).flatten()
-        after = (int(image_rows[-1]) + 1 if len(image_rows)
-                 else int((kept.position < visual[i].start).sum()))
-        hidden = torch.cat([hidden[:, :after], merged.features[None].to(hidden.dtype), hidden[:, after:]], 1)
-        kept = kept.insert(after, visual[i].start + merged.origin.to(device), image=i)
-    return hidden, kept
 
 
 def reused_mask(tokens: TokenSet, visual: slice) -> str:
@@ -542,7 +429,7 @@ def attention_entropy(probs: torch.Tensor) -> torch.Tensor:
 def _add_action(state: QueryState, group: Group, probs: torch.Tensor, tokens: list[TokenSet]) -> None:
     """Each sample of the group adds its rows of `probs` [b, R, keys] to its own action attention."""
     for j, sample in enumerate(group.samples):
-        state.actions[sample].add(probs[j], tokens[j])
+        state.actions[sample].add(probs[j][:, :len(tokens[j])].sum(0), probs.shape[1], tokens[j], id(tokens[j]))
 
 
 def _chain(first: Probe | None, second: Probe) -> Probe:

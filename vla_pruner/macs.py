@@ -63,12 +63,10 @@ def pruned_schedule(dense_tokens: int, kept_tokens: int, num_layers: int,
 def stage_schedule(pruner, num_layers: int, dense: int, fixed: int) -> list[int]:
     """Per-layer rows of a query that `pruner` (a built `vla_pruner.pruning.Pruner`) prunes once its history is
     warm: `dense` rows until its first stage, then at each stage's layer `fixed` (the rows no pruner drops) + what
-    the stage leaves of each image (its budget; progressive SparseVLM: its `stage_counts`, kept + merged; VLA-Cache:
+    the stage leaves of each image (`Pruner.schedule()`: its budget; progressive SparseVLM: kept + merged; VLA-Cache:
     the rows it still computes). Layer `stage.layer` still sees the stage's input; a stage at layer -1 (DivPrune's
     cut before the model) leaves every layer the kept tokens. No stages (pruner=none, keep=1.0): dense."""
-    stages = pruner.plan.stages
-    per_image = pruner.describe().get("stage_counts") or [[b] * len(stages) for b in pruner.budgets]
-    after_stage = {s.layer: fixed + sum(c[j] for c in per_image) for j, s in enumerate(stages)}
+    after_stage = {stage.layer: fixed + sum(stage.rows) for stage in pruner.schedule()}
     tokens, schedule = after_stage.get(-1, dense), []
     for layer in range(num_layers):
         schedule.append(tokens)

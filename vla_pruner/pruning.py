@@ -94,6 +94,15 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class StageRows:
+    """What one stage of a plan leaves, once the pruner's history is warm: per image, the visual rows (kept +
+    merged, or still computed under KV reuse) that the layers after `layer` run on. The analytic cost reads these."""
+
+    layer: int
+    rows: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class KVReuse:
     """The plan of a pruner that carries keys/values from one query to the next (VLA-Cache) instead of deleting
     tokens: a visual row a stage leaves out stops being a QUERY from the next layer on, but stays a key, with the
@@ -328,6 +337,11 @@ class Pruner:
         """Before a query's first reusing layer, when plan.reuse is set: the previous query's `QueryKV` (None: the
         episode's first query, which has nothing to reuse)."""
         return None
+
+    def schedule(self) -> tuple[StageRows, ...]:
+        """Per stage of the plan, the rows it leaves of each image once warm: its budgets (pruners whose stages
+        leave other counts, such as progressive SparseVLM or VLA-Cache, say theirs)."""
+        return tuple(StageRows(stage.layer, self.budgets) for stage in self.plan.stages)
 
     def describe(self) -> dict[str, Any]:
         """Static facts saved with the run."""

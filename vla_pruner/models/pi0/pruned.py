@@ -24,9 +24,10 @@ from typing import Sequence
 
 import torch
 
-from vla_pruner.engine import QueryTrace, has_work
 from vla_pruner.layout import TokenSet
-from vla_pruner.pruning import ModelLayout, Pruner, Selection, Stage, StageInputs
+from vla_pruner.protocol import (ActionAttention, Offers, QueryTrace, check_pruners, gather, has_work, row_attention,
+                                 stage_inputs as protocol_stage_inputs)
+from vla_pruner.pruning import ModelLayout, Pruner, Stage, StageInputs
 
 from vla_pruner.models.pi0.model import Pi0, PrefixCache, without_empty_cameras
 from vla_pruner.models.pi0.layers import block_mask
@@ -49,44 +50,33 @@ class Pi0Query:
     layer_rows: list[list[TokenSet]]  # per VLM layer, each sample's rows (its cached keys, padding after them)
     traces: list[QueryTrace]
     image_starts: list[int]  # original prefix index of each valid camera's first token
-    action_sums: dict[int, torch.Tensor] = field(default_factory=dict)  # by expert layer: [B, keys] summed
-    action_rows: int = 0  # rows x layers x steps summed into action_sums (per sample)
+    actions: list[ActionAttention] = field(default_factory=list)  # per sample, summed by expert layer
 
     @property
     def plan(self):
         return self.pruners[0].plan
 
+    @property
+    def images(self) -> list[slice]:
+        """Each valid camera's original prefix rows."""
+        tokens = self.pruners[0].layout.image_tokens
+        return [slice(start, start + m) for start, m in zip(self.image_starts, tokens)]
 
-def check_pruners(pruners: Sequence[Pruner], batch: int) -> list[Pruner]:
-    pruners = list(pruners)
-    if len(pruners) != batch:
-        raise ValueError(f"got {len(pruners)} pruners for a batch of {batch}: pass one per sample")
-    plan = pruners[0].plan
-    if any(p.plan != plan for p in pruners):
-        raise ValueError("the pruners of a batch must share one plan (stages and action layers)")
-    if has_work(plan) and len({id(p) for p in pruners}) != batch:
-        raise ValueError("each sample needs its own pruner object: a pruner's state belongs to one episode")
-    why = unsupported(plan)
-    if why:
-        raise ValueError(why)
-    return pruners
+
+# pi0's prefix deletes the rows a stage leaves out, at their original positions
+OFFERS = Offers("pi0's pruned prefix")
 
 
 def unsupported(plan) -> str | None:
     """Why pi0's prefix cannot run a plan (None: it can)."""
-    if plan.reuse is not None or any(stage.frames for stage in plan.stages):
-        return "pi0 has no cross-query key/value reuse (VLA-Cache's plan); prune with a deleting pruner"
-    if plan.renumber_positions:
-        return ("pi0's pruned prefix keeps the original position ids (the suffix's positions follow the full "
-                "prefix); renumbered positions are not implemented for it: use positions=original")
-    return None
+    return OFFERS.refusal(plan)
 
 
 def prefill(model: Pi0, embeds: torch.Tensor, valid: torch.Tensor, image_masks: torch.Tensor,
             pruners: Sequence[Pruner]) -> Pi0Query:
     """The prefix pass of a batch [B, P, w] (`Pi0.embed_prefix`'s outputs) with each sample's pruner."""
     B, P = valid.shape
-    pruners = check_pruners(pruners, B)
+    pruners = check_pruners(pruners, B, OFFERS)
     cameras = image_masks.to(torch.bool).cpu()
     if not (cameras == cameras[0]).all():
         raise ValueError("every sample of a pruned batch needs the same valid cameras")
@@ -103,7 +93,7 @@ def prefill(model: Pi0, embeds: torch.Tensor, valid: torch.Tensor, image_masks: 
         image[start:start + n] = i
     full = TokenSet(torch.arange(P, device=valid.device), image, torch.zeros(P, dtype=torch.bool, device=valid.device))
     query = Pi0Query(pruners, PrefixCache(offset=valid.sum(dim=1)), [], [QueryTrace(sum(layout_tokens))
-                     for _ in range(B)], starts)
+                     for _ in range(B)], starts, [ActionAttention() for _ in range(B)])
     if not has_work(query.plan):  # the dense model, computed as Pi0.run_prefix computes it
         query.cache, _ = model.run_prefix(embeds, valid)
         query.layer_rows = [[full] * B] * depth
@@ -141,12 +131,12 @@ def _pruned_prefix(model: Pi0, query: Pi0Query, embeds: torch.Tensor, valid: tor
             trace.selections.append(selection)
         start = stage.layer + 1
         if not all(s.is_dense for s in selections):
-            kept = [(rows[b], hidden[b, :len(rows[b])]) if s.is_dense  # a dense choice keeps its rows as they are
+            kept = [(hidden[b, :len(rows[b])], rows[b]) if s.is_dense  # a dense choice keeps its rows as they are
                     else gather(rows[b], hidden[b, :len(rows[b])], s, query.image_starts)
                     for b, s in enumerate(selections)]
-            rows = [r for r, _ in kept]
+            rows = [r for _, r in kept]
             width = max(len(r) for r in rows)
-            hidden = torch.stack([torch.nn.functional.pad(h, (0, 0, 0, width - len(h))) for _, h in kept])
+            hidden = torch.stack([torch.nn.functional.pad(h, (0, 0, 0, width - len(h))) for h, _ in kept])
     run(model.config.vlm.depth)
 
 
@@ -155,47 +145,22 @@ def padded(index: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def stage_inputs(index: int, stage: Stage, b: int, rows: TokenSet, probs: torch.Tensor | None,
-                 embeds: torch.Tensor, valid: torch.Tensor, hidden: torch.Tensor, images: int) -> StageInputs:
+                 embeds: torch.Tensor, valid: torch.Tensor, hidden: torch.Tensor | None, images: int) -> StageInputs:
     """What sample b's pruner sees at a stage, from its own rows (never the batch's padding)."""
     visual = [rows.visual_rows(i) for i in range(images)]
     row_valid = valid[b, rows.position]
     language = torch.nonzero((rows.image == -1) & row_valid).flatten()
-    one = StageInputs(stage=index)
+    attention = None
     if stage.rows is not None:
         queries = {"last": language[-1:], "text": language, "prefill": torch.nonzero(row_valid).flatten()}[stage.rows]
-        attention = probs[b][:, queries].float().mean(0)  # heads averaged: [R, keys]
-        if stage.rows != "text":
-            attention = attention.mean(0, keepdim=True)
-        one.attention = [attention[:, v] for v in visual]
-    if stage.visual_embeddings:
-        one.visual_embeddings = [embeds[b, rows.position[v]] for v in visual]
-    if stage.text_embeddings:
-        one.text_embeddings = embeds[b, rows.position[language]]
-    if stage.hidden_states:
-        one.hidden_states = [hidden[b, v] for v in visual]
-    return one
-
-
-def gather(rows: TokenSet, hidden: torch.Tensor, selection: Selection,
-           image_starts: list[int]) -> tuple[TokenSet, torch.Tensor]:
-    """One sample's rows [n, w] after a selection: its language rows and each camera's kept rows (the empty
-    camera's rows go); merged tokens right after their camera's kept rows, at their origin's position."""
-    keep = rows.image == -1
-    for i, kept in enumerate(selection.kept):
-        keep[rows.visual_rows(i)[kept.to(keep.device)]] = True
-    chosen = torch.nonzero(keep).flatten()
-    hidden, rows = hidden[chosen], rows.select(chosen)
-    for i, merged in enumerate(selection.merged or []):
-        after = int((rows.image == i).nonzero().max()) + 1 if (rows.image == i).any() else \
-            int((rows.position < image_starts[i]).sum())
-        hidden = torch.cat([hidden[:after], merged.features.to(hidden.dtype), hidden[after:]])
-        rows = rows.insert(after, image_starts[i] + merged.origin.to(rows.position.device), image=i)
-    return rows, hidden
+        attention = row_attention(probs[b][:, queries].float().mean(0), stage.rows)  # heads averaged
+    return protocol_stage_inputs(index, stage, visual, attention, embeds[b], rows, rows.position[language],
+                                 None if hidden is None else hidden[b])
 
 
 def integrate(model: Pi0, query: Pi0Query, state: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """`Pi0.integrate` over the query's (pruned) cache; with action layers in the plan, each step's action rows'
-    attention to the prefix keys is summed into `query.action_sums`."""
+    attention to the prefix keys is summed into each sample's `query.actions`."""
     layers = query.plan.action_layers
     chunk = model.config.chunk_size
 
@@ -203,12 +168,8 @@ def integrate(model: Pi0, query: Pi0Query, state: torch.Tensor, noise: torch.Ten
         def probe(probs: torch.Tensor) -> None:
             keys = query.cache.keys[layer].shape[2]
             total = probs[:, :, -chunk:, :keys].mean(1).sum(1)  # [B, keys]
-            if layer in query.action_sums:
-                query.action_sums[layer].add_(total)
-            else:
-                query.action_sums[layer] = total
-            if layer == layers[0]:
-                query.action_rows += chunk * len(layers)
+            for b, action in enumerate(query.actions):
+                action.add(total[b], chunk, query.layer_rows[layer][b], key=layer)
 
         return probe
 
@@ -218,17 +179,7 @@ def integrate(model: Pi0, query: Pi0Query, state: torch.Tensor, noise: torch.Ten
 def action_attention(query: Pi0Query, b: int) -> list[torch.Tensor]:
     """Sample b's action attention per valid camera, in original token order: the mean over heads, action rows,
     action layers and Euler steps, zero where pruned (merged tokens are skipped)."""
-    if not query.action_rows:
-        raise RuntimeError("no action attention was probed in this query")
-    tokens = query.pruners[b].layout.image_tokens
-    device = next(iter(query.action_sums.values())).device
-    means = [torch.zeros(m, device=device) for m in tokens]
-    for layer, total in query.action_sums.items():
-        rows = query.layer_rows[layer][b]
-        for i, start in enumerate(query.image_starts):
-            own = rows.original_visual_rows(i)
-            means[i].index_add_(0, rows.position[own] - start, total[b, own])
-    return [m / query.action_rows for m in means]
+    return query.actions[b].mean(query.images)
 
 
 def finish(query: Pi0Query) -> None:
