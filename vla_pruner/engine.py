@@ -27,17 +27,17 @@ visual tokens are) but not the model class beyond its Llama layer loop (`LlamaLM
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
 from vla_pruner.layout import SequenceLayout, TokenSet
-from vla_pruner.models.llama import KVCache, LlamaLM, Probe, ReuseCache, bidirectional_mask
+from vla_pruner.kv_reuse import Deleting, RowsLeftOut, rows_left_out
+from vla_pruner.models.llama import KVCache, LlamaLM, Probe
 from vla_pruner.protocol import (ActionAttention, Offers, QueryTrace, attention_probs, check_pruners, gather,
                                  has_work, row_attention, stage_inputs)
-from vla_pruner.pruning import (ModelLayout, PrunePlan, Pruner, QueryKV, Selection, Stage, StageInputs, build_pruner,
-                                indices_to_hex)
+from vla_pruner.pruning import ModelLayout, PrunePlan, Pruner, Selection, Stage, StageInputs, build_pruner
 
 OFFERS = Offers("the Llama engine", kv_reuse=True, frames=True, renumbered_positions=True)
 
@@ -82,7 +82,7 @@ class QueryState:
     traces: list[QueryTrace]  # per sample
     actions: list[ActionAttention]  # per sample
     frames: Sequence[Sequence[Any]] | None = None  # per sample, per image: the preprocessed images (plans that ask)
-    reuse: list["ReuseStats"] | None = None  # per sample, KV-reusing plans only
+    left_out: RowsLeftOut = field(default_factory=Deleting)  # what happens to the rows a stage leaves out
 
     @property
     def plan(self) -> PrunePlan:
@@ -125,15 +125,6 @@ class QueryState:
         return self.groups[0].hidden
 
 
-@dataclass
-class ReuseStats:
-    """One sample's attention statistics of a KV-reusing query (`QueryKV`'s), on the device until `finish`."""
-
-    reusing: bool  # whether the query reuses the previous query's keys/values (the episode's first does not)
-    entropy: dict[int, torch.Tensor] = field(default_factory=dict)  # by layer, 0-d
-    text_attention: list[torch.Tensor] = field(default_factory=list)  # per image [M_i]
-
-
 class PruningEngine:
     """Runs one model's LLM: `prefill`, then `decode` (OpenVLA) and `finish` per query, with its own pruner
     (batch 1) or one pruner per sample."""
@@ -172,8 +163,7 @@ class PruningEngine:
         (original order; merged tokens after their image's kept rows) and, if the layout decodes, its first
         greedy token. `pruners`: one per sample (None: the engine's pruner, batch 1 unless its plan is empty).
         `frames`: per sample, its preprocessed images (uint8 [H, W, 3] each), for plans whose stages ask.
-        A KV-reusing plan (VLA-Cache) runs every layer over all positions as keys, rows its stages leave out
-        taking the keys/values of the pruner's previous query."""
+        Rows a stage leaves out are deleted, or kept as keys under a KV-reuse plan (`vla_pruner.kv_reuse`)."""
         batch, length = inputs_embeds.shape[:2]
         if length != layout.length:
             raise ValueError(f"prefill takes sequences of {layout.length} tokens, got {tuple(inputs_embeds.shape)}")
@@ -182,51 +172,38 @@ class PruningEngine:
         if any(stage.frames for stage in plan.stages) and (frames is None or len(frames) != batch):
             raise ValueError(f"this pruner's plan needs the images of each of the {batch} samples: "
                              f"prefill(..., frames=[per sample, per image uint8 arrays])")
-        if plan.reuse is not None and plan.reuse.bidirectional:
-            layout = replace(layout, causal=False)
+        left_out = rows_left_out(plan.reuse, pruners)
+        layout = left_out.layout(layout)
         full = TokenSet.full(layout, inputs_embeds.device)
         visual_tokens = sum(s.stop - s.start for s in layout.visual)
-        cache = ReuseCache(self.num_layers, length) if plan.reuse is not None else KVCache(self.num_layers)
+        cache = left_out.cache(self.num_layers, length)
         state = QueryState(layout, pruners, [Group(list(range(batch)), [full] * batch, inputs_embeds, cache)],
                            [QueryTrace(visual_tokens) for _ in range(batch)], [ActionAttention() for _ in range(batch)],
-                           frames)
-        if plan.reuse is not None:
-            state.reuse = [ReuseStats(p.stored_query() is not None) for p in pruners]
+                           frames, left_out)
         start = 0
         for index, stage in enumerate(state.plan.stages):
             state.groups = [part for group in state.groups
                             for part in self._stage(state, group, index, stage, start, inputs_embeds)]
             start = stage.layer + 1
         for group in state.groups:
-            self._segment(layout, group, start, self.num_layers, self._prefill_probes(state, group),
-                          plan.renumber_positions)
+            self._segment(state, group, start, self.num_layers, self._prefill_probes(state, group))
             if layout.decodes:
                 group.next_token = self.lm.logits(group.hidden[:, -1:]).argmax(-1)
             for j, sample in enumerate(group.samples):
                 trace = state.traces[sample]
                 trace.prefill_tokens = [len(rows[j]) for rows in group.layer_tokens]
                 trace.kept_visual = int((group.tokens[j].image >= 0).sum())
-                if plan.reuse is not None:
-                    trace.prefill_keys = [length] * self.num_layers
-                    trace.reused_mask = [reused_mask(group.tokens[j], s) for s in layout.visual]
+                left_out.record(trace, group.tokens[j], layout, self.num_layers)
         return state
 
-    def _segment(self, layout: SequenceLayout, group: Group, start: int, stop: int,
-                 probes: dict[int, Probe], renumber: bool = False) -> None:
-        """Layers start..stop-1 on the group's rows, each sample at its own positions (a KV-reusing group with
-        fewer rows than positions: its rows against every position's key, in position order; `renumber`: at
-        0..n-1 whatever their original positions)."""
+    def _segment(self, state: QueryState, group: Group, start: int, stop: int, probes: dict[int, Probe]) -> None:
+        """Layers start..stop-1 on the group's rows, each sample at its own positions (masked as the left-out rows'
+        treatment says; a renumbering plan: at 0..n-1 whatever their original positions)."""
         group.layer_tokens.extend([group.tokens] * (stop - start))
         positions = torch.stack([rows.position for rows in group.tokens])
-        rows, device = len(group.structure), group.hidden.device
-        if isinstance(group.cache, ReuseCache) and rows < layout.length:
-            group.cache.rows = positions
-            mask = (reuse_visible(layout, positions)[:, None] if layout.causal
-                    else torch.ones(1, 1, rows, layout.length, dtype=torch.bool, device=device))
-        else:
-            mask = None if layout.causal else bidirectional_mask(rows, device)
-        if renumber:
-            positions = torch.arange(rows, device=device).expand_as(positions)
+        mask = state.left_out.mask(state.layout, group, positions)
+        if state.plan.renumber_positions:
+            positions = torch.arange(len(group.structure), device=group.hidden.device).expand_as(positions)
         group.hidden = self.lm.run_layers(group.hidden, positions, group.cache, mask, start, stop, probes)
 
     def _stage(self, state: QueryState, group: Group, index: int, stage: Stage, start: int,
@@ -240,7 +217,7 @@ class PruningEngine:
 
         probes = self._prefill_probes(state, group)
         probes[stage.layer] = _chain(probes.get(stage.layer), see)
-        self._segment(state.layout, group, start, stage.layer + 1, probes, state.plan.renumber_positions)
+        self._segment(state, group, start, stage.layer + 1, probes)
         inputs = self._stage_inputs(state, group, index, stage, seen, inputs_embeds)
         selections = [state.pruners[sample].select(x) for sample, x in zip(group.samples, inputs)]
         for sample, selection in zip(group.samples, selections):
@@ -248,20 +225,8 @@ class PruningEngine:
         if all(s.is_dense for s in selections):
             return [group]
         groups = self._regroup(state.layout, group, selections)
-        if state.reuse is not None:
-            for part in groups:
-                self._give_reused_kv(state, part)
+        state.left_out.after_stage(groups, state.pruners, self.num_layers, state.layout.length)
         return groups
-
-    def _give_reused_kv(self, state: QueryState, group: Group) -> None:
-        """A group that first runs fewer rows than positions takes its samples' stored keys/values (stacked)."""
-        if len(group.structure) == state.layout.length or group.cache.base is not None:
-            return
-        stored = [state.pruners[sample].stored_query() for sample in group.samples]
-        if any(q is None for q in stored):
-            raise RuntimeError("a KV-reusing pruner left rows out of a query with no stored previous query")
-        group.cache.base = tuple([torch.stack([getattr(q, part)[layer] for q in stored])
-                                  for layer in range(self.num_layers)] for part in ("keys", "values"))
 
     def _stage_inputs(self, state: QueryState, group: Group, index: int, stage: Stage, seen: dict[str, Any],
                       inputs_embeds: torch.Tensor) -> list[StageInputs]:
@@ -300,38 +265,12 @@ class PruningEngine:
 
     # --- probes -----------------------------------------------------------------------------------------
     def _prefill_probes(self, state: QueryState, group: Group) -> dict[int, Probe]:
-        """The probes of the prefill segment the group is about to run: action attention, KV-reuse statistics."""
+        """The probes of the prefill segment the group is about to run: action attention, and what the left-out
+        rows' treatment measures."""
         probes = self._prefill_action_probes(state, group)
-        for layer, probe in self._reuse_probes(state, group).items():
+        for layer, probe in state.left_out.probes(state.layout, group, self.num_layers).items():
             probes[layer] = _chain(probes.get(layer), probe)
         return probes
-
-    def _reuse_probes(self, state: QueryState, group: Group) -> dict[int, Probe]:
-        """For a KV-reusing plan, at every layer: the mean entropy of the head-averaged attention of the rows the
-        layer runs; at its attention layer also the text rows' attention to each image (`QueryKV`). Keys are every
-        position in order (reused ones included), so a key's index is its position."""
-        if state.reuse is None:
-            return {}
-        layout, structure = state.layout, group.structure
-        positions = torch.stack([rows.position for rows in group.tokens])
-        visible = reuse_visible(layout, positions)[:, None] if layout.causal else None
-        text = structure.rows_in(layout.text)
-        attention_layer = state.plan.reuse.attention_layer
-
-        def probe_at(layer: int) -> Probe:
-            def probe(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> None:
-                probs = attention_probs(query, keys, scaling, visible)  # [b, rows, S]
-                entropy = attention_entropy(probs)
-                text_attention = probs[:, text].mean(1) if layer == attention_layer else None
-                for j, sample in enumerate(group.samples):
-                    stats = state.reuse[sample]
-                    stats.entropy[layer] = entropy[j]
-                    if text_attention is not None:
-                        stats.text_attention = [text_attention[j, s] for s in layout.visual]
-
-            return probe
-
-        return {layer: probe_at(layer) for layer in range(self.num_layers)}
 
     # --- action attention -------------------------------------------------------------------------------
     def _prefill_action_probes(self, state: QueryState, group: Group) -> dict[int, Probe]:
@@ -374,10 +313,7 @@ class PruningEngine:
         if group.next_token is None:
             raise ValueError("this query's layout does not decode (its prefill gave no first token)")
         tokens, probes = [group.next_token], self._decode_action_probes(state, group)
-        # the released VLA-Cache decodes a reusing query at RoPE position 0
-        at_zero = state.reuse is not None and state.plan.reuse.decode_at_zero
-        moving = torch.tensor([[0 if at_zero and state.reuse[sample].reusing else 1] for sample in group.samples],
-                              device=group.next_token.device)
+        moving = state.left_out.decode_moving(group)
         start = len(group.structure) if state.plan.renumber_positions else state.layout.length
         for step in range(n_tokens - 1):
             position = moving * (start + step)
@@ -387,43 +323,12 @@ class PruningEngine:
 
     def finish(self, state: QueryState) -> None:
         """Hand each sample's action attention (mean over heads, action queries and action layers; original
-        visual order, zero where pruned) to that sample's pruner's history; a KV-reusing pruner gets the
-        query's prompt keys/values and attention statistics (`QueryKV`)."""
+        visual order, zero where pruned) to that sample's pruner's history; then the left-out rows' treatment
+        closes the query (KV reuse: each pruner keeps its keys/values)."""
         for pruner, action in zip(state.pruners, state.actions):
             if pruner.plan.action_layers:
                 pruner.observe(action.mean(state.layout.visual))
-        if state.reuse is None:
-            return
-        length = state.layout.length
-        for group in state.groups:
-            for j, sample in enumerate(group.samples):
-                stats = state.reuse[sample]
-                state.pruners[sample].keep_query(QueryKV(
-                    keys=[k[j, :, :length].clone() for k in group.cache.keys],
-                    values=[v[j, :, :length].clone() for v in group.cache.values],
-                    entropy=torch.stack([stats.entropy[layer] for layer in range(self.num_layers)]),
-                    text_attention=stats.text_attention))
-
-
-def reused_mask(tokens: TokenSet, visual: slice) -> str:
-    """Hex bitmask (bit j = visual token j) of an image's tokens missing from a KV-reusing group's rows."""
-    n = visual.stop - visual.start
-    reused = torch.ones(n, dtype=torch.bool)
-    inside = (tokens.position >= visual.start) & (tokens.position < visual.stop)
-    reused[(tokens.position[inside] - visual.start).cpu()] = False
-    return indices_to_hex(torch.nonzero(reused).flatten(), n)
-
-
-def reuse_visible(layout: SequenceLayout, positions: torch.Tensor) -> torch.Tensor:
-    """[B, n, S] causal visibility of every position's key from rows at `positions` [B, n]."""
-    return torch.arange(layout.length, device=positions.device)[None, None] <= positions[:, :, None]
-
-
-def attention_entropy(probs: torch.Tensor) -> torch.Tensor:
-    """[B] mean over rows of the entropy of head-averaged attention rows [B, R, N] (VLA-Cache's layer score:
-    rows renormalised, 1e-10 inside the log as its code does)."""
-    probs = probs / (probs.sum(-1, keepdim=True) + 1e-10)
-    return -(probs * torch.log(probs + 1e-10)).sum(-1).mean(-1)
+        state.left_out.finish(state.groups, state.pruners, state.layout.length, self.num_layers)
 
 
 def _add_action(state: QueryState, group: Group, probs: torch.Tensor, tokens: list[TokenSet]) -> None:
