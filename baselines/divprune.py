@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vla_pruner.pruning import PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice
+from vla_pruner.pruning import (PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice,
+                                check_prune_layer)
 
 POSITIONS = ("original", "renumbered")
 
@@ -91,10 +92,8 @@ class DivPrune(SingleCutPruner):
 
     def check_layout(self) -> None:
         """K = 0 (before the LLM) is DivPrune's own point, so K ranges over 0..L-1 (the shared check starts at 1)."""
-        k, layers = self.config.prune_layer, self.layout.num_layers
-        if not 0 <= k < layers:
-            raise ValueError(f"prune_layer={k} must be in 0..{layers - 1} for a model with {layers} layers "
-                             "(0 = before the LLM, DivPrune's own point)")
+        check_prune_layer(self.config.prune_layer, self.layout.num_layers, lowest=0,
+                          why=" (0 = before the LLM, DivPrune's own point)")
 
     def make_plan(self) -> PrunePlan:
         if self.config.prune_layer == 0:  # stage layer -1: before layer 0

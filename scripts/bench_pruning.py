@@ -44,7 +44,7 @@ from vla_pruner.engine import PruningEngine
 from vla_pruner.layout import SequenceLayout
 from vla_pruner.models.llama import LlamaLM
 from vla_pruner.models.openvla.model import ACTION_DIM
-from vla_pruner.pruning import ModelLayout, StageInputs
+from vla_pruner.pruning import ModelLayout, StageInputs, check_prune_layer
 
 KEEPS = (0.5, 0.25, 0.125)
 VISUAL = 256
@@ -127,8 +127,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.width % args.heads:
         parser.error(f"--width {args.width} is not a multiple of --heads {args.heads}")
-    if args.prune_layer >= args.layers:
-        parser.error(f"--prune-layer {args.prune_layer} must be in 1..{args.layers - 1} (layers before the cut)")
+    try:
+        check_prune_layer(args.prune_layer, args.layers)
+    except ValueError as error:
+        parser.error(f"--prune-layer: {error}")
     if args.threads:  # torch's, and NumPy's BLAS for the diversity filter's Gram matrix
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)

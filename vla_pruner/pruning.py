@@ -224,11 +224,12 @@ def check_choice(option: str, value: Any, choices: Sequence[Any]) -> None:
 DEFAULT_PRUNE_LAYER = 3  # K, the shared cut: every pruner's default, and every model family's unless its record says
 
 
-def check_prune_layer(prune_layer: int, num_layers: int) -> None:
-    """Layer K must leave a scoring layer (K-1 >= 0) and at least one layer after pruning (K < L)."""
-    if not 1 <= prune_layer < num_layers:
-        raise ValueError(f"prune_layer={prune_layer} must be in 1..{num_layers - 1} "
-                         f"for a model with {num_layers} layers")
+def check_prune_layer(prune_layer: int, num_layers: int, lowest: int = 1, why: str = "") -> None:
+    """The one range check of a cut K: it must leave a scoring layer (K-1 >= 0; `lowest`=0 for a cut before the
+    model) and at least one layer after pruning (K < L). `why` explains a non-default range."""
+    if not lowest <= prune_layer < num_layers:
+        raise ValueError(f"prune_layer={prune_layer} must be in {lowest}..{num_layers - 1} "
+                         f"for a model with {num_layers} layers{why}")
 
 
 def matches_type(value: Any, hint: Any) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Mapping
 
 from vla_pruner.macs import TERA, UNIT, UNIT_NOTE, QueryMacs, layer_macs, stage_schedule
-from vla_pruner.pruning import DEFAULT_PRUNE_LAYER
+from vla_pruner.pruning import DEFAULT_PRUNE_LAYER, check_prune_layer
 from vla_pruner.models.pi0.config import REAL_PI0, Pi0Config
 
 PAPER_FLOPS_RATIO_50 = 60.9  # % of dense at 50% retention (paper Table 4; shared/reference/paper_table4_pi0.csv)
@@ -60,8 +60,7 @@ def prefix_schedule(c: Pi0Config, kept_per_camera: int | None, prune_layer: int,
     dense = dense_prefix(c, empty_rows)
     if kept_per_camera is None:
         return [dense] * c.vlm.depth
-    if not 0 <= prune_layer < c.vlm.depth:
-        raise ValueError(f"prune layer {prune_layer} outside 0..{c.vlm.depth - 1}")
+    check_prune_layer(prune_layer, c.vlm.depth, lowest=0)
     pruned = cameras(c) * kept_per_camera + c.max_token_len
     return [dense] * prune_layer + [pruned] * (c.vlm.depth - prune_layer)
 
