@@ -49,12 +49,13 @@ def run(cfg: DictConfig) -> dict:
 
     with store.lock_tasks(task_ids), InterruptGuard() as guard:
         policy = build_policy(cfg)
-        identity = with_weights(identity, policy.describe())
+        described = policy.describe()
+        identity = with_weights(identity, described)
         store.write_identity(identity)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         restored = store.recover()
         store.want(wanted + [(t, i) for t in expected for i in range(cfg.episodes_per_task)])
-        meta = {"run_dir": str(run_dir), "policy": policy.describe(), "simulator": family.versions(),
+        meta = {"run_dir": str(run_dir), "policy": described, "simulator": family.versions(),
                 "suite": cfg.suite.name, "model_suite": model_suite(cfg.suite.name), "model_choice": cfg.model_choice,
                 "keep": cfg.keep, "seed": cfg.seed}
         summary, records = _publish(store, meta)
