@@ -15,14 +15,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from evaluate.envs.suites import suite_info
+from evaluate.errors import ConfigError  # noqa: F401  (where every check's callers import it from)
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-EPISODES_PER_TASK_MAX = 50  # LIBERO ships 50 init states per task
 SAMPLED_EPISODES_MAX = 100_000  # with placement_seed: placements drawn by the sampler, seeds placement_seed + 0..N-1
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message is meant to be shown to the user as is."""
 
 
 @dataclass
@@ -193,11 +191,10 @@ def validate(cfg: DictConfig, policies: dict) -> None:
     if cfg.placement_seed is not None and not 0 <= cfg.placement_seed < 2**32 - SAMPLED_EPISODES_MAX:
         raise ConfigError(f"placement_seed={cfg.placement_seed} must be in 0..{2**32 - SAMPLED_EPISODES_MAX - 1} "
                           "(episode i seeds LIBERO's placement sampler with placement_seed + i), or null")
-    if cfg.placement_seed is None and not 1 <= cfg.episodes_per_task <= EPISODES_PER_TASK_MAX:
-        raise ConfigError(
-            f"episodes_per_task={cfg.episodes_per_task} must be in 1..{EPISODES_PER_TASK_MAX} "
-            f"(one LIBERO init state per episode)"
-        )
+    init_states = suite_info(cfg.suite.name).init_states
+    if cfg.placement_seed is None and not 1 <= cfg.episodes_per_task <= init_states:
+        raise ConfigError(f"episodes_per_task={cfg.episodes_per_task} must be in 1..{init_states} "
+                          f"(one of {cfg.suite.name}'s {init_states} init states per episode)")
     if cfg.placement_seed is not None and not 1 <= cfg.episodes_per_task <= SAMPLED_EPISODES_MAX:
         raise ConfigError(f"episodes_per_task={cfg.episodes_per_task} must be in 1..{SAMPLED_EPISODES_MAX} "
                           f"(placements drawn from seeds placement_seed + 0..N-1)")

@@ -27,12 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evaluate.arguments import CommandParser, at_least  # noqa: E402
-from evaluate.config import EPISODES_PER_TASK_MAX  # noqa: E402
+from evaluate.envs.suites import suite_info  # noqa: E402
 
 POLICIES = {
     "noop": ["policy=noop"],
     "openvla_tiny + VLA-Pruner 0.25": ["policy=vla", "model=openvla_tiny", "pruner=vla", "keep=0.25"],
 }
+INIT_STATES = suite_info("libero_object").init_states  # the benchmark's task: episode i starts from init state i
 KINDS = {"whole": "episodes_per_hour", "sustained": "sustained_episodes_per_hour"}
 
 
@@ -48,13 +49,13 @@ def run(overrides: list[str], num_envs: int, root: Path) -> dict:
 
 def main() -> None:
     parser = CommandParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=at_least(1), default=8, help=f"1..{EPISODES_PER_TASK_MAX} (init states)")
+    parser.add_argument("--episodes", type=at_least(1), default=8, help=f"1..{INIT_STATES} (init states)")
     parser.add_argument("--max-steps", type=at_least(1), default=40)
     parser.add_argument("--num-envs", type=at_least(2), nargs="+", default=[2], help="worker counts to compare with 1")
     parser.add_argument("--rounds", type=at_least(1), default=1)
     args = parser.parse_args()
-    if args.episodes > EPISODES_PER_TASK_MAX:
-        parser.error(f"--episodes {args.episodes} is more than the {EPISODES_PER_TASK_MAX} init states of a task")
+    if args.episodes > INIT_STATES:
+        parser.error(f"--episodes {args.episodes} is more than the {INIT_STATES} init states of a task")
     if 2 not in args.num_envs:
         parser.error("--num-envs must include 2 (the last line compares num_envs=2 with 1)")
     common = ["suite=libero_object", "tasks=[0]", f"episodes_per_task={args.episodes}",

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from evaluate.analysis.labels import SUITE_COLUMNS
-from evaluate.config import CONFIG_DIR, ConfigError
+from evaluate.config import CONFIG_DIR, ConfigError, validate
 from evaluate.envs import suites
 from evaluate.envs.base import PRIMARY, WRIST, Observation, SuiteFamily, Task
 from evaluate.envs.libero import observation
 from evaluate.envs.suites import SUITES, Suite, suite_info
+from evaluate.policies import POLICIES
 from vla_pruner.models.preprocess import model_image
 from tests.conftest import REPO, composed, episode_records
 from vla_pruner.models.preprocess import libero_image
@@ -111,6 +112,11 @@ def test_a_new_suite_family_is_a_module_not_an_edit(tmp_path, monkeypatch):
 
     monkeypatch.setattr(suites, "SUITES", (*SUITES, Suite("counting", "counting", tasks=2, column="count")))
     monkeypatch.setitem(suites.FAMILIES, "counting", __name__)  # this module: its FAMILY above
+    monkeypatch.setitem(suites.INIT_STATES, "counting", 60)  # more than LIBERO's 50: the family's count decides
+    more = ["policy=noop", "suite.name=counting", f"output_root={tmp_path}"]
+    validate(composed(*more, "episodes_per_task=60"), POLICIES)
+    with pytest.raises(ConfigError, match=r"^episodes_per_task=61 must be in 1\.\.60 \(one of counting's 60 init "):
+        validate(composed(*more, "episodes_per_task=61"), POLICIES)
     cfg = composed("policy=noop", "suite.name=counting", "suite.max_steps=10", "episodes_per_task=2", "video=true",
                    f"output_root={tmp_path}")
     summary = run(cfg)

