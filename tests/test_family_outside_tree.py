@@ -1,5 +1,14 @@
-"""A model family defined outside the project (here, in this test module) runs through the FLOPs command and the
-run's pre-flight check with no edit of the harness: its record is all the project reads (issue 28)."""
+"""A model family defined outside the project runs through the FLOPs command and a run with no edit of the harness:
+its record is all the project reads (issue 28). In-process (the record registered from this module), and as an
+installed package would ship it: a directory on PYTHONPATH holding the family's module and model YAML, its
+entry point (`vla_pruner.model_families`) and a Hydra search-path plugin, run through the real CLIs."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
 from evaluate import flops
@@ -11,7 +20,7 @@ from vla_pruner.models.openvla.action_tokenizer import select_action_stats
 from vla_pruner.models.openvla.config import OFFICIAL_OPENVLA_CONFIG
 from vla_pruner.models.openvla.cost import openvla_cost
 from vla_pruner.models.openvla.tiny_configs import TINY_CONFIG
-from tests.conftest import composed
+from tests.conftest import REPO, composed
 
 # An OpenVLA-architecture family that reads and decodes as OpenVLA does (so it names OpenVLA's policy adapter),
 # with its own cut: its record says K = 2, which no harness table knows.
@@ -51,3 +60,80 @@ def test_an_unregistered_family_is_refused_in_one_line(capsys):
     with pytest.raises(SystemExit, match="error: model 'toy_tiny' has family 'toy_vla'; known: openvla, "
                                          "openvla_oft, pi0"):
         flops.main([*TOY_MODEL, "pruner=fastv", "keep=0.25"])
+
+
+# ------------------------------------------------------------------ the same family as an installed package ships it
+
+PACKAGE = {
+    "toy_family/__init__.py": """
+        from vla_pruner.families import ModelFamily
+        from vla_pruner.models.openvla.action_tokenizer import select_action_stats
+        from vla_pruner.models.openvla.config import OFFICIAL_OPENVLA_CONFIG
+        from vla_pruner.models.openvla.cost import openvla_cost
+        from vla_pruner.models.openvla.tiny_configs import TINY_CONFIG
+
+        FAMILY = ModelFamily(
+            name="toy_vla", num_images=1, decode_steps=6, prefill_logit_rows=1, extra_tokens=0, part_files=(),
+            default_unnorm_key=lambda suite: suite, select_stats=select_action_stats,
+            tiny_norm_stats=lambda: TINY_CONFIG["norm_stats"], official_config=lambda: OFFICIAL_OPENVLA_CONFIG,
+            tiny_config=lambda: TINY_CONFIG, cost=openvla_cost, policy="openvla", pruner_defaults={"prune_layer": 2},
+        )
+        """,
+    "toy_family/conf/model/toy_tiny.yaml": """
+        name: toy_tiny
+        family: toy_vla
+        note: "a family from outside the project (tests/test_family_outside_tree.py)"
+        checkpoint: null
+        checkpoints: {}
+        build_seed: 0
+        unnorm_key: null
+        dtype: auto
+        """,
+    "hydra_plugins/toy_family_searchpath/__init__.py": """
+        from pathlib import Path
+
+        from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+
+        class ToyFamilySearchPath(SearchPathPlugin):
+            def manipulate_search_path(self, search_path):
+                search_path.append("toy_family", "file://" + str(Path(__file__).parents[2] / "toy_family" / "conf"))
+        """,
+    "toy_family-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: toy-family\nVersion: 0.1\n",
+    "toy_family-0.1.dist-info/entry_points.txt": "[vla_pruner.model_families]\ntoy_vla = toy_family:FAMILY\n",
+}
+
+
+def installed(root: Path) -> dict:
+    """The package written under `root`, and the environment of a command that has it installed."""
+    for name, text in PACKAGE.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)]),
+            "VLA_PRUNER_CACHE": str(root / "cache"), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+
+
+def command(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.mark.sim
+def test_an_installed_family_runs_through_the_cli_and_the_flops_command(tmp_path):
+    env = installed(tmp_path / "site")
+    flops_out = command(env, "evaluate.flops", "model=toy_tiny", "pruner=fastv", "keep=0.25")
+    assert flops_out.returncode == 0, flops_out.stderr[-2000:]
+    assert "cut before layer K=2, 99 tokens from there" in flops_out.stdout  # the record's own K
+    refused = command(env, "evaluate", "model=toy_tinny")
+    assert refused.returncode != 0 and "valid choices: openvla, openvla_oft" in refused.stderr
+    assert "toy_tiny" in refused.stderr.splitlines()[-1]  # its YAML is one of the model options
+    run = command(env, "evaluate", "model=toy_tiny", "pruner=vla", "keep=0.25", "tasks=[0]", "episodes_per_task=1",
+                  "suite.max_steps=12", f"output_root={tmp_path / 'runs'}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    [summary_path] = (tmp_path / "runs").rglob("summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary_path.relative_to(tmp_path / "runs").parts[:3] == ("toy_tiny", "libero_object", "vla-keep0.25")
+    assert summary["complete"] and summary["episodes"] == 1
+    config = (summary_path.parent / "config.yaml").read_text()
+    assert "family: toy_vla" in config and "prune_layer: 2" in config

@@ -3,13 +3,16 @@
 The policies (checkpoint checks, statistics, pruner layout), the FLOPs counter (its cost: architecture without
 weights and MACs), the pruner options' per-model defaults and the report all read a family's `ModelFamily`, so a
 new family is one package `vla_pruner/models/<family>/` holding its record (`family.py`) plus its model YAML, not
-edits in a handful of tables. Built-in families are listed by name here and imported on first use;
-`register_family` adds one defined elsewhere (a test module, a plugin).
+edits in a handful of tables. Built-in families are listed by name here and imported on first use; another
+package declares its families as entry points (group `vla_pruner.model_families`, "module:ATTRIBUTE" of a
+`ModelFamily`) and ships its model YAML through a Hydra search-path plugin; `register_family` adds one defined in
+the running process (a test module).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import import_module
+from functools import lru_cache
+from importlib import import_module, metadata
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -73,25 +76,38 @@ class ModelFamily:
 
 
 _BUILT_IN = {name: f"vla_pruner.models.{name}.family:FAMILY" for name in ("openvla", "openvla_oft", "pi0")}
+ENTRY_POINT_GROUP = "vla_pruner.model_families"
 _REGISTERED: dict[str, ModelFamily] = {}
 
 
+@lru_cache(maxsize=1)
+def _declared() -> dict[str, str]:
+    """name -> "module:ATTRIBUTE": the built-in families, then those installed packages declare."""
+    declared = dict(_BUILT_IN)
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        declared.setdefault(entry.name, entry.value)
+    return declared
+
+
 def register_family(family: ModelFamily) -> ModelFamily:
-    if family.name in _BUILT_IN or family.name in _REGISTERED:
+    if family.name in _declared() or family.name in _REGISTERED:
         raise ValueError(f"model family {family.name!r} registered twice")
     _REGISTERED[family.name] = family
     return family
 
 
 def family_names() -> list[str]:
-    return [*_BUILT_IN, *_REGISTERED]
+    return [*_declared(), *_REGISTERED]
 
 
 def model_family(name: str | None) -> ModelFamily:
     """The record of family `name`; ValueError naming the known families otherwise."""
     if name in _REGISTERED:
         return _REGISTERED[name]
-    if name not in _BUILT_IN:
+    if name not in _declared():
         raise ValueError(f"unknown model family {name!r}; known: {', '.join(family_names())}")
-    module, attribute = _BUILT_IN[name].split(":")
-    return getattr(import_module(module), attribute)
+    module, _, attribute = _declared()[name].partition(":")
+    family = getattr(import_module(module), attribute)
+    if family.name != name:
+        raise ValueError(f"model family {name!r} is declared as {_declared()[name]}, whose name is {family.name!r}")
+    return family
