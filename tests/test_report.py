@@ -174,3 +174,19 @@ def test_headline_flops_of_vla_pruner_equal_fastv_at_the_same_keep(tmp_path):
     table = method_table(load_runs([tmp_path])).set_index("method")
     assert table.loc["VLA-Pruner", "prefill_tmacs"] == table.loc["FastV", "prefill_tmacs"]
     assert table.loc["VLA-Pruner", "kept_visual"] == table.loc["FastV", "kept_visual"] == 64
+
+
+def test_the_flops_axis_reads_in_g_for_a_small_model(runs, tmp_path, monkeypatch):
+    """A 7B model's prefill is about 1.9 T; the trained small model's 0.0017 T would print as run-together decimals."""
+    from evaluate.analysis import plots
+
+    labels = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out, stem: labels.append(
+        (fig.axes[0].get_xlabel(), fig.axes[0].get_xlim()[1])) or [])
+    per_suite = plots.with_series(suite_table(load_runs([runs])))
+    small = per_suite.assign(prefill_tmacs_mean=per_suite.prefill_tmacs_mean / 1000)
+    for table in (per_suite, small):
+        plots.success_vs_cost(table, "openvla", "cuda", "flops", tmp_path, plots.palette(table))
+    (big_label, big_max), (small_label, small_max) = labels
+    assert big_label.startswith("LLM prefill FLOPs (T,") and small_label.startswith("LLM prefill FLOPs (G,")
+    assert small_max == pytest.approx(big_max)  # the same numbers, in G
