@@ -13,10 +13,11 @@ SETTINGS = {("none", 1.0): (8, 0.0), ("vla", 0.5): (7, 0.01), ("fastv", 0.5): (6
 
 
 def fidelity_csv(path, settings=SETTINGS, model="openvla", suite="libero_spatial"):
-    rows = [{"pruner": p, "keep": k, "queries": 40, "action_l1": l1, "gripper_agreement": 1 - l1, "model": model,
-             "suite": suite} for (p, k), (_, l1) in settings.items()]
-    rows.append({"pruner": "random", "keep": 0.5, "queries": 40, "action_l1": 0.2, "gripper_agreement": 0.5,
-                 "model": model, "suite": suite})  # no closed-loop run: left out
+    shared = {"model": model, "suite": suite, "episodes": 3}
+    rows = [{"pruner": p, "keep": k, "method": "(the fidelity table's)", "queries": 40, "action_l1": l1,
+             "gripper_agreement": 1 - l1, **shared} for (p, k), (_, l1) in settings.items()]
+    rows.append({"pruner": "random", "keep": 0.5, "method": "Random", "queries": 40, "action_l1": 0.2,
+                 "gripper_agreement": 0.5, **shared})  # no closed-loop run: left out
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
@@ -37,6 +38,7 @@ def test_rank_correlation_and_scatter(runs, tmp_path):
     assert rho == pytest.approx(-1.0)  # more L1, less success, at every setting
     assert sorted(zip(table.pruner, table.keep)) == sorted(SETTINGS)
     assert table.set_index(["pruner", "keep"]).loc[("fastv", 0.25), "sr"] == pytest.approx(100 * 3 / 8)
+    assert set(table.episodes) == {8} and "(the fidelity table's)" not in set(table.method)  # the runs' columns
     assert {p.name for p in paths} >= {"fidelity_vs_success.csv", "fidelity_vs_success.md", "fidelity_vs_success.png"}
     assert "Spearman rho = -1.000 over 5 settings" in (tmp_path / "out" / "fidelity_vs_success.md").read_text()
     rho, _, _ = fidelity_vs_success(csv, [str(runs)], tmp_path / "out", measure="gripper_agreement")

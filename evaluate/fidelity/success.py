@@ -59,7 +59,9 @@ def match(fidelity: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"{len(doubled[(doubled[keys] == first[keys]).all(axis=1)])} different closed-loop "
                          f"experiments for {first.model} {first.pruner} keep {first.keep} on {first.suite} (other "
                          "options, step limits or checkpoints); pass the run directories of one per setting")
-    return fidelity.drop(columns="method", errors="ignore").merge(runs, on=keys, how="inner")
+    # columns both sides have (method; episodes, which in fidelity.csv counts demos replayed): the runs' are reported
+    shared = [c for c in fidelity if c in runs and c not in keys]
+    return fidelity.drop(columns=shared).merge(runs, on=keys, how="inner")
 
 
 def scatter(table: pd.DataFrame, measure: str, rho: float, out_dir: Path) -> list[Path]:
@@ -88,7 +90,7 @@ def fidelity_vs_success(fidelity_csv: Path, run_paths: list[str], out_dir: Path,
     """rho, the matched table and the files written."""
     fidelity = pd.read_csv(fidelity_csv)
     if measure not in fidelity:
-        numeric = [c for c in fidelity.select_dtypes("number") if c != "keep"]
+        numeric = [c for c in fidelity.select_dtypes("number") if c not in ("keep", "episodes")]
         raise ValueError(f"{fidelity_csv} has no column '{measure}'; valid measures: {', '.join(numeric)}")
     table = match(fidelity, closed_loop(load_runs_for_cli(run_paths)))
     if table.empty:
