@@ -128,9 +128,9 @@ def main() -> None:
     if args.width % args.heads:
         parser.error(f"--width {args.width} is not a multiple of --heads {args.heads}")
     try:
-        check_prune_layer(args.prune_layer, args.layers)
+        check_prune_layer(args.prune_layer, args.layers, option="--prune-layer ")
     except ValueError as error:
-        parser.error(f"--prune-layer: {error}")
+        parser.error(str(error))
     if args.threads:  # torch's, and NumPy's BLAS for the diversity filter's Gram matrix
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)

@@ -224,11 +224,13 @@ def check_choice(option: str, value: Any, choices: Sequence[Any]) -> None:
 DEFAULT_PRUNE_LAYER = 3  # K, the shared cut: every pruner's default, and every model family's unless its record says
 
 
-def check_prune_layer(prune_layer: int, num_layers: int, lowest: int = 1, why: str = "") -> None:
+def check_prune_layer(prune_layer: int, num_layers: int, lowest: int = 1, why: str = "",
+                      option: str = "prune_layer=") -> None:
     """The one range check of a cut K: it must leave a scoring layer (K-1 >= 0; `lowest`=0 for a cut before the
-    model) and at least one layer after pruning (K < L). `why` explains a non-default range."""
+    model) and at least one layer after pruning (K < L). `why` explains a non-default range; `option` is how the
+    caller's user spells the setting."""
     if not lowest <= prune_layer < num_layers:
-        raise ValueError(f"prune_layer={prune_layer} must be in {lowest}..{num_layers - 1} "
+        raise ValueError(f"{option}{prune_layer} must be in {lowest}..{num_layers - 1} "
                          f"for a model with {num_layers} layers{why}")
 
 
