@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import import_module, metadata
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from vla_pruner.entry_points import load_declared, with_entry_points
 from vla_pruner.pruning import DEFAULT_PRUNE_LAYER, ModelLayout
 
 if TYPE_CHECKING:
@@ -83,10 +83,7 @@ _REGISTERED: dict[str, ModelFamily] = {}
 @lru_cache(maxsize=1)
 def _declared() -> dict[str, str]:
     """name -> "module:ATTRIBUTE": the built-in families, then those installed packages declare."""
-    declared = dict(_BUILT_IN)
-    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        declared.setdefault(entry.name, entry.value)
-    return declared
+    return with_entry_points(_BUILT_IN, ENTRY_POINT_GROUP)
 
 
 def register_family(family: ModelFamily) -> ModelFamily:
@@ -106,8 +103,4 @@ def model_family(name: str | None) -> ModelFamily:
         return _REGISTERED[name]
     if name not in _declared():
         raise ValueError(f"unknown model family {name!r}; known: {', '.join(family_names())}")
-    module, _, attribute = _declared()[name].partition(":")
-    family = getattr(import_module(module), attribute)
-    if family.name != name:
-        raise ValueError(f"model family {name!r} is declared as {_declared()[name]}, whose name is {family.name!r}")
-    return family
+    return load_declared("model family", name, _declared()[name])

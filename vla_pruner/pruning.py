@@ -33,11 +33,12 @@ import time
 import types
 import typing
 from dataclasses import dataclass
-from importlib import import_module, metadata
 from typing import Any, ClassVar, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from vla_pruner.entry_points import load_declared, with_entry_points
 
 Rows = Literal["prefill", "last", "text"]
 
@@ -416,8 +417,7 @@ class PrunerRegistry(Mapping[str, type[Pruner]]):
 
     def _read_entry_points(self) -> None:
         if not self._entry_points_read:
-            for entry in metadata.entry_points(group=self._group):
-                self._declared.setdefault(entry.name, entry.value)
+            self._declared = with_entry_points(self._declared, self._group)
             self._entry_points_read = True
 
     def names(self) -> list[str]:
@@ -436,11 +436,7 @@ class PrunerRegistry(Mapping[str, type[Pruner]]):
                 self._read_entry_points()
             if name not in self._declared:
                 raise KeyError(name)
-            module, _, attribute = self._declared[name].partition(":")
-            cls = getattr(import_module(module), attribute)
-            if cls.name != name:
-                raise ValueError(f"pruner {name!r} is declared as {self._declared[name]}, whose name is {cls.name!r}")
-            self._classes[name] = cls
+            self._classes[name] = load_declared("pruner", name, self._declared[name])
         return self._classes[name]
 
     def __iter__(self) -> Iterator[str]:
