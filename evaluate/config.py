@@ -141,14 +141,20 @@ NON_IDENTITY_FIELDS = ("tasks", "expected_tasks", "episodes_per_task", "video", 
                        "worker_timeout_s", "output_root", "output_dir", "run_name", "model_choice")
 
 
+@lru_cache(maxsize=1)
+def _config_repository():
+    """Hydra's view of configs/ plus the search paths installed plugins add (built once: plugin discovery scans)."""
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra._internal.utils import create_config_search_path
+
+    return ConfigRepository(create_config_search_path(str(CONFIG_DIR)))
+
+
 @lru_cache(maxsize=None)
 def group_choices(group: str) -> list[str]:
     """The options of config group `group` on Hydra's search path: configs/<group>/*.yaml and those an installed
     package adds with a search-path plugin (an out-of-tree model family's YAML)."""
-    from hydra._internal.config_repository import ConfigRepository
-    from hydra._internal.utils import create_config_search_path
-
-    return sorted(set(ConfigRepository(create_config_search_path(str(CONFIG_DIR))).get_group_options(group)))
+    return sorted(set(_config_repository().get_group_options(group)))
 
 
 def check_group_overrides(args: list[str], refused: dict[str, dict[str, str]] | None = None) -> None:
