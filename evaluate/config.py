@@ -328,4 +328,18 @@ def select_tasks(cfg: DictConfig, n_tasks: int, key: str = "tasks") -> list[int]
 def run_identity(cfg: DictConfig) -> dict:
     """The settings that define an experiment; a run directory holds episodes of exactly one."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in resolved.items() if k not in NON_IDENTITY_FIELDS}
+    return portable({k: v for k, v in resolved.items() if k not in NON_IDENTITY_FIELDS})
+
+
+def portable(value: Any) -> Any:
+    """`value` with paths to files this repository ships spelled as the configs spell them (${project_path:...}):
+    the shipped policy is the same experiment from a moved clone or another one (its weights' fingerprint still
+    tells retrained weights apart). Identities recorded with this clone's absolute paths read the same."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    root = f"{CONFIG_DIR.parent}/"
+    if isinstance(value, str) and value.startswith(root):
+        return "${project_path:%s}" % value[len(root):]
+    return value

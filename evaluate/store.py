@@ -30,7 +30,7 @@ from typing import Iterable, Iterator, Union, get_args, get_origin, get_type_hin
 
 import yaml
 
-from evaluate.config import NON_IDENTITY_FIELDS
+from evaluate.config import NON_IDENTITY_FIELDS, portable
 from evaluate.weights import WEIGHTS_KEY
 
 EPISODES_DIR = "episodes"
@@ -90,7 +90,7 @@ def config_identity(path: Path) -> dict:
         raise ConfigUnreadable(f"{path} is unreadable ({one_line(e)})") from None
     if not isinstance(cfg, dict):
         raise ConfigUnreadable(f"{path} does not hold a config")
-    return {k: v for k, v in cfg.items() if k not in NON_IDENTITY_FIELDS}
+    return portable({k: v for k, v in cfg.items() if k not in NON_IDENTITY_FIELDS})
 
 
 def one_line(error: Exception) -> str:
@@ -137,7 +137,7 @@ class ResultStore:
         path = self.run_dir / IDENTITY_FILE
         try:
             if path.exists():
-                previous = json.loads(path.read_text())
+                previous = portable(json.loads(path.read_text()))
             elif (self.run_dir / CONFIG_FILE).exists():
                 previous = config_identity(self.run_dir / CONFIG_FILE)
             else:

@@ -126,3 +126,25 @@ def test_unwritable_output_directory_is_one_line(tmp_path):
     blocker.write_text("")
     with pytest.raises(StoreError, match=r"output directory .*file/run is not writable"):
         check_writable(blocker / "run")
+
+
+def test_the_shipped_policy_is_the_same_experiment_from_a_moved_clone(tmp_path):
+    """The trained policy's checkpoint ships in the repository: its identity names it as the config does, so a run
+    resumes from another clone; a directory recorded with this clone's absolute path (before) still resumes."""
+    from evaluate.config import CONFIG_DIR, run_identity
+    from tests.conftest import composed
+
+    identity = run_identity(composed("model=openvla_oft_small", "suite=libero_object"))
+    shipped = "${project_path:vla_pruner/checkpoints/openvla_oft_small}"
+    assert identity["model"]["checkpoints"] == {"libero_object": shipped}
+    assert str(CONFIG_DIR.parent) not in json.dumps(identity)
+    store = ResultStore(tmp_path)
+    for recorded, resumes in ((f"{CONFIG_DIR.parent}/vla_pruner/checkpoints/openvla_oft_small", True),
+                              ("/elsewhere/clone/vla_pruner/checkpoints/openvla_oft_small", False)):
+        before = {**identity, "model": {**identity["model"], "checkpoints": {"libero_object": recorded}}}
+        (tmp_path / "run_identity.json").write_text(json.dumps(before))
+        if resumes:
+            store.check_identity(identity)
+        else:  # an older clone's absolute path names other files than this clone's
+            with pytest.raises(RunMismatch, match="different settings \\(model\\)"):
+                store.check_identity(identity)

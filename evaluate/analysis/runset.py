@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from evaluate.analysis.labels import method_label
+from evaluate.config import portable
 from evaluate.analysis.metrics import add_flops, has_prefill_tokens, query_frame
 from evaluate.store import (CONFIG_FILE, EPISODES_DIR, IDENTITY_FILE, ConfigUnreadable, ResultStore, config_identity,
                             one_line)
@@ -111,7 +112,7 @@ def read_identity(run_dir: Path) -> dict | None:
     """run_identity.json, else config.yaml minus the fields that do not change outcomes; None if neither reads."""
     identity = _read_json(run_dir / IDENTITY_FILE, f"reading the identity from {CONFIG_FILE} instead")
     if identity is not None:
-        return identity
+        return portable(identity)
     try:
         return config_identity(run_dir / CONFIG_FILE)
     except ConfigUnreadable as e:
