@@ -19,6 +19,7 @@ from evaluate.envs.suites import suite_info
 from evaluate.errors import ConfigError  # noqa: F401  (where every check's callers import it from)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PROJECT_PATH = re.compile(r"\$\{project_path:(.+)\}")  # how `portable` spells a file the repository ships
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 SAMPLED_EPISODES_MAX = 100_000  # with placement_seed: placements drawn by the sampler, seeds placement_seed + 0..N-1
 
@@ -343,3 +344,13 @@ def portable(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(root):
         return "${project_path:%s}" % value[len(root):]
     return value
+
+
+def local(value: Any) -> Any:
+    """The inverse of `portable`: a recorded identity's shipped files as this clone's paths (to read them)."""
+    if isinstance(value, dict):
+        return {k: local(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [local(v) for v in value]
+    shipped = PROJECT_PATH.fullmatch(value) if isinstance(value, str) else None
+    return str(CONFIG_DIR.parent / shipped[1]) if shipped else value

@@ -131,13 +131,20 @@ def test_unwritable_output_directory_is_one_line(tmp_path):
 def test_the_shipped_policy_is_the_same_experiment_from_a_moved_clone(tmp_path):
     """The trained policy's checkpoint ships in the repository: its identity names it as the config does, so a run
     resumes from another clone; a directory recorded with this clone's absolute path (before) still resumes."""
-    from evaluate.config import CONFIG_DIR, run_identity
+    from omegaconf import OmegaConf
+
+    from evaluate.analysis.flops import model_dims
+    from evaluate.config import CONFIG_DIR, local, run_identity
     from tests.conftest import composed
 
-    identity = run_identity(composed("model=openvla_oft_small", "suite=libero_object"))
+    cfg = composed("model=openvla_oft_small", "suite=libero_object")
+    identity = run_identity(cfg)
     shipped = "${project_path:vla_pruner/checkpoints/openvla_oft_small}"
     assert identity["model"]["checkpoints"] == {"libero_object": shipped}
     assert str(CONFIG_DIR.parent) not in json.dumps(identity)
+    # the report reads the checkpoint's architecture (its FLOPs) from a recorded identity: this clone's files
+    assert local(identity)["model"] == OmegaConf.to_container(cfg.model, resolve=True)
+    assert model_dims(identity["model"]).num_layers == 8
     store = ResultStore(tmp_path)
     for recorded, resumes in ((f"{CONFIG_DIR.parent}/vla_pruner/checkpoints/openvla_oft_small", True),
                               ("/elsewhere/clone/vla_pruner/checkpoints/openvla_oft_small", False)):

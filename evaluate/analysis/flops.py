@@ -32,11 +32,14 @@ def model_family(model_cfg: Mapping) -> ModelFamily:
 
 
 def model_dims(model_cfg: Mapping) -> ModelCost:
-    """The cost of the model a `cfg.model` node describes, without loading weights: a local checkpoint's
-    config.json when there is one, else the architecture its family registers. Cached per node."""
+    """The cost of the model a `cfg.model` node (or a run identity's, whose shipped checkpoints are spelled
+    portably) describes, without loading weights: a local checkpoint's config.json when there is one, else the
+    architecture its family registers. Cached per node."""
+    from evaluate.config import local
+
     key = json.dumps(model_cfg, sort_keys=True, default=str)
     if key not in _DIMS_CACHE:
-        _DIMS_CACHE[key] = model_family(model_cfg).model_cost(model_cfg)
+        _DIMS_CACHE[key] = model_family(model_cfg).model_cost(local(model_cfg))
     return _DIMS_CACHE[key]
 
 
