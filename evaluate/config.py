@@ -336,21 +336,19 @@ def portable(value: Any) -> Any:
     """`value` with paths to files this repository ships spelled as the configs spell them (${project_path:...}):
     the shipped policy is the same experiment from a moved clone or another one (its weights' fingerprint still
     tells retrained weights apart). Identities recorded with this clone's absolute paths read the same."""
-    if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [portable(v) for v in value]
     root = f"{CONFIG_DIR.parent}/"
-    if isinstance(value, str) and value.startswith(root):
-        return "${project_path:%s}" % value[len(root):]
-    return value
+    return _map_strings(value, lambda s: "${project_path:%s}" % s[len(root):] if s.startswith(root) else s)
 
 
 def local(value: Any) -> Any:
     """The inverse of `portable`: a recorded identity's shipped files as this clone's paths (to read them)."""
+    return _map_strings(value, lambda s: str(CONFIG_DIR.parent / m[1]) if (m := PROJECT_PATH.fullmatch(s)) else s)
+
+
+def _map_strings(value: Any, change) -> Any:
+    """`value` (a resolved config or identity: dicts, lists, scalars) with `change` applied to every string in it."""
     if isinstance(value, dict):
-        return {k: local(v) for k, v in value.items()}
+        return {k: _map_strings(v, change) for k, v in value.items()}
     if isinstance(value, list):
-        return [local(v) for v in value]
-    shipped = PROJECT_PATH.fullmatch(value) if isinstance(value, str) else None
-    return str(CONFIG_DIR.parent / shipped[1]) if shipped else value
+        return [_map_strings(v, change) for v in value]
+    return change(value) if isinstance(value, str) else value

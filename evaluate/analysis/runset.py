@@ -31,8 +31,8 @@ from pathlib import Path
 import pandas as pd
 
 from evaluate.analysis.labels import method_label
-from evaluate.config import portable
 from evaluate.analysis.metrics import add_flops, has_prefill_tokens, query_frame
+from evaluate.config import portable
 from evaluate.store import (CONFIG_FILE, EPISODES_DIR, IDENTITY_FILE, ConfigUnreadable, ResultStore, config_identity,
                             one_line)
 
