@@ -106,6 +106,23 @@ def test_decode_uses_each_layers_own_cache_length():
     assert counts["total"] == counts["vision"] + counts["prefill"] + counts["decode"]
 
 
+def test_a_checkpoint_path_not_on_this_machine_is_named_when_the_published_architecture_stands_in(caplog, tmp_path):
+    """A recorded run whose checkpoint directory is gone still gets FLOPs (the report must read runs made on a
+    cluster), but not silently: the warning names the path; hub ids and present directories say nothing."""
+    gone = str(tmp_path / "deleted-checkpoint")
+    with caplog.at_level("WARNING", logger="evaluate.analysis.flops"):
+        dims = model_dims({"name": "my_oft", "family": "openvla_oft", "checkpoint": gone})
+        assert dims.llm.num_layers == 32  # the official architecture stands in
+        assert [r.getMessage() for r in caplog.records] == [
+            f"model my_oft: checkpoint {gone} is not on this machine; its FLOPs count the openvla_oft family's "
+            "published architecture"]
+        caplog.clear()
+        model_dims({"name": "openvla_oft", "family": "openvla_oft",
+                    "checkpoints": {"libero_object": "moojink/openvla-7b-oft-finetuned-libero-object"}})
+        model_dims({"name": "my_tiny", "family": "openvla_oft", "checkpoint": gone, "build_seed": 0})
+        assert caplog.records == []
+
+
 @pytest.mark.parametrize("overrides, d, m, schedule", [
     (["model=openvla", "pruner=fastv", "keep=0.5"], 4096, 11008, [291] * 3 + [35 + 128] * 29),
     (["model=openvla", "pruner=none", "keep=0.25"], 4096, 11008, [291] * 32),  # the dense model whatever keep says

@@ -13,11 +13,15 @@ SparseVLM = its stage counts.
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
     from vla_pruner.families import ModelFamily
     from vla_pruner.macs import ModelCost
+
+
+log = logging.getLogger(__name__)
 
 
 def model_family(model_cfg: Mapping) -> ModelFamily:
@@ -39,8 +43,24 @@ def model_dims(model_cfg: Mapping) -> ModelCost:
 
     key = json.dumps(model_cfg, sort_keys=True, default=str)
     if key not in _DIMS_CACHE:
-        _DIMS_CACHE[key] = model_family(model_cfg).model_cost(local(model_cfg))
+        node = local(model_cfg)
+        _warn_missing_checkpoints(node)
+        _DIMS_CACHE[key] = model_family(model_cfg).model_cost(node)
     return _DIMS_CACHE[key]
+
+
+def _warn_missing_checkpoints(model_cfg: Mapping) -> None:
+    """A checkpoint path that is not on this machine (a run recorded elsewhere, a deleted directory) leaves the
+    cost to the family's published architecture, which is only right for the official checkpoints: say so."""
+    from vla_pruner.models.checkpoint import missing_directory
+
+    if model_cfg.get("build_seed") is not None:  # a seeded model: its architecture is the family's tiny one
+        return
+    named = [model_cfg.get("checkpoint"), *(model_cfg.get("checkpoints") or {}).values()]
+    missing = [str(c) for c in named if c and missing_directory(c)]
+    if missing:
+        log.warning("model %s: checkpoint %s is not on this machine; its FLOPs count the %s family's published "
+                    "architecture", model_cfg.get("name"), ", ".join(missing), model_cfg.get("family"))
 
 
 _DIMS_CACHE: dict[str, ModelCost] = {}
@@ -93,6 +113,7 @@ def main(argv: list[str]) -> None:
     from evaluate.config import ConfigError
     from vla_pruner.models.checkpoint import CheckpointError
 
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     try:
         cfg, own = compose_config(argv)
         lines = report_lines(cfg["model"], cfg["pruner"], float(cfg["keep"]), own["prompt_tokens"])

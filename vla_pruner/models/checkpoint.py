@@ -42,6 +42,15 @@ def _local_dir(path_or_id: str | Path) -> Path | None:
     return None
 
 
+def missing_directory(path_or_id: str | Path) -> bool:
+    """True when `path_or_id` is a path (not a hub id) with no directory there on this machine."""
+    try:
+        _local_dir(path_or_id)
+    except CheckpointError:
+        return True
+    return False
+
+
 def resolve_checkpoint(path_or_id: str | Path) -> Path:
     """A local checkpoint directory, or a hub id fetched through the Hugging Face cache where a hub is reachable."""
     local = _local_dir(path_or_id)
