@@ -52,12 +52,11 @@ def model_dims(model_cfg: Mapping) -> ModelCost:
 def _warn_missing_checkpoints(model_cfg: Mapping) -> None:
     """A checkpoint path that is not on this machine (a run recorded elsewhere, a deleted directory) leaves the
     cost to the family's published architecture, which is only right for the official checkpoints: say so."""
-    from vla_pruner.models.checkpoint import missing_directory
+    from vla_pruner.models.checkpoint import missing_directory, named_checkpoints
 
     if model_cfg.get("build_seed") is not None:  # a seeded model: its architecture is the family's tiny one
         return
-    named = [model_cfg.get("checkpoint"), *(model_cfg.get("checkpoints") or {}).values()]
-    missing = [str(c) for c in named if c and missing_directory(c)]
+    missing = [c for c in named_checkpoints(model_cfg) if missing_directory(c)]
     if missing:
         log.warning("model %s: checkpoint %s is not on this machine; its FLOPs count the %s family's published "
                     "architecture", model_cfg.get("name"), ", ".join(missing), model_cfg.get("family"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -40,6 +40,11 @@ def _local_dir(path_or_id: str | Path) -> Path | None:
     if not _HUB_ID.match(str(path_or_id)):
         raise CheckpointError(f"checkpoint directory not found: {path}")
     return None
+
+
+def named_checkpoints(model_cfg: Mapping) -> list[str]:
+    """The checkpoints a `cfg.model` node names: `checkpoint`, then each of `checkpoints` (one per suite)."""
+    return [str(c) for c in (model_cfg.get("checkpoint"), *(model_cfg.get("checkpoints") or {}).values()) if c]
 
 
 def missing_directory(path_or_id: str | Path) -> bool:

@@ -223,8 +223,9 @@ def vla_dims(config, family: ModelFamily) -> VlaDims:
 def local_config_dir(model_cfg: Mapping) -> Path | None:
     """A checkpoint directory of the model that is on disk: `checkpoint`, else any of `checkpoints` (one per
     suite; they share the architecture)."""
-    candidates = [model_cfg.get("checkpoint"), *(model_cfg.get("checkpoints") or {}).values()]
-    dirs = [Path(str(c)).expanduser() for c in candidates if c]
+    from vla_pruner.models.checkpoint import named_checkpoints
+
+    dirs = [Path(c).expanduser() for c in named_checkpoints(model_cfg)]
     return next((d for d in dirs if (d / "config.json").is_file()), None)
 
 
