@@ -123,6 +123,14 @@ def test_a_checkpoint_path_not_on_this_machine_is_named_when_the_published_archi
         assert caplog.records == []
 
 
+def test_a_missing_checkpoint_beside_a_present_one_says_nothing(caplog, fixtures_dir, tmp_path):
+    """Per-suite checkpoints share the architecture: one on this machine gives the sizes, so nothing stands in."""
+    checkpoints = {"libero_object": str(fixtures_dir / "openvla_tiny_hf"), "libero_10": str(tmp_path / "elsewhere")}
+    with caplog.at_level("WARNING", logger="evaluate.analysis.flops"):
+        dims = model_dims({"name": "openvla_tiny", "family": "openvla", "checkpoints": checkpoints})
+    assert dims.llm.num_layers != 32 and caplog.records == []
+
+
 @pytest.mark.parametrize("overrides, d, m, schedule", [
     (["model=openvla", "pruner=fastv", "keep=0.5"], 4096, 11008, [291] * 3 + [35 + 128] * 29),
     (["model=openvla", "pruner=none", "keep=0.25"], 4096, 11008, [291] * 32),  # the dense model whatever keep says

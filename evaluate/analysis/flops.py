@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
@@ -56,8 +57,9 @@ def _warn_missing_checkpoints(model_cfg: Mapping) -> None:
 
     if model_cfg.get("build_seed") is not None:  # a seeded model: its architecture is the family's tiny one
         return
-    missing = [c for c in named_checkpoints(model_cfg) if missing_directory(c)]
-    if missing:
+    named = named_checkpoints(model_cfg)
+    missing = [c for c in named if missing_directory(c)]
+    if missing and not any(Path(c).expanduser().is_dir() for c in named):  # a present one gives the sizes
         log.warning("model %s: checkpoint %s is not on this machine; its FLOPs count the %s family's published "
                     "architecture", model_cfg.get("name"), ", ".join(missing), model_cfg.get("family"))
 
