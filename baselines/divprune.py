@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vla_pruner.pruning import (PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice,
+from vla_pruner.pruning import (DroppingConfig, PrunePlan, Selection, SingleCutPruner, StageInputs, check_choice,
                                 check_prune_layer)
 
 POSITIONS = ("original", "renumbered")
@@ -71,7 +71,7 @@ def divprune_select(features: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class DivPruneConfig(PrunerConfig):
+class DivPruneConfig(DroppingConfig):
     # 0 = DivPrune's own point: select on the projected visual embeddings, before layer 0;
     # K >= 1 = the shared prune point: layers 0..K-1 see every token, select on the layer-K input states
     prune_layer: int = 0

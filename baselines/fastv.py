@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vla_pruner.pruning import (
-    DEFAULT_PRUNE_LAYER, PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice, top_k,
+    DEFAULT_PRUNE_LAYER, DroppingConfig, PrunePlan, Selection, SingleCutPruner, StageInputs, check_choice, top_k,
 )
 
 
 @dataclass(frozen=True)
-class FastVConfig(PrunerConfig):
+class FastVConfig(DroppingConfig):
     source: str = "last"  # last = the last prompt row (FastV's rule); prefill = mean over all prefill rows;
     # text = mean over the prompt's language rows after the image
     prune_layer: int = DEFAULT_PRUNE_LAYER

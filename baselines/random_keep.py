@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vla_pruner.pruning import DEFAULT_PRUNE_LAYER, PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs
+from vla_pruner.pruning import DEFAULT_PRUNE_LAYER, DroppingConfig, PrunePlan, Selection, SingleCutPruner, StageInputs
 
 
 def query_seed(seed: int, episode: int | str, step: int) -> int:
@@ -17,7 +17,7 @@ def query_seed(seed: int, episode: int | str, step: int) -> int:
 
 
 @dataclass(frozen=True)
-class RandomConfig(PrunerConfig):
+class RandomConfig(DroppingConfig):
     prune_layer: int = DEFAULT_PRUNE_LAYER
 
 
@@ -30,11 +30,11 @@ class RandomKeep(SingleCutPruner):
         return PrunePlan(stages=(self.cut(),))  # needs no scores
 
     def reset(self, seed: int = 0, episode: int | str = 0) -> None:
-        self.seed, self.episode, self.step = seed, episode, 0
+        super().reset(seed, episode)
+        self.seed, self.episode = seed, episode
 
     def choose(self, inputs: StageInputs) -> Selection:
-        generator = torch.Generator().manual_seed(query_seed(self.seed, self.episode, self.step))
-        self.step += 1
+        generator = torch.Generator().manual_seed(query_seed(self.seed, self.episode, self.query))
         kept = [torch.randperm(m, generator=generator)[:k].sort().values
                 for m, k in zip(self.layout.image_tokens, self.budgets)]
         return Selection(kept=kept, num_rows=list(self.layout.image_tokens))

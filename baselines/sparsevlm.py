@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from vla_pruner.pruning import (
-    DEFAULT_PRUNE_LAYER, MergedTokens, PrunePlan, PrunerConfig, Selection, SingleCutPruner, Stage, StageInputs,
+    DEFAULT_PRUNE_LAYER, DroppingConfig, MergedTokens, PrunePlan, Selection, SingleCutPruner, Stage, StageInputs,
     StageRows, check_choice, top_k,
 )
 
@@ -60,7 +60,7 @@ RATER_RULES = {
 
 
 @dataclass(frozen=True)
-class SparseVLMConfig(PrunerConfig):
+class SparseVLMConfig(DroppingConfig):
     mode: str = "single"
     prune_layer: int = DEFAULT_PRUNE_LAYER  # single mode only: tokens dropped before this layer
     raters: str = "repository"  # rater rule, see RATER_RULES
@@ -168,6 +168,7 @@ class SparseVLM(SingleCutPruner):
     config: SparseVLMConfig
 
     def reset(self, seed: int = 0, episode: int | str = 0) -> None:
+        super().reset(seed, episode)
         self.raters: torch.Tensor | None = None  # rows of the "text" rows that rate, chosen per query
         self.origin: list[torch.Tensor] = []  # per image: original index (position source) of each current row
 

@@ -151,6 +151,7 @@ class VLACache(Pruner):
                          reuse=KVReuse(self.attention_layer, bidirectional=released, decode_at_zero=released))
 
     def reset(self, seed: int = 0, episode: int | str = 0) -> None:
+        super().reset(seed, episode)
         self.stored: QueryKV | None = None
         self.previous_frames: list[np.ndarray] | None = None
         self.static: list[torch.Tensor] = []  # this query's static candidates, per image (most similar first)

@@ -57,7 +57,12 @@ REFUSED = [
                                               "'semantic_only', 'action_only', 'fusion'"),
     (["pruner=vla", "pruner.semantic_source=first"], "pruner vla: semantic_source='first' is not valid; choose one of "
                                                      "'prefill', 'last'"),
-    (["pruner=vla", "pruner.warmup=none"], "pruner vla: warmup='none' is not valid; choose one of 'dense', 'semantic'"),
+    (["pruner=vla", "+pruner.warmup=semantic"], "pruner vla: pruner 'vla' has no option(s) warmup (folded into "
+                                                "dense_warmup: warmup=dense is dense_warmup=<window> (the default), "
+                                                "warmup=semantic is dense_warmup=0)"),
+    (["pruner=fastv", "pruner.dense_warmup=-1"], "pruner fastv: dense_warmup=-1 must be 0 or more"),
+    (["pruner=vla_cache", "+pruner.dense_warmup=3"], "pruner vla_cache: pruner 'vla_cache' has no option(s) "
+                                                     "dense_warmup"),
     (["pruner=vla", "pruner.temporal_order=newest"], "pruner vla: temporal_order='newest' is not valid"),
     (["pruner=vla", "pruner.redundancy_filter=maybe"], "pruner vla: redundancy_filter='maybe' must be true or false"),
     (["pruner=vla", "pruner.window=0"], "pruner vla: window=0 must be a positive integer"),
@@ -73,7 +78,7 @@ REFUSED = [
     (["pruner=sparsevlm", "pruner.mode=multi"], "pruner sparsevlm: mode='multi' is not valid; choose one of 'single', "
                                                 "'progressive'"),
     (["pruner=fastv", "+pruner.window=3"], "pruner fastv: pruner 'fastv' has no option(s) window; its options: "
-                                           "prune_layer, source"),
+                                           "dense_warmup, prune_layer, source"),
     (["pruner=vla", "keep=0.001"], "pruner vla: keep=0.001 keeps no token of an image with 256 visual tokens"),
     (["pruner=sparsevlm", "pruner.mode=progressive", "keep=0.25"],
      "pruner sparsevlm: budget 64/256 is below what progressive SparseVLM can reach"),

@@ -98,7 +98,7 @@ def test_none_and_keep_one_equal_the_unpruned_model(model_and_inputs):
 
 @torch.inference_mode()
 @pytest.mark.parametrize("name, options", [("fastv", {}), ("fastv", {"prune_layer": 5}), ("random", {}),
-                                           ("sparsevlm", {}), ("vla", {"warmup": "semantic"}),
+                                           ("sparsevlm", {}), ("vla", {"dense_warmup": 0}),
                                            ("divprune", {"prune_layer": 0}), ("divprune", {"prune_layer": 3})])
 def test_token_dropping_equals_masked_keys(model_and_inputs, name, options):
     model, queries = model_and_inputs
@@ -262,7 +262,7 @@ def test_no_host_sync_in_the_per_layer_path(model_and_inputs):
     embeds = queries[0]
     prefill_syncs = []
     for action_layers in ([4], [4, 5, 6, 7]):
-        engine = engine_for(model, "vla", keep=0.25, warmup="semantic", action_layers=action_layers)
+        engine = engine_for(model, "vla", keep=0.25, dense_warmup=0, action_layers=action_layers)
         with HostSyncs() as syncs:
             state = engine.prefill(embeds, layout_of(embeds))
         prefill_syncs.append(syncs.ops)

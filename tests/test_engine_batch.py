@@ -239,7 +239,7 @@ def test_no_host_sync_in_the_per_layer_path_of_a_batch(openvla):
     layout = model.sequence_layout(embeds.shape[1])
     prefill_syncs = []
     for action_layers in ([4], [4, 5, 6, 7]):
-        twins = Twins({"name": "vla", "warmup": "semantic", "action_layers": action_layers}, 0.25, model)
+        twins = Twins({"name": "vla", "dense_warmup": 0, "action_layers": action_layers}, 0.25, model)
         engine = twins.engine
         with HostSyncs() as syncs:
             state = engine.prefill(embeds, layout, twins.batched)

@@ -163,7 +163,7 @@ def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
 
 @torch.inference_mode()
 @pytest.mark.parametrize("name, options", [("fastv", {}), ("fastv", {"prune_layer": 5}), ("random", {}),
-                                           ("sparsevlm", {}), ("vla", {"warmup": "semantic"}),
+                                           ("sparsevlm", {}), ("vla", {"dense_warmup": 0}),
                                            ("divprune", {"prune_layer": 0}), ("divprune", {"prune_layer": 3})])
 def test_pruned_readout_equals_masked_reference(fixture, queries, name, options):
     model = fixture[0]

@@ -75,9 +75,9 @@ def dense(model, inputs):
 
 
 def warmed_up(model, inputs, cfg, keep):
-    """Pruners past their warm-up (VLA-Pruner's dense queries while its action history fills)."""
+    """Pruners past their dense warm-up (VLA-Pruner's: while its action history fills)."""
     pruners = pruners_for(model, cfg, keep)
-    for _ in range(cfg.get("window", 0) if cfg["name"] == "vla" else 0):
+    for _ in range(cfg.get("dense_warmup", 0)):
         run(model, inputs, pruners)
     return pruners
 
@@ -123,7 +123,7 @@ CUTS = [(stem, {}) for stem in PRESETS if stem != "none"] + [("divprune", {"prun
 
 @pytest.mark.parametrize("stem, options", CUTS, ids=[f"{s}{'-K0' if o else ''}" for s, o in CUTS])
 def test_dropping_equals_the_masked_key_reference(model, inputs, stem, options):
-    cfg = preset(stem, **options, **({"window": 1} if stem.startswith("vla") else {}))  # one warm-up query
+    cfg = preset(stem, **options, **({"window": 1, "dense_warmup": 1} if stem.startswith("vla") else {}))  # one warm-up query
     pruners = warmed_up(model, inputs, cfg, 0.25)
     chunk, query = run(model, inputs, pruners)
     kept = [[k.cpu() for k in t.selections[0].kept] for t in query.traces]
@@ -175,7 +175,7 @@ def test_action_scores_are_the_mean_over_the_ten_euler_steps(model, inputs):
 def test_a_batch_equals_each_sample_alone(model, inputs):
     """One VLA-Pruner per sample, sample 0 still warming up (dense, 816 rows) beside a pruned one (176 rows): the
     batch runs padded, yet each sample's chunk, kept set and new history entry are its batch-1 run's."""
-    cfg = preset("vla", window=1)
+    cfg = preset("vla", window=1, dense_warmup=1)
     batched, alone = pruners_for(model, cfg, 0.25), pruners_for(model, cfg, 0.25)
     for pruners in (batched, alone):  # prime sample 1's with one query, alone
         run(model, inputs, pruners[1:], slice(1, 2))

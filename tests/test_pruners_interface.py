@@ -46,7 +46,10 @@ def test_unknown_pruner_names_the_valid_ones():
 
 @pytest.mark.parametrize("cfg, message", [
     ({"name": "vla", "criterion": "both"}, r"criterion='both'.*'dual', 'semantic_only', 'action_only', 'fusion'"),
-    ({"name": "vla", "warmup": "none"}, r"warmup='none'.*'dense', 'semantic'"),
+    ({"name": "vla", "warmup": "none"}, r"no option\(s\) warmup \(folded into dense_warmup: warmup=dense is "
+                                        r"dense_warmup=<window> \(the default\), warmup=semantic is dense_warmup=0\)"),
+    ({"name": "fastv", "dense_warmup": -1}, r"dense_warmup=-1 must be 0 or more"),
+    ({"name": "vla_cache", "dense_warmup": 3}, r"'vla_cache' has no option\(s\) dense_warmup"),
     ({"name": "vla", "temporal_order": "newest"}, r"temporal_order='newest'.*'paper', 'reversed'"),
     ({"name": "vla", "semantic_source": "rows"}, r"semantic_source='rows'.*'prefill', 'last', 'text'"),
     ({"name": "vla", "action_layers": "all"}, r"action_layers='all'.*later_half"),
@@ -54,7 +57,7 @@ def test_unknown_pruner_names_the_valid_ones():
     ({"name": "vla", "gamma": 1.5}, r"gamma=1.5"),
     ({"name": "fastv", "source": "first"}, r"source='first'.*'last', 'prefill'"),
     ({"name": "sparsevlm", "mode": "multi"}, r"mode='multi'.*'single', 'progressive'"),
-    ({"name": "fastv", "window": 3}, r"'fastv' has no option\(s\) window; its options: prune_layer, source"),
+    ({"name": "fastv", "window": 3}, r"'fastv' has no option\(s\) window; its options: dense_warmup, prune_layer, source"),
 ])
 def test_bad_options_fail_naming_value_and_choices(cfg, message):
     with pytest.raises(ValueError, match=message):
@@ -93,7 +96,7 @@ def test_none_ignores_keep():
 
 
 def test_select_reports_missing_inputs_clearly():
-    pruner = build_pruner({"name": "vla", "warmup": "semantic"}, keep=0.5, layout=OPENVLA)
+    pruner = build_pruner({"name": "vla", "dense_warmup": 0}, keep=0.5, layout=OPENVLA)
     with pytest.raises(ValueError, match="vla stage 0 needs attention, visual_embeddings"):
         pruner.select(StageInputs(stage=0))
     with pytest.raises(ValueError, match="stage 1 not in"):
@@ -145,7 +148,7 @@ def engine_query(pruner, layout, width=8, text_rows=5, generator=None):
 
 
 @pytest.mark.parametrize("cfg", [{"name": n} for n in NAMES] + [{"name": "sparsevlm", "mode": "progressive"},
-                                                              {"name": "vla", "warmup": "semantic"},
+                                                              {"name": "vla", "dense_warmup": 0},
                                                               {"name": "divprune", "prune_layer": 3}])
 @pytest.mark.parametrize("keep", [0.5, 0.125])
 def test_every_pruner_meets_its_budget_through_the_engine_loop(cfg, keep):
@@ -163,3 +166,18 @@ def test_every_pruner_meets_its_budget_through_the_engine_loop(cfg, keep):
     else:
         assert rows == [round(keep * 256)] * 2
         assert all(torch.equal(k, k.sort().values) for s in selections for k in s.kept)
+
+
+@pytest.mark.parametrize("name", ["fastv", "random", "sparsevlm", "divprune", "vla"])
+def test_dense_warmup_runs_the_first_queries_of_every_episode_unpruned(name):
+    pruner = build_pruner({"name": name, "dense_warmup": 2}, keep=0.25, layout=OFT)
+    generator = torch.Generator().manual_seed(0)
+    for episode in range(2):  # reset starts the count again
+        pruner.reset(seed=7, episode=episode)
+        warm = []
+        for _ in range(4):
+            selections, rows = engine_query(pruner, OFT, generator=generator)
+            warm.append(selections[0].warmup)
+            assert rows == ([256, 256] if warm[-1] else [64, 64])
+            assert all(s.warmup == warm[-1] for s in selections)
+        assert warm == [True, True, False, False]

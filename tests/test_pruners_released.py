@@ -15,7 +15,7 @@ from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner, pruner_co
 M = 64
 LAYOUT = ModelLayout(num_layers=8, image_tokens=(M,))
 RELEASED = {"criterion": "dual", "alpha": 0.5, "redundancy_filter": True, "window": 3, "gamma": 0.8,
-            "prune_layer": 3, "semantic_source": "last", "action_layers": "released", "warmup": "dense",
+            "prune_layer": 3, "semantic_source": "last", "action_layers": "released", "dense_warmup": 3,
             "temporal_order": "reversed", "selection_dtype": "bfloat16"}
 
 
@@ -89,7 +89,7 @@ def test_bfloat16_breaks_a_sub_resolution_tie_towards_the_lower_index():
     scores = torch.zeros(M)
     scores[[5, 9, 20, 30]] = torch.tensor([1.000, 1.001, 1.003, 0.5])  # 5, 9, 20 all 1.0 in bfloat16
     for dtype, expected in (("float32", [9, 20]), ("bfloat16", [5, 9])):
-        pruner = make(keep=2 / M, criterion="semantic_only", selection_dtype=dtype)
+        pruner = make(keep=2 / M, criterion="semantic_only", selection_dtype=dtype, dense_warmup=0)
         assert pruner.select(stage(scores)).kept[0].tolist() == expected
 
 
@@ -100,7 +100,7 @@ def test_bfloat16_selection_differs_from_float32_only_at_rounding_ties(seed):
     scores = near_ties(seed)
     chosen = {}
     for dtype in ("float32", "bfloat16"):
-        pruner = make(criterion="semantic_only", selection_dtype=dtype)
+        pruner = make(criterion="semantic_only", selection_dtype=dtype, dense_warmup=0)
         chosen[dtype] = set(pruner.select(stage(scores)).kept[0].tolist())
     k = len(chosen["float32"])
     rounded = scores.to(torch.bfloat16).float()
@@ -111,7 +111,7 @@ def test_bfloat16_selection_differs_from_float32_only_at_rounding_ties(seed):
     assert swapped and all(rounded[j] == kth for j in swapped)
     separated = torch.arange(M, dtype=torch.float32).flip(0) * 0.25 + 1  # every step >> bf16 resolution
     for dtype in ("float32", "bfloat16"):
-        pruner = make(criterion="semantic_only", selection_dtype=dtype)
+        pruner = make(criterion="semantic_only", selection_dtype=dtype, dense_warmup=0)
         assert pruner.select(stage(separated)).kept[0].tolist() == list(range(k))
 
 

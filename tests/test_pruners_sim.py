@@ -44,3 +44,22 @@ def test_every_pruner_runs_real_episodes(model, tmp_path):
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["policy"]["pruner"]["name"] == pruner
         assert summary["cost"]["prefill_tmacs_mean"] > 0
+
+
+def test_fastv_with_the_same_dense_warmup_as_vla_pruner_charges_it_in_the_headline_cost(tmp_path):
+    """Issue 36: `pruner.dense_warmup=3` runs the first 3 queries of the episode unpruned for any dropping pruner,
+    names the run, marks the queries and counts them in the summary's headline (episode) cost."""
+    result = run_cli("model=openvla_oft_tiny", "pruner=fastv", "pruner.dense_warmup=3", "keep=0.25",
+                     "suite=libero_spatial", "tasks=[0]", "episodes_per_task=1", "suite.max_steps=40",
+                     f"output_root={tmp_path}", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "openvla_oft_tiny" / "libero_spatial" / "fastv,dense_warmup=3-keep0.25" / "seed7"
+    [record] = [json.loads(line) for line in (run_dir / "episodes" / "task00.jsonl").read_text().splitlines()]
+    queries = record["queries"]
+    assert [q["kept_visual"] for q in queries] == [512] * 3 + [128] * 2
+    assert [q["warmup"] for q in queries] == [True] * 3 + [False] * 2
+    assert json.loads((run_dir / "run_identity.json").read_text())["pruner"]["dense_warmup"] == 3
+    cost = json.loads((run_dir / "summary.json").read_text())["cost"]
+    assert cost["kept_visual_mean"] == pytest.approx((3 * 512 + 2 * 128) / 5)  # the episode's: warm-up included
+    assert cost["kept_visual_mean_pruned"] == 128
+    assert cost["prefill_tmacs_mean"] > cost["prefill_tmacs_mean_pruned"] > 0

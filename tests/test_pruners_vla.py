@@ -55,12 +55,24 @@ def test_dense_warmup_runs_unpruned_while_history_fills():
     assert not selection.warmup and len(selection.kept[0]) == 4
 
 
-def test_semantic_warmup_prunes_by_semantic_score():
-    pruner = make(window=2, warmup="semantic")
+def test_without_dense_warmup_a_short_history_prunes_by_semantic_score():
+    pruner = make(window=2, dense_warmup=0)
     semantic = one_hot_ranking([3, 9, 1, 12])
     selection = query(pruner, semantic, torch.rand(M))
-    assert selection.warmup and selection.kept[0].tolist() == [1, 3, 9, 12]
+    assert not selection.warmup and selection.kept[0].tolist() == [1, 3, 9, 12]
     assert pruner.plan.stages[0].visual_embeddings
+
+
+def test_fewer_dense_queries_than_the_window_fill_the_rest_of_the_history_by_semantic_score():
+    pruner = make(window=3, dense_warmup=1)
+    assert pruner.config.dense_warmup == 1 and make(window=5).config.dense_warmup == 5  # default: = window
+    first = query(pruner, torch.rand(M), torch.rand(M))
+    assert first.warmup and first.is_dense
+    semantic = one_hot_ranking([3, 9, 1, 12])
+    for _ in range(2):  # history of 1, then 2: semantic score alone, pruned, not warm-up
+        selection = query(pruner, semantic, torch.rand(M))
+        assert not selection.warmup and selection.kept[0].tolist() == [1, 3, 9, 12]
+    assert len(pruner.history) == 3 and not pruner.history_short  # the next query is dual
 
 
 def test_action_estimate_is_the_decaying_average_of_observed_scores():
@@ -122,7 +134,7 @@ def test_without_filter_the_rankings_alternate():
 def test_ablation_criteria():
     semantic, action = one_hot_ranking([0, 1, 2, 3]), one_hot_ranking([8, 9, 10, 11])
     for criterion, expected in (("semantic_only", [0, 1, 2, 3]), ("action_only", [8, 9, 10, 11])):
-        pruner = make(window=1, criterion=criterion)
+        pruner = make(window=1, criterion=criterion, dense_warmup=0 if criterion == "semantic_only" else 1)
         if criterion == "action_only":
             query(pruner, torch.rand(M), action)
         assert pruner.select(inputs(semantic)).kept[0].tolist() == expected
@@ -132,10 +144,12 @@ def test_ablation_criteria():
     assert fusion.select(inputs(semantic)).kept[0].tolist() == top_k(fused, 4).sort().values.tolist()
 
 
-def test_semantic_only_needs_no_action_attention_and_never_warms_up():
-    pruner = make(criterion="semantic_only")
+def test_semantic_only_needs_no_action_attention_and_warms_up_only_as_told():
+    pruner = make(criterion="semantic_only", dense_warmup=0)
     assert pruner.plan.action_layers == () and not pruner.plan.stages[0].visual_embeddings
     assert not pruner.select(inputs(torch.rand(M))).warmup
+    same_start = make(criterion="semantic_only")  # VLA-Pruner's default dense start (= window) for every criterion
+    assert [same_start.select(inputs(torch.rand(M))).warmup for _ in range(4)] == [True, True, True, False]
 
 
 def test_plan_follows_options():

@@ -17,11 +17,10 @@ import torch
 
 from vla_pruner.diversity import select_diverse
 from vla_pruner.pruning import (
-    DEFAULT_PRUNE_LAYER, PrunePlan, PrunerConfig, Selection, SingleCutPruner, StageInputs, check_choice, top_k,
+    DEFAULT_PRUNE_LAYER, DroppingConfig, PrunePlan, Selection, SingleCutPruner, StageInputs, check_choice, top_k,
 )
 
 CRITERIA = ("dual", "semantic_only", "action_only", "fusion")
-WARMUPS = ("dense", "semantic")
 TEMPORAL_ORDERS = ("paper", "reversed")
 # precision of the scores the top-k ranks and of the diversity filter's distances: the public code selects in the
 # model's bfloat16, where near-equal scores tie
@@ -43,7 +42,14 @@ ACTION_LAYER_RULES: dict[str, Callable[[int], tuple[int, ...]]] = {
 
 
 @dataclass(frozen=True)
-class VLAPrunerConfig(PrunerConfig):
+class VLAPrunerConfig(DroppingConfig):
+    """`dense_warmup` defaults to `window` (the paper: the first queries run dense while the action history
+    fills); with fewer, the queries after the dense ones that still find the history short select by the semantic
+    score alone (`dense_warmup=0`: no dense query at all)."""
+
+    RETIRED = {"warmup": "folded into dense_warmup: warmup=dense is dense_warmup=<window> (the default), "
+                         "warmup=semantic is dense_warmup=0"}
+    dense_warmup: int | None = None  # None: = window
     criterion: str = "dual"
     alpha: float = 0.5  # fusion weight of the semantic score
     redundancy_filter: bool = True
@@ -52,15 +58,15 @@ class VLAPrunerConfig(PrunerConfig):
     prune_layer: int = DEFAULT_PRUNE_LAYER
     semantic_source: str = "prefill"
     action_layers: str | tuple[int, ...] = "later_half"
-    warmup: str = "dense"
     temporal_order: str = "paper"
     selection_dtype: str = "float32"
 
     def __post_init__(self):
-        super().__post_init__()  # field types
+        if self.dense_warmup is None:
+            object.__setattr__(self, "dense_warmup", self.window)
+        super().__post_init__()  # field types, dense_warmup's range
         check_choice("criterion", self.criterion, CRITERIA)
         check_choice("semantic_source", self.semantic_source, ("prefill", "last", "text"))
-        check_choice("warmup", self.warmup, WARMUPS)
         check_choice("temporal_order", self.temporal_order, TEMPORAL_ORDERS)
         check_choice("selection_dtype", self.selection_dtype, tuple(SELECTION_DTYPES))
         layers = self.action_layers
@@ -132,8 +138,8 @@ class VLAPruner(SingleCutPruner):
         return tuple(sorted(set(layers)))
 
     def reset(self, seed: int = 0, episode: int | str = 0) -> None:
+        super().reset(seed, episode)
         self.history: deque[list[torch.Tensor]] = deque(maxlen=self.config.window)
-        self.last_kept: list[torch.Tensor] | None = None
 
     @cached_property
     def weights(self) -> torch.Tensor:
@@ -141,7 +147,8 @@ class VLAPruner(SingleCutPruner):
         return temporal_weights(self.config.window, self.config.gamma, self.config.temporal_order)
 
     @property
-    def warming_up(self) -> bool:
+    def history_short(self) -> bool:
+        """The action history holds fewer than `window` queries (the episode's first ones): no action estimate yet."""
         return self.config.uses_action and len(self.history) < self.config.window
 
     def action_estimate(self) -> list[torch.Tensor]:
@@ -150,21 +157,14 @@ class VLAPruner(SingleCutPruner):
         return [self.weights.to(s[0].device) @ torch.stack(s) for s in per_image]
 
     def choose(self, inputs: StageInputs) -> Selection:
-        cfg = self.config
-        if self.warming_up and cfg.warmup == "dense":
-            selection = self.dense(inputs, warmup=True)
+        semantic = [a.float().mean(0) for a in inputs.attention]
+        if self.history_short or self.config.criterion == "semantic_only":
+            kept = [self.rank(s, k) for s, k in zip(semantic, self.budgets)]
         else:
-            semantic = [a.float().mean(0) for a in inputs.attention]
-            if self.warming_up or cfg.criterion == "semantic_only":
-                kept = [self.rank(s, k) for s, k in zip(semantic, self.budgets)]
-            else:
-                embeddings = inputs.visual_embeddings or [None] * len(semantic)
-                kept = [self.choose_image(s, a, e, k)
-                        for s, a, e, k in zip(semantic, self.action_estimate(), embeddings, self.budgets)]
-            selection = Selection(kept=[k.sort().values for k in kept], num_rows=self.rows_per_image(inputs),
-                                  warmup=self.warming_up)
-        self.last_kept = selection.kept
-        return selection
+            embeddings = inputs.visual_embeddings or [None] * len(semantic)
+            kept = [self.choose_image(s, a, e, k)
+                    for s, a, e, k in zip(semantic, self.action_estimate(), embeddings, self.budgets)]
+        return Selection(kept=[k.sort().values for k in kept], num_rows=self.rows_per_image(inputs))
 
     def choose_image(self, semantic: torch.Tensor, action: torch.Tensor, embeddings: torch.Tensor | None,
                      k: int) -> torch.Tensor:

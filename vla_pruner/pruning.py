@@ -173,7 +173,7 @@ class Selection:
     kept: list[torch.Tensor]  # per image: sorted long indices into the stage's rows, on the inputs' device
     num_rows: list[int]  # per image: rows the stage saw (n_i)
     stage: int = 0
-    warmup: bool = False  # a warm-up query (VLA-Pruner history still filling)
+    warmup: bool = False  # a dense warm-up query (the pruner's `dense_warmup`, VLA-Cache's first query)
     merged: list[MergedTokens] | None = None
     select_ms: float = 0.0  # wall time of select(), set by Pruner.select
 
@@ -256,20 +256,42 @@ def type_name(hint: Any) -> str:
         return " or ".join(type_name(h) for h in typing.get_args(hint))
     if origin is tuple:
         return f"a list of {type_name(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, hint.__name__)
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "null"}.get(hint, hint.__name__)
 
 
 @dataclass(frozen=True)
 class PrunerConfig:
     """Base of the typed per-pruner options: every field must fit its annotation (`prune_layer=2.5` is refused
-    here, not at the first query); subclasses check ranges and choices in __post_init__ after super()'s."""
+    here, not at the first query); subclasses check ranges and choices in __post_init__ after super()'s.
+    `RETIRED` names options a pruner no longer has, with what replaced them (said when one is given)."""
+
+    RETIRED: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
+        # the pruner's own options first: a shared option may follow one of them (VLA-Pruner's dense_warmup = window)
+        for f in sorted(dataclasses.fields(self), key=lambda f: f.name in SHARED_OPTIONS):
             value = getattr(self, f.name)
             if not matches_type(value, hints[f.name]):
                 raise ValueError(f"{f.name}={value!r} must be {type_name(hints[f.name])}")
+
+
+SHARED_OPTIONS = ("dense_warmup",)  # DroppingConfig's
+
+
+@dataclass(frozen=True)
+class DroppingConfig(PrunerConfig):
+    """Options of every pruner that drops tokens. `dense_warmup=N`: the first N queries of each episode run
+    unpruned (recorded `warmup: true`), so two methods can be compared with the same dense start; 0 for every
+    method but VLA-Pruner, whose action history fills on dense queries in the paper."""
+
+    dense_warmup: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dense_warmup < 0:
+            raise ValueError(f"dense_warmup={self.dense_warmup} must be 0 or more (queries per episode run dense)")
 
 
 # --------------------------------------------------------------------------------------------- pruners
@@ -301,19 +323,34 @@ class Pruner:
     def reset(self, seed: int = 0, episode: int | str = 0) -> None:
         """Start an episode: (re)sets per-episode state, also once at construction. `seed` = the run's seed,
         `episode` = an id unique within the run, e.g. "libero_spatial/3/17" (suite/task/init state); only
-        seeded pruners use them."""
+        seeded pruners use them. Subclasses with state of their own call super().reset first."""
+        self.query = -1  # the episode's current query (stage 0 of select() starts the next)
+        self.last_kept: list[torch.Tensor] | None = None  # the current query's last selection
+
+    @property
+    def dense_warmup(self) -> int:
+        """Queries per episode that run dense before the pruner's own rule (a dropping pruner's option)."""
+        return getattr(self.config, "dense_warmup", 0)
+
+    @property
+    def in_dense_warmup(self) -> bool:
+        return self.query < self.dense_warmup
 
     def select(self, inputs: StageInputs) -> Selection:
-        """Choose the tokens of one stage (timed; on CUDA the clock waits for the device)."""
+        """Choose the tokens of one stage (timed; on CUDA the clock waits for the device): the rule's choice, or
+        every row during the episode's dense warm-up."""
         if not 0 <= inputs.stage < len(self.plan.stages):
             raise ValueError(f"stage {inputs.stage} not in this pruner's plan ({len(self.plan.stages)} stages)")
         self.check_inputs(inputs)
+        if inputs.stage == 0:
+            self.query += 1
         start = time.perf_counter()
-        selection = self.choose(inputs)
+        selection = self.dense(inputs, warmup=True) if self.in_dense_warmup else self.choose(inputs)
         if any(k.is_cuda for k in selection.kept):
             torch.cuda.synchronize()
         selection.select_ms = (time.perf_counter() - start) * 1e3
         selection.stage = inputs.stage
+        self.last_kept = selection.kept
         return selection
 
     def choose(self, inputs: StageInputs) -> Selection:
@@ -472,8 +509,9 @@ def pruner_config(cfg: Mapping[str, Any] | PrunerConfig, name: str | None = None
     cls = pruner_class(name)
     valid = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(options) - valid)
+    retired = [f" ({cls.Config.RETIRED[k]})" for k in unknown if k in cls.Config.RETIRED]
     if unknown:
-        raise ValueError(f"pruner {name!r} has no option(s) {', '.join(unknown)}; "
+        raise ValueError(f"pruner {name!r} has no option(s) {', '.join(unknown)}{''.join(retired)}; "
                          f"its options: {', '.join(sorted(valid)) or 'none'}")
     return cls.Config(**options)
 

@@ -4,8 +4,9 @@ Unit everywhere: multiply-accumulates (MACs), the papers' "FLOPs (T)" (`vla_prun
 package counts its own queries (`vla_pruner/models/<family>/cost.py`: dimensions read from a config without weights,
 and the MACs); this module finds a model's cost through its family record and runs the command.
 
-CLI (no weights loaded): `python -m evaluate.flops model=openvla pruner=fastv keep=0.25 [prompt_tokens=35]`
-prints the dense and pruned counts; its last line is the pruned count alone, in TMACs. The pruner is built and
+CLI (no weights loaded): `python -m evaluate.flops model=openvla pruner=fastv keep=0.25 [prompt_tokens=35]
+[episode_queries=15]` prints the dense and pruned counts (with a dense warm-up, an episode's mean); its last line
+is the pruned count alone, in TMACs. The pruner is built and
 checked exactly as a run builds it (same options, same errors, what the family's policy refuses), and the
 per-layer token counts come from its plan: no stages (pruner=none) = dense, one stage = one cut, progressive
 SparseVLM = its stage counts.
@@ -16,6 +17,8 @@ import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
+
+from vla_pruner.macs import UNIT
 
 if TYPE_CHECKING:
     from vla_pruner.families import ModelFamily
@@ -80,13 +83,16 @@ def compose_config(overrides: list[str]):
     from evaluate.config import CONFIG_DIR, ConfigError, check_group_overrides, hydra_error_line
 
     check_group_overrides(overrides)
-    own = {"prompt_tokens": None}  # None: the model's typical prompt (its cost's default)
+    # prompt_tokens None: the model's typical prompt (its cost's default); episode_queries: an episode's queries,
+    # to count a dense warm-up into the episode's mean
+    own = {"prompt_tokens": None, "episode_queries": None}
     rest = []
     for arg in overrides:
         key, _, value = arg.partition("=")
         if key in own:
             if not value.isdigit() or int(value) < 1:
-                raise ConfigError(f"{key}={value} must be a positive integer (non-visual prompt tokens)")
+                raise ConfigError(f"{key}={value} must be a positive integer "
+                                  f"({'non-visual prompt tokens' if key == 'prompt_tokens' else 'queries'})")
             own[key] = int(value)
         else:
             rest.append(arg)
@@ -98,16 +104,34 @@ def compose_config(overrides: list[str]):
     return OmegaConf.to_container(cfg, resolve=True), own
 
 
-def report_lines(model_cfg: Mapping, pruner_cfg: Mapping, keep: float, prompt_tokens: int | None) -> list[str]:
+def report_lines(model_cfg: Mapping, pruner_cfg: Mapping, keep: float, prompt_tokens: int | None,
+                 episode_queries: int | None = None) -> list[str]:
     """The CLI's report; the pruner is built and checked as a run of the model's family builds it (ConfigError
-    for bad options and for what the family cannot run)."""
+    for bad options and for what the family cannot run). A pruner with a dense warm-up adds what an episode of
+    `episode_queries` queries costs on average, its dense queries included (the last line stays the pruned query)."""
     from evaluate.config import check_keep
     from evaluate.policies.vla import family_pruner
 
     check_keep(keep)
     family, cost = model_family(model_cfg), model_dims(model_cfg)
-    pruner = family_pruner(family, pruner_cfg, keep, family.layout(cost.num_layers))
-    return cost.report_lines(model_cfg["name"], pruner, keep, prompt_tokens)
+    layout = family.layout(cost.num_layers)
+    pruner = family_pruner(family, pruner_cfg, keep, layout)
+    lines = cost.report_lines(model_cfg["name"], pruner, keep, prompt_tokens)
+    warmup = pruner.dense_warmup if pruner.plan.stages else 0
+    if not warmup:
+        return lines
+    dense = float(cost.report_lines(model_cfg["name"], family_pruner(family, {"name": "none"}, 1.0, layout), 1.0,
+                                    prompt_tokens)[-1])
+    pruned = float(lines[-1])
+    if episode_queries is None:
+        episode = "give episode_queries=Q for the mean of a Q-query episode"
+    else:
+        dense_queries = min(warmup, episode_queries)
+        mean = (dense_queries * dense + (episode_queries - dense_queries) * pruned) / episode_queries
+        episode = f"an episode of {episode_queries} queries averages {mean:.6g} {UNIT} a query"
+    note = (f"dense warm-up: the first {warmup} queries of each episode run dense ({dense:.6g} {UNIT} each); "
+            f"{episode} (what a run's tables headline); the last line is one pruned query")
+    return [*lines[:-1], note, lines[-1]]
 
 
 def main(argv: list[str]) -> None:
@@ -117,7 +141,8 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     try:
         cfg, own = compose_config(argv)
-        lines = report_lines(cfg["model"], cfg["pruner"], float(cfg["keep"]), own["prompt_tokens"])
+        lines = report_lines(cfg["model"], cfg["pruner"], float(cfg["keep"]), own["prompt_tokens"],
+                             own["episode_queries"])
     except (ConfigError, CheckpointError) as e:
         raise SystemExit(f"error: {e}") from None
     print("\n".join(lines))
