@@ -4,8 +4,9 @@ them and the difference.
     python scripts/collect.py runs/ [more run dirs or roots] --out results/table1 [--paper PATH] [--paper-pi0 PATH]
 
 Rows: model x retention x method (the paper's rows of every model we have runs of, plus ours); columns per
-suite: ours, paper, ours - paper (success rate, %), the same for relative accuracy and for the prefill FLOPs (our
-`prefill_tmacs`, TMACs = the paper's "FLOPs (T)", beside its `flops_t`), then our latency and the paper's (RTX 4090: compare only the trend), and how
+suite: ours, paper, ours - paper (success rate, %), the same for relative accuracy and for the prefill FLOPs in the
+paper's convention (our `prefill_tmacs_pruned`, the mean over the pruned queries, TMACs = the paper's "FLOPs (T)",
+beside its `flops_t`; our headline `prefill_tmacs`, the mean over every query of an episode, follows), then our latency and the paper's (RTX 4090: compare only the trend), and how
 each of our rows was made: seeds pooled, completeness (episodes done / wanted), settings. Our rows are
 evaluate.analysis.report's Table 1 rows (one per experiment, never pooled across pruner options, step limits or
 checkpoints; incomplete runs are rows of their own): a variant such as `VLA-Pruner (criterion=semantic_only)`
@@ -33,20 +34,22 @@ from evaluate.analysis.report import (PI0_NOTE, RELATIVE_ACC_NOTE, ROWS_NOTE, lo
 DEFAULT_PAPER = REPO / ".." / "shared" / "reference" / "paper_table1_libero.csv"
 DEFAULT_PAPER_PI0 = REPO / ".." / "shared" / "reference" / "paper_table4_pi0.csv"
 ROW_KEYS = ["model", "retention_pct", "method"]
-COMPARED = ["spatial", "object", "goal", "long", "relative_acc_pct", "prefill_tmacs"]
-PAPER_COLUMNS = {"flops_t": "prefill_tmacs"}  # the paper's column -> ours, compared under our name
-AFTER = ["latency_ms", "latency_ms_rtx4090", "episodes", "seeds", "completeness", "run_status",
+# the paper counts FLOPs over the pruned queries only: compared in that convention, our episode mean after
+COMPARED = ["spatial", "object", "goal", "long", "relative_acc_pct", "prefill_tmacs_pruned"]
+PAPER_COLUMNS = {"flops_t": "prefill_tmacs_pruned"}  # the paper's column -> ours, compared under our name
+AFTER = ["prefill_tmacs", "latency_ms", "latency_ms_rtx4090", "episodes", "seeds", "completeness", "run_status",
          "settings"]
 # Table 4 (pi0): our suite columns first, then these compared, then the rest
-COMPARED_PI0 = ["avg_sr", "relative_acc_pct", "flops_ratio_pct"]
-AFTER_PI0 = ["full_flops_ratio_pct", "prefill_tmacs", "full_tmacs", "latency_ms", "speedup", "latency_ms_rtx4090",
-             "speedup_paper", "episodes", "seeds", "completeness", "run_status", "settings"]
+COMPARED_PI0 = ["avg_sr", "relative_acc_pct", "flops_ratio_pct_pruned"]
+PAPER_COLUMNS_PI0 = {"flops_ratio_pct": "flops_ratio_pct_pruned"}
+AFTER_PI0 = ["flops_ratio_pct", "full_flops_ratio_pct", "prefill_tmacs", "full_tmacs", "latency_ms", "speedup",
+             "latency_ms_rtx4090", "speedup_paper", "episodes", "seeds", "completeness", "run_status", "settings"]
 
 
-def read_paper(path: Path, option: str, compared: list[str]) -> pd.DataFrame:
-    """The paper's table with its columns under our names (`PAPER_COLUMNS`); a file that is not that table is one
-    error line naming it."""
-    ours_to_paper = {v: k for k, v in PAPER_COLUMNS.items()}
+def read_paper(path: Path, option: str, compared: list[str], renamed: dict[str, str]) -> pd.DataFrame:
+    """The paper's table with its columns under our names (`renamed`: the paper's -> ours); a file that is not that
+    table is one error line naming it."""
+    ours_to_paper = {v: k for k, v in renamed.items()}
     columns = [*ROW_KEYS, *(ours_to_paper.get(c, c) for c in compared), "latency_ms_rtx4090"]
     expected = f"a CSV with columns {', '.join(columns)}"
     if not path.is_file():
@@ -60,7 +63,7 @@ def read_paper(path: Path, option: str, compared: list[str]) -> pd.DataFrame:
     else:
         missing = [c for c in columns if c not in paper]
         if not missing:
-            return paper.rename(columns=PAPER_COLUMNS)
+            return paper.rename(columns=renamed)
         problem = f"no column(s) {', '.join(missing)}"
     raise SystemExit(f"error: {option} {path} is not the paper's table ({problem}); expected {expected}")
 
@@ -98,16 +101,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paper-pi0", type=Path, default=DEFAULT_PAPER_PI0, help="the paper's Table 4 (pi0) as CSV")
     args = parser.parse_args(argv)
     output_directory(args.out)
-    paper = read_paper(args.paper, "--paper", COMPARED)
+    paper = read_paper(args.paper, "--paper", COMPARED, PAPER_COLUMNS)
     runs = load_runs_for_cli(args.runs)
     table = compare(method_table(runs), paper)
     caption = (f"Ours vs the paper (VLA-Pruner, Table 1): success rates in %, ours with 95% Wilson intervals; "
-               f"_diff = ours - paper; {RELATIVE_ACC_NOTE}; prefill_tmacs = analytic LLM prefill, TMACs "
-               f"(the paper's FLOPs (T), its flops_t beside); latency: ours median ms per query, the paper's on an RTX 4090; {ROWS_NOTE}")
+               f"_diff = ours - paper; {RELATIVE_ACC_NOTE}; prefill_tmacs_pruned = analytic LLM prefill, TMACs, "
+               f"mean over the pruned queries (the paper's convention for its FLOPs (T), its flops_t beside); "
+               f"prefill_tmacs = the same over every query of an episode, dense warm-up included; latency: ours median ms per query, the paper's on an RTX 4090; {ROWS_NOTE}")
     paths = write_table(table, args.out, "table1_vs_paper", caption)
     ours_pi0 = pi0_table(runs)
     if len(ours_pi0):
-        paper_pi0 = with_paper_speedup(read_paper(args.paper_pi0, "--paper-pi0", COMPARED_PI0))
+        paper_pi0 = with_paper_speedup(read_paper(args.paper_pi0, "--paper-pi0", COMPARED_PI0, PAPER_COLUMNS_PI0))
         suites = [c for c in ours_pi0.columns if c.split("_ci_")[0] in SUITE_COLUMNS.values()]
         table4 = compare(ours_pi0, paper_pi0, COMPARED_PI0, suites, AFTER_PI0)
         caption = (f"Ours vs the paper (VLA-Pruner, Table 4, pi0): success rates in %, ours with 95% Wilson "

@@ -13,7 +13,7 @@ import yaml
 from vla_pruner.macs import layer_macs
 from evaluate.analysis.metrics import query_metrics
 from evaluate.analysis.report import load_runs, method_table, suite_table, task_table, write_report
-from evaluate.analysis.stats import wilson_interval
+from evaluate.analysis.stats import mcnemar_exact, wilson_interval
 from evaluate.store import EpisodeRecord, ResultStore
 from tests.conftest import REPO
 
@@ -34,12 +34,14 @@ def vla_query(kept: int, total_ms: float, warmup: bool = False) -> dict:
 
 def write_run(root: Path, suite: str, pruner: str, keep: float, seed: int, outcomes: dict[int, list[bool]],
               total_ms: float, model: str = "openvla", device: str = "cuda", warmup_ms: float | None = None,
-              family: str = "openvla", query=vla_query) -> Path:
+              family: str = "openvla", query=vla_query, options: dict | None = None) -> Path:
     """A run directory as `python -m evaluate` leaves it: config.yaml + episodes/taskNN.jsonl; `query(kept per
-    image, total ms, warmup)` writes a query of the model's family."""
-    run_dir = root / model / suite / f"{pruner}-keep{keep}" / f"seed{seed}"
+    image, total ms, warmup)` writes a query of the model's family; `options` are the pruner's (its directory's name)."""
+    options = options or {}
+    tag = "".join(f",{k}={v}" for k, v in options.items())
+    run_dir = root / model / suite / f"{pruner}{tag}-keep{keep}" / f"seed{seed}"
     cfg = {"policy": {"name": "vla", "label": model}, "model": {"name": model, "family": family, "checkpoint": None},
-           "pruner": {"name": pruner}, "suite": {"name": suite, "max_steps": 220}, "keep": keep, "seed": seed,
+           "pruner": {"name": pruner, **options}, "suite": {"name": suite, "max_steps": 220}, "keep": keep, "seed": seed,
            "device": device}
     run_dir.mkdir(parents=True)
     store = ResultStore(run_dir)
@@ -95,15 +97,19 @@ def test_cost_columns_latency_without_warmup_flops_tokens_speedup(runs):
     fastv = (3 * layer_macs(291, D, M) + 29 * layer_macs(PROMPT + 128, D, M)) / 1e12
     assert table.loc["FastV", "prefill_tmacs"] == pytest.approx(fastv)
     assert table.loc["FastV", "kept_visual"] == 128
-    # headline FLOPs and kept tokens leave the dense warm-up queries out (the paper's convention: the same
-    # token counts as FastV at the same keep); the all-query means (one warm-up in three) stand beside them
-    assert table.loc["VLA-Pruner", "kept_visual"] == 64
+    # headline FLOPs and kept tokens are the episode's: every query, the dense warm-up one included (one in three);
+    # the pruned-query means (the paper's convention: the same token counts as FastV at the same keep) beside them
+    assert table.loc["VLA-Pruner", "kept_visual_pruned"] == 64
     vla = (3 * layer_macs(291, D, M) + 29 * layer_macs(PROMPT + 64, D, M)) / 1e12
-    assert table.loc["VLA-Pruner", "prefill_tmacs"] == pytest.approx(vla)
+    assert table.loc["VLA-Pruner", "prefill_tmacs_pruned"] == pytest.approx(vla)
+    assert table.loc["VLA-Pruner", "kept_visual"] == pytest.approx((256 + 2 * 64) / 3)
+    assert table.loc["VLA-Pruner", "prefill_tmacs"] == pytest.approx((32 * layer_macs(291, D, M) / 1e12 + 2 * vla) / 3)
+    assert table.loc["FastV", "prefill_tmacs_pruned"] == table.loc["FastV", "prefill_tmacs"]  # no warm-up
     per_suite = suite_table(rs)
     row = per_suite[per_suite.pruner == "vla"].iloc[0]
-    assert row.kept_visual_mean_all_queries == pytest.approx((256 + 2 * 64) / 3)
-    assert row.prefill_tmacs_mean_all_queries == pytest.approx((32 * layer_macs(291, D, M) / 1e12 + 2 * vla) / 3)
+    assert row.kept_visual_mean == pytest.approx((256 + 2 * 64) / 3) and row.kept_visual_mean_pruned == 64
+    assert row.prefill_tmacs_mean == pytest.approx((32 * layer_macs(291, D, M) / 1e12 + 2 * vla) / 3)
+    assert row.prefill_tmacs_mean_pruned == pytest.approx(vla)
     metrics = query_metrics(ResultStore(runs / "openvla/libero_spatial/vla-keep0.25/seed7").records(),
                             {"name": "openvla", "family": "openvla"})
     assert metrics["warmup_queries"] == 2 and metrics["latency_total_median_ms"] == 80.0
@@ -155,10 +161,13 @@ def test_collect_puts_paper_numbers_beside_ours(runs, tmp_path):
     # the paper's rows we did not run stay, with our columns empty
     assert table[table.method == "DivPrune"].spatial.isna().all() and len(table[table.method == "DivPrune"]) == 3
     assert not (table.model == "openvla_oft").any()  # no runs of it
-    # the paper's FLOPs column beside our prefill count, with the difference
-    assert dense.prefill_tmacs_paper == 1.906
-    assert dense.prefill_tmacs_diff == pytest.approx(dense.prefill_tmacs - 1.906)
-    assert table[table.method == "DivPrune"].prefill_tmacs_paper.tolist() == [1.105, 0.743, 0.569]
+    # the paper's FLOPs column beside our prefill count in its convention (pruned queries), with the difference;
+    # our episode mean (every query) follows
+    assert dense.prefill_tmacs_pruned_paper == 1.906
+    assert dense.prefill_tmacs_pruned_diff == pytest.approx(dense.prefill_tmacs_pruned - 1.906)
+    assert table[table.method == "DivPrune"].prefill_tmacs_pruned_paper.tolist() == [1.105, 0.743, 0.569]
+    vla = table[(table.method == "VLA-Pruner") & table.prefill_tmacs.notna()].iloc[0]
+    assert vla.prefill_tmacs > vla.prefill_tmacs_pruned  # its dense warm-up query is charged in the episode mean
 
 
 def test_collect_fails_clearly_without_the_paper_table(runs, tmp_path):
@@ -167,13 +176,16 @@ def test_collect_fails_clearly_without_the_paper_table(runs, tmp_path):
     assert result.returncode != 0 and "absent.csv" in result.stderr and "--paper" in result.stderr
 
 
-def test_headline_flops_of_vla_pruner_equal_fastv_at_the_same_keep(tmp_path):
-    """Issue 11: warm-up queries (dense, while VLA-Pruner's history fills) are not in the headline cost."""
+def test_headline_cost_charges_the_dense_warmup_and_the_papers_convention_stands_beside(tmp_path):
+    """Issue 36: an episode's dense warm-up queries are in the headline cost (what a user pays); the pruned-query
+    means, the paper's convention (VLA-Pruner's FLOPs equal FastV's at the same keep), are a column of their own."""
     write_run(tmp_path, "libero_spatial", "fastv", 0.25, 7, {0: [True]}, total_ms=80.0)
     write_run(tmp_path, "libero_spatial", "vla", 0.25, 7, {0: [True]}, total_ms=80.0, warmup_ms=190.0)
     table = method_table(load_runs([tmp_path])).set_index("method")
-    assert table.loc["VLA-Pruner", "prefill_tmacs"] == table.loc["FastV", "prefill_tmacs"]
-    assert table.loc["VLA-Pruner", "kept_visual"] == table.loc["FastV", "kept_visual"] == 64
+    assert table.loc["VLA-Pruner", "prefill_tmacs_pruned"] == table.loc["FastV", "prefill_tmacs_pruned"]
+    assert table.loc["VLA-Pruner", "kept_visual_pruned"] == table.loc["FastV", "kept_visual"] == 64
+    assert table.loc["VLA-Pruner", "prefill_tmacs"] > table.loc["FastV", "prefill_tmacs"]
+    assert table.loc["VLA-Pruner", "kept_visual"] == pytest.approx((256 + 2 * 64) / 3)
 
 
 def test_the_flops_axis_reads_in_g_for_a_small_model(runs, tmp_path, monkeypatch):
@@ -190,3 +202,55 @@ def test_the_flops_axis_reads_in_g_for_a_small_model(runs, tmp_path, monkeypatch
     (big_label, big_max), (small_label, small_max) = labels
     assert big_label.startswith("LLM prefill FLOPs (T,") and small_label.startswith("LLM prefill FLOPs (G,")
     assert small_max == pytest.approx(big_max)  # the same numbers, in G
+
+
+def test_every_pruned_row_is_paired_with_fastv_at_the_same_keep_and_warmup(tmp_path):
+    """Issue 36: McNemar against FastV on the same init states, at the same keep and dense warm-up."""
+    outcomes = {"fastv": ({0: [True] + [False] * 7}, {}), "fastv,3": ({0: [True] * 6 + [False] * 2}, {"dense_warmup": 3}),
+                "vla": ({0: [True] * 8}, {"dense_warmup": 3}), "vla,0": ({0: [False] * 7 + [True]}, {"dense_warmup": 0})}
+    for name, (episodes, options) in outcomes.items():
+        write_run(tmp_path, "libero_spatial", name.split(",")[0], 0.25, 7, episodes, total_ms=80.0,
+                  warmup_ms=190.0 if options.get("dense_warmup") else None, options=options)
+    write_run(tmp_path, "libero_spatial", "fastv", 0.5, 7, {0: [True] * 4}, total_ms=90.0)  # other init states
+    write_run(tmp_path, "libero_spatial", "random", 0.5, 7, {1: [True] * 4}, total_ms=90.0)
+    write_run(tmp_path, "libero_spatial", "random", 0.125, 7, {0: [True] * 4}, total_ms=90.0)
+    write_run(tmp_path, "libero_spatial", "none", 1.0, 7, {0: [True] * 8}, total_ms=200.0)
+    rs = load_runs([tmp_path])
+    for table in (suite_table(rs), method_table(rs)):
+        rows = {(m, k): r for m, k, r in zip(table.method, table.get("keep", table.get("retention_pct")) if
+                                             "keep" in table else table.retention_pct / 100, table.itertuples())}
+        vla = rows[("VLA-Pruner", 0.25)]  # 8/8 against FastV with the same 3 dense queries: 6/8, 2 discordant
+        assert (vla.vs_fastv_pairs, vla.p_vs_fastv) == (8, 0.5)
+        no_warmup = rows[("VLA-Pruner (dense_warmup=0)", 0.25)]  # 1/8 against FastV's 1/8, other episodes
+        assert no_warmup.vs_fastv_pairs == 8 and no_warmup.p_vs_fastv == pytest.approx(mcnemar_exact(1, 1))
+        assert rows[("FastV", 0.25)].vs_fastv == "reference" and pd.isna(rows[("FastV", 0.25)].p_vs_fastv)
+        assert rows[("Random", 0.5)].vs_fastv == "no shared init states"
+        assert rows[("Random", 0.125)].vs_fastv == "no FastV row at this keep, warm-up and cut"
+    assert "McNemar" in (write_report(rs, tmp_path / "out") and (tmp_path / "out" / "table1.md").read_text())
+
+
+def test_episodes_csv_holds_every_episode_with_its_queries_and_dense_ones(runs, tmp_path):
+    write_report(load_runs([runs]), tmp_path)
+    episodes = pd.read_csv(tmp_path / "episodes.csv")
+    assert len(episodes) == 4 * 4 + 2 * 2  # dense and FastV on two suites, VLA-Pruner two seeds of 2
+    vla = episodes[episodes.pruner == "vla"]
+    assert (vla.queries == 3).all() and (vla.dense_queries == 1).all() and set(vla.seed) == {7, 8}
+    assert (episodes[episodes.pruner == "fastv"].dense_queries == 0).all()
+    assert {"model", "suite", "task_id", "method", "keep", "init_index", "success", "steps"} <= set(episodes.columns)
+
+
+def test_ablation_command_writes_the_table_and_the_plot(tmp_path):
+    for options, successes in (({}, [True, False]), ({"dense_warmup": 3}, [True, True])):
+        write_run(tmp_path / "runs", "libero_object", "fastv", 0.25, 7, {0: successes}, total_ms=80.0,
+                  warmup_ms=190.0 if options else None, options=options)
+    write_run(tmp_path / "runs", "libero_object", "vla", 0.25, 7, {0: [False, True]}, total_ms=80.0,
+              warmup_ms=190.0, options={"dense_warmup": 3, "criterion": "action_only"})
+    result = subprocess.run([sys.executable, "-m", "evaluate.ablation", str(tmp_path / "runs"), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "out" / "ablation.csv")
+    row = table[table.method.str.startswith("VLA-Pruner")].iloc[0]
+    assert (row.options, row.dense_warmup, row.episodes, row.successes) == ("criterion=action_only", 3, 2, 1)
+    assert row.vs_fastv_pairs == 2 and row.p_vs_fastv == pytest.approx(mcnemar_exact(1, 1))
+    assert row.prefill_tmacs > row.prefill_tmacs_pruned
+    assert {"ablation.md", "ablation.tex", "ablation.png", "ablation.pdf"} <= {p.name for p in (tmp_path / "out").iterdir()}

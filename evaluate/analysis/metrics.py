@@ -7,13 +7,14 @@ pruning), `kept_visual`, `prefill_tokens` (tokens each LLM layer processed in th
 `selection_ms`. Policies without a model (noop, scripted) write none of them: their queries count, their cost
 columns stay empty.
 
-Headline numbers follow the paper's convention: latency, FLOPs and kept tokens are over the pruned queries,
-warm-up excluded (a VLA-Pruner warm-up query runs dense while its action history fills; the paper's VLA-Pruner
-FLOPs equal FastV's at the same retention, so it does not count them). The all-query means, warm-up included,
-stand beside them as `*_mean_all_queries`: what a deployment really spends, e.g. for OpenVLA-OFT's 15-20
-queries per episode three dense warm-up queries add about 30% at keep 0.125. Headline latency is per query of
-batch size 1 (the paper's convention); a batched run's per-query time is reported per batch size beside it
-(`latency_total_median_ms_by_batch_size`), labelled as such, never as the headline.
+Headline FLOPs and kept tokens are what an episode costs: the mean over ALL its queries, the dense warm-up ones
+included (`pruner.dense_warmup`; VLA-Pruner runs its first `window` queries dense while its action history fills,
+and for OpenVLA-OFT's 15-20 queries per episode three dense queries add about 30% at keep 0.125). The mean over
+the pruned queries only stands beside it as `*_mean_pruned`: the paper's convention (its VLA-Pruner FLOPs equal
+FastV's at the same retention), used where the paper's rows are compared. Latency is a median per query of batch
+size 1 over the pruned queries (the paper's convention; a median hides a few dense queries either way); a batched
+run's per-query time is reported per batch size beside it (`latency_total_median_ms_by_batch_size`), labelled as
+such, never as the headline.
 """
 from __future__ import annotations
 
@@ -104,12 +105,12 @@ COST_COLUMNS = ("visual_tokens", "kept_visual", "reused_visual", "prefill_tmacs"
 
 
 def cost_stats(queries: pd.DataFrame) -> dict[str, Any]:
-    """Token and FLOP means (expects `add_flops` columns): `X_mean` over non-warm-up queries (the headline),
-    `X_mean_all_queries` over all of them."""
-    steady = queries[~queries.warmup.astype(bool)]
+    """Token and FLOP means (expects `add_flops` columns): `X_mean` over all queries (the headline: what an episode
+    costs), `X_mean_pruned` over the queries that were not dense warm-up (the paper's convention)."""
+    pruned = queries[~queries.warmup.astype(bool)]
     return {
-        **{f"{c}_mean": _stat(steady[c], np.mean) for c in COST_COLUMNS},
-        **{f"{c}_mean_all_queries": _stat(queries[c], np.mean) for c in COST_COLUMNS},
+        **{f"{c}_mean": _stat(queries[c], np.mean) for c in COST_COLUMNS},
+        **{f"{c}_mean_pruned": _stat(pruned[c], np.mean) for c in COST_COLUMNS},
     }
 
 

@@ -23,7 +23,7 @@ from evaluate.analysis.runset import INCOMPLETE  # noqa: E402
 FORMATS = ("png", "pdf")
 # x axis of each cost view: column of the suite table, axis label
 COST_AXES = {
-    "flops": ("prefill_tmacs_mean", "LLM prefill FLOPs (T, MACs as in the paper)"),
+    "flops": ("prefill_tmacs_mean", "LLM prefill FLOPs (T, MACs), mean per query over episodes"),
     "latency": ("latency_total_median_ms", "latency per query (ms, median, warm-up excluded)"),
 }
 
@@ -59,9 +59,11 @@ def _errorbar(ax, rows: pd.DataFrame, x: str, style: dict, **extra):
     ax.errorbar(rows[x], rows.sr, yerr=error_bars(rows), marker="o", capsize=3, **style, **extra)
 
 
-def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
+def save_figure(fig, out_dir: Path, stem: str, tight: bool = True) -> list[Path]:
+    """PNG and PDF of `fig` (laid out tightly unless the caller placed a legend outside the axes itself)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     paths = [out_dir / f"{stem}.{fmt}" for fmt in FORMATS]
     for path in paths:
         fig.savefig(path, dpi=150)

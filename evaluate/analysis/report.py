@@ -22,9 +22,10 @@ Definitions used in every table:
   run (pruner none, same identity otherwise) exists and succeeded at least once; with LIBERO-PRO runs,
   `relative_acc_perturbed_pct` is the same over the perturbed suites, whose columns follow the paper's, and the
   robustness view (analysis/robustness.py) shows each pruner's drop against dense per suite with a paired test;
-- FLOPs = the paper's analytic LLM-prefill count in TMACs (= the paper's "FLOPs (T)"), mean over the pruned
-  queries (warm-up excluded, as the paper counts); `prefill_tmacs_all_queries` = mean over all queries;
-  `full_tmacs` = end to end (vision, projector, prefill, decode), see evaluate/analysis/flops.py;
+- FLOPs = the paper's analytic LLM-prefill count in TMACs (= the paper's "FLOPs (T)"), mean over ALL queries of
+  the episodes (what an episode costs, dense warm-up queries included); `prefill_tmacs_pruned` = mean over the
+  pruned queries only (the paper's convention); `full_tmacs` = end to end (vision, projector, prefill, decode),
+  see evaluate/analysis/flops.py;
 - latency = median (and p90) ms per policy query, warm-up queries excluded;
 - speedup = dense latency / method latency, same model and device;
 - keep and retention are printed as configured (0.25, 25), never rounded.
@@ -42,6 +43,7 @@ import pandas as pd
 
 from evaluate.analysis.labels import DENSE_PRUNER, METHOD_NAMES, PERTURBED_COLUMNS, SUITE_COLUMNS, method_order
 from evaluate.analysis.metrics import cost_stats, latency_stats
+from evaluate.analysis.paired import NOTE as PAIRED_NOTE, paired_vs_fastv
 from evaluate.analysis.plots import write_plots
 from evaluate.analysis.robustness import ROBUSTNESS_NOTE, drop_plots, robustness_table
 from evaluate.arguments import CommandParser, output_directory
@@ -53,10 +55,10 @@ PER_SUITE_FIELDS = ("suite.name", "suite.max_steps", "model.checkpoint", "model.
 EXACT_COLUMNS = ("keep", "retention_pct")  # printed as configured: 0.25 stays 0.25 (not 0.2)
 RELATIVE_ACC_NOTE = "relative accuracy = 100 x mean over suites of SR_method / SR_dense (same model)"
 UNITS_NOTE = ("success rates in % with 95% Wilson intervals; FLOPs = analytic LLM prefill in TMACs "
-              "(the paper's 'FLOPs (T)'), mean over queries without warm-up (all queries: "
-              "prefill_tmacs_all_queries); latency = median ms per query without warm-up; "
+              "(the paper's 'FLOPs (T)'), mean over all queries, dense warm-up included (_pruned: over the pruned "
+              "queries only, the paper's convention); latency = median ms per query without warm-up; "
               "speedup = dense latency / method latency (same model and device)")
-ROWS_NOTE = ("one row per experiment (full run identity; method options that differ from the defaults in "
+ROWS_NOTE = (f"{PAIRED_NOTE}; one row per experiment (full run identity; method options that differ from the defaults in "
              "brackets); seeds = runs differing only in seed, pooled; completeness = episodes done / wanted, "
              "incomplete runs are rows of their own")
 
@@ -184,6 +186,7 @@ def suite_table(rs: RunSet) -> pd.DataFrame:
     table = _with_dense(table, flats)
     table["relative_sr"] = table.sr / table.dense_sr.where(table.dense_sr > 0)
     table["settings"] = settings_labels(table, flats, ["model", "device", "suite", "method"])
+    table = paired_vs_fastv(table, flats, rs.episodes.assign(identity=rs.episodes.experiment))
     return _sorted(table, ["model", "device", "suite", "method", "keep"], descending=("keep",))
 
 
@@ -220,6 +223,7 @@ def method_table(rs: RunSet) -> pd.DataFrame:
     overall = _groups(rs, row_of)
     flats = {i: json.loads(i) for i in overall.identity}
     overall = _with_dense(overall, flats, ignore=PER_SUITE_FIELDS)  # a row split by step limit: the dense row
+    overall = paired_vs_fastv(overall, flats, _with_row(rs.episodes, row_of))
     per_suite = per_suite.assign(row=[row_of[k] for k in zip(per_suite.identity, per_suite.run_status)])
     rows = []
     for _, row in overall.iterrows():
@@ -235,10 +239,11 @@ def method_table(rs: RunSet) -> pd.DataFrame:
         if perturbed.any():  # LIBERO-PRO suites: the same average over the perturbed suites, beside the paper's
             ratios = mine.relative_sr[perturbed].dropna()
             out["relative_acc_perturbed_pct"] = 100 * ratios.mean() if len(ratios) else float("nan")
-        out.update({"prefill_tmacs": row.prefill_tmacs_mean,
-                    "prefill_tmacs_all_queries": row.prefill_tmacs_mean_all_queries, "full_tmacs": row.full_tmacs_mean,
-                    "kept_visual": row.kept_visual_mean, "latency_ms": row.latency_total_median_ms,
+        out.update({"prefill_tmacs": row.prefill_tmacs_mean, "prefill_tmacs_pruned": row.prefill_tmacs_mean_pruned,
+                    "full_tmacs": row.full_tmacs_mean, "kept_visual": row.kept_visual_mean,
+                    "kept_visual_pruned": row.kept_visual_mean_pruned, "latency_ms": row.latency_total_median_ms,
                     "latency_p90_ms": row.latency_total_p90_ms, "speedup": row.speedup,
+                    "p_vs_fastv": row.p_vs_fastv, "vs_fastv_pairs": row.vs_fastv_pairs, "vs_fastv": row.vs_fastv,
                     "episodes": row.episodes, "seeds": row.seeds, "seed_values": row.seed_values,
                     "completeness": row.completeness, "run_status": row.run_status,
                     "pruner": row.pruner, "identity": row.identity})
@@ -253,10 +258,32 @@ def method_table(rs: RunSet) -> pd.DataFrame:
     return table.drop(columns=["pruner", "identity"])
 
 
+EPISODE_COLUMNS = ["model", "device", "suite", "task_id", "method", "pruner", "keep", "dense_warmup", "prune_layer",
+                   "seed", "init_index", "success", "steps", "status", "queries", "dense_queries", "run_status"]
+
+
+def episode_table(rs: RunSet) -> pd.DataFrame:
+    """Every episode, one row each, with its experiment's method (changed options in brackets), keep, warm-up and
+    cut, and its queries (`dense_queries`: dense warm-up ones): enough to pair episodes or recompute any table."""
+    counts = rs.queries.groupby(["run_dir", "task_id", "init_index"]).warmup.agg(["size", "sum"]).rename(
+        columns={"size": "queries", "sum": "dense_queries"}).reset_index()
+    episodes = rs.episodes.merge(counts, on=["run_dir", "task_id", "init_index"], how="left")
+    episodes[["queries", "dense_queries"]] = episodes[["queries", "dense_queries"]].fillna(0).astype(int)
+    shown = pd.DataFrame([{**rs.columns[e], **{k: flatten(rs.identities[e]).get(f"pruner.{k}")
+                                               for k in ("dense_warmup", "prune_layer")}, "experiment": e}
+                          for e in episodes.experiment.unique()],
+                         columns=["model", "device", "suite", "method", "pruner", "keep", "dense_warmup", "prune_layer",
+                                  "experiment"])
+    table = episodes.drop(columns=["suite"]).merge(shown, on="experiment")[EPISODE_COLUMNS]
+    order = ["model", "suite", "method", "keep", "seed", "task_id", "init_index"]
+    return table.sort_values(order, ascending=[k != "keep" for k in order], ignore_index=True, kind="stable")
+
+
 PI0_NOTE = ("avg_sr = mean success over the suites run (the paper's average is over all four); flops_ratio_pct = "
-            "prefix TMACs (the paper's convention: 560 prefix tokens dense, the two valid cameras + 48 language slots; "
-            "the empty camera is left out of the prefix) as % of "
-            "the dense row's; full_flops_ratio_pct = vision + prefix + the expert's 10 steps, as % of dense")
+            "prefix TMACs (560 prefix tokens dense, the two valid cameras + 48 language slots; the empty camera is "
+            "left out of the prefix), mean over all queries, as % of the dense row's (_pruned: over the pruned "
+            "queries, the paper's convention); full_flops_ratio_pct = vision + prefix + the expert's 10 steps, "
+            "as % of dense")
 
 
 def paper_table(model: dict) -> str | None:
@@ -276,8 +303,10 @@ def pi0_table(rs: RunSet) -> pd.DataFrame:
     table = table[table.model.isin(models)].reset_index(drop=True)
     suites = [c for c in dict.fromkeys(SUITE_COLUMNS.values()) if c in table.columns and c not in PERTURBED_COLUMNS]
     table.insert(table.columns.get_loc("relative_acc_pct"), "avg_sr", table[suites].mean(axis=1))
-    dense = table[table.method == METHOD_NAMES[DENSE_PRUNER]].groupby("model")[["prefill_tmacs", "full_tmacs"]].first()
-    for column, ratio in (("prefill_tmacs", "flops_ratio_pct"), ("full_tmacs", "full_flops_ratio_pct")):
+    ratios = {"prefill_tmacs": "flops_ratio_pct", "prefill_tmacs_pruned": "flops_ratio_pct_pruned",
+              "full_tmacs": "full_flops_ratio_pct"}
+    dense = table[table.method == METHOD_NAMES[DENSE_PRUNER]].groupby("model")[list(ratios)].first()
+    for column, ratio in ratios.items():
         table.insert(table.columns.get_loc(column), ratio, 100 * table[column] / table.model.map(dense[column]))
     return table
 
@@ -307,7 +336,7 @@ def display_frame(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
             out[col] = out[col].fillna("")
         elif pd.api.types.is_float_dtype(out[col]):
             # FLOPs with 4 significant digits: a tiny model's 0.0004 T must not print as 0.000
-            spec = ".4g" if "tmacs" in col else ".3f" if col == "speedup" else ".2g" if col == "p_value" else f".{digits}f"
+            spec = ".4g" if "tmacs" in col else ".3f" if col == "speedup" else ".2g" if col.startswith("p_") else f".{digits}f"
             out[col] = out[col].map(lambda v, f=spec: "" if pd.isna(v) else format(v, f))
     return out
 
@@ -333,6 +362,9 @@ def write_report(rs: RunSet, out_dir: Path) -> list[Path]:
         *write_table(method_table(rs), out_dir, "table1",
                      f"Table 1 layout. {UNITS_NOTE}; {RELATIVE_ACC_NOTE}; {ROWS_NOTE}."),
     ]
+    episodes = out_dir / "episodes.csv"
+    episode_table(rs).to_csv(episodes, index=False)
+    written.append(episodes)
     pi0 = pi0_table(rs)
     if len(pi0):
         written += write_table(pi0, out_dir, "table4", f"Table 4 layout (pi0). {UNITS_NOTE}; {PI0_NOTE}; "

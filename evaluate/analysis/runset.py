@@ -163,6 +163,7 @@ def load_runs(paths: list[str | Path]) -> RunSet:
                                   "success": r.success, "steps": r.steps, "status": r.status} for r in records],
                                 columns=EPISODE_COLUMNS)
         episodes["wanted"] = [float(r.key in wanted) for r in records] if wanted else float("nan")
+        episodes["suite"] = shown["suite"]
         episode_frames.append(episodes.assign(**keys))
         queries = query_frame(records)
         model_cfg = identity.get("model")

@@ -50,8 +50,8 @@ def _mean(values: pd.Series) -> float:
 
 def summarize(queries: pd.DataFrame, records: list[EpisodeRecord], model_cfg: Mapping) -> dict:
     """A setting's row: its queries' distances (all queries, as a rollout runs them; `action_l1_pruned` leaves out
-    VLA-Pruner's dense warm-up), kept tokens and prefill FLOPs (evaluate.analysis.metrics, the run tables' count:
-    means over the pruned queries, and over all)."""
+    the dense warm-up queries), kept tokens and prefill FLOPs (evaluate.analysis.metrics, the run tables' count:
+    means over all queries, and over the pruned ones)."""
     cost = query_metrics(records, model_cfg)
     pruned = queries[~queries.warmup]
     row = {
@@ -66,9 +66,9 @@ def summarize(queries: pd.DataFrame, records: list[EpisodeRecord], model_cfg: Ma
         "expert_l1": _mean(queries.expert_l1),
         "warmup_queries": int(queries.warmup.sum()),
         "kept_visual": cost["kept_visual_mean"],
-        "kept_visual_all_queries": cost["kept_visual_mean_all_queries"],
+        "kept_visual_pruned": cost["kept_visual_mean_pruned"],
         "prefill_tmacs": cost["prefill_tmacs_mean"],
-        "prefill_tmacs_all_queries": cost["prefill_tmacs_mean_all_queries"],
+        "prefill_tmacs_pruned": cost["prefill_tmacs_mean_pruned"],
     }
     for column in ("token_agreement", "bin_distance"):
         if column in queries:
