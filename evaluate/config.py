@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from evaluate.envs.suites import suite_info
 from evaluate.errors import ConfigError  # noqa: F401  (where every check's callers import it from)
+from evaluate.instructions import check_instruction, instruction_tag
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROJECT_PATH = re.compile(r"\$\{project_path:(.+)\}")  # how `portable` spells a file the repository ships
@@ -52,6 +53,8 @@ class EvalConfig:
     video: bool = False
     record_demos: bool = False
     placement_seed: Optional[int] = None
+    instruction: Optional[str] = None  # the policy is told this instead of each task's own (evaluate/instructions.py)
+    instruction_from_task: Optional[int] = None  # ... or task J's instruction
     model_choice: Optional[str] = None  # set by the CLI when the machine chose the model (evaluate/model_choice.py)
     num_envs: int = 1
     worker_timeout_s: float = 600.0
@@ -130,6 +133,8 @@ OmegaConf.register_new_resolver("model_default", _model_default_resolver, replac
 OmegaConf.register_new_resolver("project_path", lambda relative: str(CONFIG_DIR.parent / relative), replace=True)
 OmegaConf.register_new_resolver("placements_tag", lambda seed: "" if seed is None else f"-placements{seed}",
                                 replace=True)
+# the policy told another instruction than each task's own is another experiment
+OmegaConf.register_new_resolver("instruction_tag", instruction_tag, replace=True)
 # a model loaded from a checkpoint the command names runs in a directory of its own (a sweep over checkpoints gets one
 # each; two checkpoints whose directories share a name still meet the identity check); tables still say model.name
 OmegaConf.register_new_resolver("checkpoint_tag", lambda model: "" if model.get("checkpoint") is None
@@ -199,6 +204,7 @@ def validate(cfg: DictConfig, policies: dict) -> None:
                               f"current directory; give a directory, e.g. {key}=runs")
     check_keep(cfg.keep)
     check_action_noise(cfg.policy, policies[cfg.policy.name])
+    check_instruction(cfg, policies[cfg.policy.name].uses_model, suite_info(cfg.suite.name).tasks)
     if not policies[cfg.policy.name].uses_model:
         check_unused_settings(cfg)
     if cfg.placement_seed is not None and not 0 <= cfg.placement_seed < 2**32 - SAMPLED_EPISODES_MAX:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from evaluate.analysis.metrics import query_metrics
 from evaluate.config import run_identity, select_tasks
 from evaluate.envs.suites import FAMILIES, model_suite, suite_family, suite_info
+from evaluate.instructions import told
 from evaluate.interrupt import InterruptGuard
 from evaluate.parallel import run_parallel
 from evaluate.policies import build_policy, cameras_for
@@ -42,7 +43,7 @@ def run(cfg: DictConfig) -> dict:
     identity = run_identity(cfg)
     store.check_identity(identity)
     family = suite_family(cfg.suite.name)
-    tasks = family.load_suite(cfg.suite.name)
+    tasks = told(cfg, family.load_suite(cfg.suite.name))
     task_ids = select_tasks(cfg, len(tasks))
     wanted = [(t, i) for t in task_ids for i in range(cfg.episodes_per_task)]
     expected = [] if cfg.expected_tasks is None else select_tasks(cfg, len(tasks), "expected_tasks")

@@ -32,13 +32,14 @@ import torch
 
 from evaluate.demo_data import build_chunk_data
 from evaluate.policies.vla_checks import check_family
-from evaluate.policies.vla_model import cache_root, libero_instructions
+from evaluate.envs.vocabulary import every_instruction
+from evaluate.policies.vla_model import cache_root
 from vla_pruner.families import family_names, model_family
 from vla_pruner.models.checkpoint import CheckpointError
 from vla_pruner.models.openvla.checkpoint import check_checkpoint_files
 from vla_pruner.models.openvla_oft.family import FAMILY as OFT_FAMILY
 from vla_pruner.models.openvla_oft.model import OpenVLAOFT
-from vla_pruner.models.openvla.processor import ImageProcessor, prompt_for
+from vla_pruner.models.openvla.processor import ImageProcessor, OpenVLAProcessor, prompt_for
 from vla_pruner.models.openvla.tiny import PREPROCESSOR_CONFIG, build_tokenizer
 from vla_pruner.models.openvla.tiny_configs import TINY_CONFIG
 from vla_pruner.training.data import split_episodes
@@ -98,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     train_frames, val_frames = data.frames_of(train_episodes), data.frames_of(val_episodes)
     stats = {f"{suites[0]}_no_noops": dataset_statistics(data.actions[train_frames], data.states[train_frames],
                                                         len(train_episodes))}
-    tokenizer = build_tokenizer(libero_instructions())
+    # a fresh model: every word LIBERO and LIBERO-PRO can give it has a token of its own; continuing: the starting
+    # checkpoint's tokenizer (its embedding rows are those words')
+    tokenizer = (OpenVLAProcessor.from_pretrained(args.init).tokenizer if args.init
+                 else build_tokenizer(every_instruction()))
     processor = ImageProcessor.from_config(PREPROCESSOR_CONFIG)
     batcher = Batcher(data, processor, lambda text: tokenizer(prompt_for(text), return_tensors="pt")["input_ids"],
                       stats[f"{suites[0]}_no_noops"])

@@ -69,7 +69,8 @@ def test_replay_through_each_tiny_model(model, demo_file, tmp_path):
 
     pruned = table[table.keep == 0.25].set_index("pruner")
     images = 1 if model == "openvla_tiny" else 2
-    assert (pruned.kept_visual == 64 * images).all()
+    assert (pruned.kept_visual_pruned == 64 * images).all()  # the pruned queries; the headline counts every query
+    assert (pruned.kept_visual >= pruned.kept_visual_pruned).all() and pruned.loc["vla", "kept_visual"] > 64 * images
     assert (pruned.prefill_tmacs < pruned.dense_prefill_tmacs).all()
     assert pruned.loc["vla", "warmup_queries"] == episodes * 3  # its dense warm-up, again in a second episode
     assert (pruned.action_l1 > 0).all()  # pruning moved the random-weight models' actions
@@ -90,7 +91,7 @@ def test_every_other_pruner_at_keep_one_is_dense(pruner, demo_file, tmp_path):
                      "keeps=[1.0,0.5]", "frames=16", "episodes=1")
     at_one, at_half = (table[table.keep == k].iloc[0] for k in (1.0, 0.5))
     assert at_one.action_l1 == 0.0 and at_one.chunk_l1 == 0.0 and at_one.queries == 2
-    assert at_half.prefill_tmacs_all_queries <= at_one.prefill_tmacs_all_queries  # VLA-Pruner: 2 warm-ups
+    assert at_half.prefill_tmacs <= at_one.prefill_tmacs  # over all queries (VLA-Pruner: 2 warm-ups)
 
 
 def error_of(capsys, monkeypatch, *argv) -> str:
@@ -137,3 +138,26 @@ def test_expert_actions_map_back_to_the_models_space():
     pi0 = Pi0Stats(np.zeros(8), np.ones(8), rng.normal(size=7), rng.uniform(0.1, 1, 7), 1e-6)
     chunk = rng.normal(size=(50, 32))
     np.testing.assert_allclose(pi0.normalize_actions(pi0.unnormalize_actions(chunk)), chunk[:, :7], atol=1e-12)
+
+
+def test_the_dense_model_told_another_instruction_is_one_more_setting(demo_file, tmp_path):
+    """Issue 37: how far the instruction moves the actions, in the same table as how far pruning does."""
+    table = fidelity(tmp_path, f"source={demo_file}", "model=openvla_oft_tiny", "pruners=[fastv]", "keeps=[0.5]",
+                     "frames=16", "episodes=1", "instruction_from_task=3")
+    told = table[table.told.fillna("") != ""]
+    assert len(told) == 1 and len(table) == 2
+    row = told.iloc[0]
+    assert row.pruner == "none" and row.keep == 1.0 and "told" in row.method
+    assert row.told == "pick up the bbq sauce and place it in the basket"  # libero_object task 3
+    assert row.action_l1 > 0 and row.kept_visual == 512  # dense, but told something else
+
+
+@pytest.mark.parametrize("args, message", [
+    (["instruction=x", "instruction_from_task=1"], "give one of them"),
+    (["instruction_from_task=10"], "instruction_from_task=10 is not a task of libero_object"),
+    (["instruction_from_task=-1"], "must be a task id"),
+])
+def test_a_told_setting_that_cannot_be_is_one_error_line(args, message, demo_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main([f"source={demo_file}", "model=openvla_oft_tiny", f"out={tmp_path}", *args])
+    assert message in str(stopped.value) and str(stopped.value).startswith("error:")

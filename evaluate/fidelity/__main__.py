@@ -29,7 +29,7 @@ def main(argv: list[str]) -> None:
     try:
         args = parse_args(argv)
         entries, suite = demo_entries(args.source, args.episodes)
-        dense_cfg, setting_cfgs = check_settings(args, suite, POLICIES)
+        dense_cfg, settings = check_settings(args, suite, POLICIES)
         out = args.out or Path("fidelity") / dense_cfg.model.name / suite
         check_writable(out)
         started = time.monotonic()
@@ -41,8 +41,7 @@ def main(argv: list[str]) -> None:
 
     frames = sum(min(int(e.get("num_samples", 0)), args.frames or sys.maxsize) for e in entries)
     with tqdm(total=frames, unit="frame", desc=f"fidelity {dense_cfg.model.name}", dynamic_ncols=True) as bar:
-        replayed = replay(policy, POLICIES["vla"].prepare, dense_cfg, dict(zip(args.settings(), setting_cfgs)),
-                          entries, args.frames, bar.update)
+        replayed = replay(policy, POLICIES["vla"].prepare, dense_cfg, settings, entries, args.frames, bar.update)
     every = int(replayed.frame().executed.max())
     caption = (f"Offline fidelity of {dense_cfg.model.name} on {suite}: {len(entries)} demo(s) from {args.source}"
                f"{f', first {args.frames} frames each' if args.frames else ''}, a query every {every} frame(s) "
@@ -52,7 +51,7 @@ def main(argv: list[str]) -> None:
     table, paths = write_outputs(replayed, model_cfg, suite, out, caption, title)
     meta = {"model": model_cfg, "suite": suite, "source": str(args.source), "demos": len(entries),
             "frames_per_demo": args.frames, "query_every": every, "seed": dense_cfg.seed,
-            "settings": [{"pruner": s.pruner, "keep": s.keep} for s in args.settings()],
+            "settings": [{"pruner": s.pruner, "keep": s.keep, "told": s.told} for s in settings],
             "policy": policy.describe(), "wall_time_s": round(time.monotonic() - started, 1)}
     (out / "fidelity.json").write_text(json.dumps(meta, indent=2, default=str))
     shown = ["pruner", "keep", "queries", "action_l1", "action_l1_p90", "gripper_agreement", "prefill_tmacs"]

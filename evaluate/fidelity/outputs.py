@@ -14,17 +14,18 @@ from evaluate.analysis.report import write_table
 from evaluate.fidelity.measures import summarize
 from evaluate.fidelity.replay import REFERENCE, Replayed
 
-FRONT = ["pruner", "keep", "method", "queries", "action_l1", "action_l1_p90", "action_l1_pruned", "chunk_l1",
+FRONT = ["pruner", "keep", "told", "method", "queries", "action_l1", "action_l1_p90", "action_l1_pruned", "chunk_l1",
          "chunk_l1_p90", "gripper_agreement", "token_agreement", "bin_distance", "expert_l1", "dense_expert_l1",
-         "kept_visual", "kept_visual_all_queries", "prefill_tmacs", "prefill_tmacs_all_queries",
+         "kept_visual", "kept_visual_pruned", "prefill_tmacs", "prefill_tmacs_pruned",
          "dense_prefill_tmacs"]
 NOTE = ("action_l1 = mean absolute difference per action dimension between the setting's and the dense model's "
-        "executed actions, in the model's normalised action space (mean and p90 over queries; _pruned: without "
-        "VLA-Pruner's dense warm-up queries); chunk_l1 = the same over the whole output chunk; gripper_agreement = "
+        "executed actions, in the model's normalised action space (mean and p90 over all queries; _pruned: "
+        "without the dense warm-up queries, whose L1 is 0); chunk_l1 = the same over the whole output chunk; gripper_agreement = "
         "share of executed actions whose gripper command (open/close) equals the dense one; token_agreement, "
         "bin_distance (OpenVLA) = share of equal action tokens, mean bin difference; expert_l1 = distance to the "
         "demo's actions, dense_expert_l1 = the dense model's (the scale); kept_visual and prefill_tmacs (the "
-        "analytic LLM prefill, TMACs) over the pruned queries, _all_queries over all")
+        "analytic LLM prefill, TMACs) over all queries, _pruned over the pruned ones; told = the instruction the "
+        "dense model was given instead of each demo's own (instruction=, instruction_from_task=)")
 
 
 def method_name(pruner: str) -> str:
@@ -35,9 +36,11 @@ def fidelity_table(replayed: Replayed, model_cfg: Mapping, suite: str) -> pd.Dat
     """One row per setting, the dense reference's expert distance and FLOPs beside each (and the model and suite,
     which evaluate.fidelity.success matches closed-loop runs by)."""
     queries = replayed.frame()
-    of = lambda s: queries[(queries.pruner == s.pruner) & (queries.keep == s.keep)]  # noqa: E731
+    told = queries.told.fillna("")
+    of = lambda s: queries[(queries.pruner == s.pruner) & (queries.keep == s.keep) & (told == (s.told or ""))]  # noqa: E731
     reference = summarize(of(REFERENCE), replayed.records[REFERENCE], model_cfg)
-    rows = [{"pruner": s.pruner, "keep": s.keep, "method": method_name(s.pruner),
+    rows = [{"pruner": s.pruner, "keep": s.keep, "told": s.told or "",
+             "method": method_name(s.pruner) + (f", told '{s.told}'" if s.told else ""),
              **summarize(of(s), records, model_cfg),
              "dense_expert_l1": reference["expert_l1"], "dense_prefill_tmacs": reference["prefill_tmacs"],
              "model": model_cfg["name"], "suite": suite}
@@ -69,7 +72,7 @@ def plot(table: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
     axes[0].xaxis.set_major_formatter(ScalarFormatter())
     axes[0].xaxis.set_minor_formatter(NullFormatter())
     axes[0].set_xlabel("visual tokens kept (%)")
-    axes[1].set_xlabel("LLM prefill FLOPs (T, MACs), pruned queries")
+    axes[1].set_xlabel("LLM prefill FLOPs (T, MACs), mean over all queries")
     axes[0].set_ylabel("action L1 to dense (normalised)")
     axes[1].legend(fontsize="small")
     fig.suptitle(title, fontsize="medium")

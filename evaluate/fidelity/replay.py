@@ -15,7 +15,7 @@ and then the frame after the executed actions: every frame for OpenVLA, every 8t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Callable
 
@@ -54,8 +54,9 @@ def replay(policy, prepare: Callable, dense_cfg: DictConfig, settings: dict[Sett
         demo = read_demo(entry)
         ctx = EpisodeContext(entry["suite"], entry["task_id"], entry["instruction"], entry["init_index"],
                              dense_cfg.seed)
-        for setting, slot in slots.items():
-            policy.reset_slot(slot, ctx, pruner=pruners.get(setting))
+        for setting, slot in slots.items():  # a told setting's slot gets its own prompt
+            told = ctx if setting.told is None else replace(ctx, instruction=setting.told)
+            policy.reset_slot(slot, told, pruner=pruners.get(setting))
             out.records[setting].append(EpisodeRecord(ctx.suite, ctx.task_id, ctx.instruction, ctx.init_index,
                                                       success=False, steps=0, wall_time_s=0.0))
         observations = list(islice(demo_observations(demo), frames))
@@ -69,7 +70,8 @@ def replay(policy, prepare: Callable, dense_cfg: DictConfig, settings: dict[Sett
             for setting, slot in slots.items():
                 answer = dense if slot == 0 else policy.act_batch([(slot, prepared)], prepared=True)[0]
                 out.records[setting][-1].queries.append(answer.info)
-                out.queries.append({"pruner": setting.pruner, "keep": setting.keep, "episode": episode,
+                out.queries.append({"pruner": setting.pruner, "keep": setting.keep, "told": setting.told,
+                                    "episode": episode,
                                     "task_id": ctx.task_id, "init_index": ctx.init_index, "step": step,
                                     **compare(dense, answer, expert)})
             advance(min(executed, len(observations) - step))

@@ -25,8 +25,9 @@ from omegaconf import DictConfig
 import baselines
 from evaluate.config import ConfigError, build_checked_pruner
 from evaluate.envs.base import PRIMARY, WRIST, Observation
+from evaluate.envs.vocabulary import libero_instructions
 from evaluate.policies.openvla import Stopwatch, slot_pruner
-from evaluate.policies.vla_model import cache_root, check_dtype_and_device, libero_instructions, model_values
+from evaluate.policies.vla_model import cache_root, check_dtype_and_device, model_values
 from evaluate.policy import EpisodeContext, PolicyOutput
 from vla_pruner.models.checkpoint import CheckpointError, resolve_device_dtype
 from vla_pruner.models.pi0.model import Pi0

@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
 from evaluate.config import ConfigError, check_device_available
-from evaluate.envs.suites import family_suites
+from evaluate.envs.vocabulary import libero_instructions
 from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE, resolve_device_dtype
 from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
 
@@ -61,15 +60,6 @@ def check_dtype_and_device(dtype: str, device: str) -> None:
 
 def cache_root() -> Path:
     return Path(os.environ.get("VLA_PRUNER_CACHE", "~/.cache/vla_pruner")).expanduser()
-
-
-def libero_instructions() -> Iterator[str]:
-    """Every LIBERO task instruction: the vocabulary of the tiny model's tokenizer. A generator, so that
-    the benchmark is only loaded when a tiny checkpoint is actually built, not when it is cached."""
-    from evaluate.envs.libero import load_suite  # quiet: the benchmark's own prints go to the log
-
-    for name in family_suites("libero"):
-        yield from (task.instruction for task in load_suite(name))
 
 
 def checkpoint_location(model: OpenVLAModelConfig, suite: str) -> str:

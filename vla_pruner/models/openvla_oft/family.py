@@ -21,6 +21,7 @@ FAMILY = ModelFamily(
     # attended tokens
     pruner_defaults={"prune_layer": 4, "fastv_source": "prefill", "released_semantic_source": "prefill",
                      "released_temporal_order": "paper", "vla_cache_eviction_top_k": 100},
-    # the trained openvla_oft_small prunes after 1 of its 8 layers, the same eighth of the depth as OFT-7B's 4 of 32
-    model_pruner_defaults={"openvla_oft_small": {"prune_layer": 1}},
+    # the policies trained here (openvla_oft_small: libero_object, openvla_oft_small_goal: libero_goal) prune after 1
+    # of their 8 layers, the same eighth of the depth as OFT-7B's 4 of 32
+    model_pruner_defaults={"openvla_oft_small": {"prune_layer": 1}, "openvla_oft_small_goal": {"prune_layer": 1}},
 )
