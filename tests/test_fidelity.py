@@ -13,6 +13,7 @@ from evaluate.envs.libero import observation
 from evaluate.fidelity.__main__ import main
 from evaluate.policy import EpisodeContext
 from tests.conftest import require_fixtures
+from tests.test_demos import MALFORMED, good_file, spoil
 
 INSTRUCTION = "pick up the alphabet soup and place it in the basket"
 STEPS = 40
@@ -121,6 +122,14 @@ def test_bad_input_is_one_line_before_weights(demo_file, tmp_path, capsys, monke
     # a pruner the model cannot run, named with its setting
     message = error_of(capsys, monkeypatch, src, "model=pi0_tiny", "pruners=[fastv,vla_cache]")
     assert "vla_cache" in message and "valid choices for pi0" in message and "setting:" in message
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_demo_is_refused_naming_the_file_before_weights(case, tmp_path, capsys, monkeypatch):
+    path = good_file(tmp_path)
+    expected = spoil(path, case)
+    message = error_of(capsys, monkeypatch, f"source={tmp_path}", "model=openvla_tiny")
+    assert str(path) in message and expected in message, message
 
 
 def test_expert_actions_map_back_to_the_models_space():
