@@ -47,6 +47,29 @@ def preprocessed(directory) -> list:
     return sorted(directory.glob("demo-*.npz")) if directory.is_dir() else []
 
 
+def test_the_loop_saves_the_step_it_stops_at_and_refuses_a_state_of_other_data(demo_root, tmp_path, monkeypatch):
+    """A stop asked for between steps saves that step (not only every save_every) and raises TrainingStopped; the
+    state records the data it trained on, and other data is a ResumeError."""
+    import vla_pruner.training.loop as loop
+    from vla_pruner.training.statistics import dataset_statistics
+
+    monkeypatch.setattr(loop, "validation_loss", lambda *args, **kwargs: 0.0)
+    data, _ = build_chunk_data(demo_root, tmp_path / "cache")
+    processor = train_policy.ImageProcessor.from_config(train_policy.PREPROCESSOR_CONFIG)
+    batcher = loop.Batcher(data, processor, lambda text: torch.tensor([[1, 2, 3]]),
+                           dataset_statistics(data.actions, data.states, data.episodes))
+    cfg = loop.TrainConfig(steps=10, batch_size=2, save_every=100, threads=1)
+    requested = iter([False, False, True])
+    state = tmp_path / "state.pt"
+    with pytest.raises(loop.TrainingStopped, match="stopped at step 3"):
+        loop.train(train_policy.new_oft_model(train_policy.SMALL_CONFIG, 0), batcher, data.frames_of([0, 1]),
+                   data.frames_of([2]), cfg, state, lambda entry: None, {"demos": "these"}, lambda: next(requested))
+    assert torch.load(state, weights_only=False)["step"] == 3
+    assert loop.saved_state(state, cfg, {"demos": "these"}, mmap=True)["step"] == 3
+    with pytest.raises(loop.ResumeError, match="other demonstrations or another validation split"):
+        loop.saved_state(state, cfg, {"demos": "others"})
+
+
 def test_the_cache_is_keyed_by_content(tmp_path):
     """Item 5: a demo re-recorded with the same attributes (same task, start, placement) trains on its own frames."""
     root = record(tmp_path / "demos")
