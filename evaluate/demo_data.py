@@ -93,12 +93,14 @@ def demo_files(source: str | Path) -> list[Path]:
 def scan_demos(sources: str | Path | list) -> DemoSet:
     """The demos under `sources` (one path or several: e.g. clean and DART demonstrations), indexed and keyed
     without decoding an image; a demo whose content an earlier one has is left out (given twice, it would land in
-    both the training and the validation split)."""
+    both the training and the validation split). None at all is a DemoFileError."""
     sources = sources if isinstance(sources, list) else [sources]
     found = [entry for source in sources for file in demo_files(source) for entry in demo_index(file)]
     unique: dict[str, dict] = {}
     for entry in found:
         unique.setdefault(demo_key(entry), entry)  # the first of equal demos, in its place
+    if not unique:
+        raise DemoFileError(f"no demonstrations (data/demo_N groups) in {', '.join(map(str, sources))}")
     return DemoSet(list(unique.values()), list(unique), len(found) - len(unique))
 
 
@@ -148,8 +150,6 @@ def build_chunk_data(sources: str | Path | list | DemoSet, cache: str | Path,
     Each demo is preprocessed once into `cache` (by content, so demos recorded later are added without redoing the
     others; `workers` processes), then all frames are gathered into one memmap."""
     demos = sources if isinstance(sources, DemoSet) else scan_demos(sources)
-    if not demos.entries:
-        raise DemoFileError(f"no demonstrations (data/demo_N groups) in {', '.join(map(str, sources))}")
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     per_demo = [cache / f"demo-{key}.npz" for key in demos.keys]

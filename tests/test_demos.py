@@ -95,7 +95,7 @@ def spoil(path: Path, case: str) -> str:
             robot_states = demo["robot_states"][:-1]
             del demo["robot_states"]
             demo["robot_states"] = robot_states
-            return "demo_0: robot_states do not have one row per step (4 actions)"
+            return "demo_0: robot_states do not have one row per step"
     raise ValueError(case)
 
 
