@@ -1,6 +1,7 @@
 """A policy that answers with nan or inf stops the run with one `error:` line before the simulator gets the action, on
 the sequential path and on the parallel one, instead of recording ordinary failures; MuJoCo's own warnings go to the
-run's log, not to MUJOCO_LOG.TXT in the working directory (issue 38, item 7). No LIBERO simulator."""
+run's log, not to MUJOCO_LOG.TXT in the working directory (issue 38, item 7); record_demos over finished episodes
+says they are not run again (item 11). No LIBERO simulator: a counting benchmark (tests/test_benchmark_seam.py)."""
 import logging
 
 import numpy as np
@@ -98,3 +99,19 @@ def test_mujoco_warnings_go_to_the_run_log_not_to_the_working_directory(tmp_path
         run_log.close()
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
     assert "MuJoCo: Nan, Inf or huge value in" in (tmp_path / "run.log").read_text()
+
+
+def test_record_demos_over_finished_episodes_says_they_are_not_run_again(tmp_path, monkeypatch, caplog):
+    """Issue 38, item 11: it used to record nothing and say nothing."""
+    import evaluate.runner as runner
+
+    monkeypatch.setattr(suites, "SUITES", (*SUITES, Suite("counting", "counting", tasks=2, column="count")))
+    monkeypatch.setitem(suites.FAMILIES, "counting", "tests.test_benchmark_seam")
+    more = ["policy=noop", "suite.name=counting", "suite.max_steps=10", "tasks=[0]", f"output_root={tmp_path}"]
+    runner.run(composed(*more, "episodes_per_task=2"))
+    with caplog.at_level(logging.WARNING, logger="evaluate.runner"):
+        runner.run(composed(*more, "episodes_per_task=2", "record_demos=true"))
+    assert [r.getMessage() for r in caplog.records if "record_demos" in r.getMessage()] == [
+        f"record_demos=true: 2 of the 2 episodes asked for are finished in {tmp_path}/noop/counting/none-keep1.0/seed7 "
+        "and are not run again, so they record no demonstration; another output_root or placement_seed runs new "
+        "episodes"]
