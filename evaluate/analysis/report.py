@@ -170,6 +170,9 @@ def task_table(rs: RunSet) -> pd.DataFrame:
         rows.append({**rs.columns[experiment], "identity": experiment, "run_status": status,
                      "task_id": task_id, "task": task, **seed_stats(episodes.seed),
                      "completeness": completeness_label(done, wanted), **success_stats(episodes)})
+    if not rows:  # no episode recorded yet (a run just started, or every record unreadable)
+        return pd.DataFrame(columns=["model", "device", "suite", "method", "keep", "task_id", "task", "completeness",
+                                     "episodes", "sr"])
     table = pd.DataFrame(rows)
     flats = {e: flatten(rs.identities[e]) for e in table.identity}
     table["settings"] = settings_labels(table, flats, ["model", "device", "suite", "method", "task_id"])
