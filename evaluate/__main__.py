@@ -38,9 +38,10 @@ def policies() -> dict:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from evaluate.policy import NonFiniteAction
     from vla_pruner.models.checkpoint import CheckpointError
 
-    return (ConfigError, StoreError, CheckpointError)
+    return (ConfigError, StoreError, CheckpointError, NonFiniteAction)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")

@@ -142,19 +142,57 @@ def write_demo(root: str | Path, episode: dict) -> Path:
     return path
 
 
+DEMO_NAME = re.compile(r"demo_\d+")  # data/demo_N; other groups (robomimic's masks, ...) are not demos
+# what `read_demo` and `demo_observations` read of every demo, one row per step each
+REQUIRED_ARRAYS = ("actions", "robot_states", *(f"obs/{key}" for key in OBS_KEYS))
+
+
+class DemoFileError(ValueError):
+    """A demonstration file that cannot be replayed or trained on; the message names the file (and demo) and what
+    is wrong, so a command can refuse it in one line before any weights load."""
+
+
 def demo_index(path: str | Path) -> list[dict]:
     """Every demo under `path` (a recorder root, a run directory or one .hdf5 file), its attributes only (plus
-    `file` and `name`), in file then demo order: what a replay checks before it reads any frame."""
+    `file`, `name` and `num_samples`, its number of steps), in file then demo order: what a replay checks before it
+    reads any frame. Each demo's arrays are checked to be there, one row per step (DemoFileError)."""
     path = Path(path)
     files = sorted(path.rglob("*_demo.hdf5")) if path.is_dir() else [path]
-    entries = []
-    for file in files:
+    return [entry for file in files for entry in _file_index(file)]
+
+
+def _file_index(file: Path) -> list[dict]:
+    not_demo = f"{file} is not a demo file (HDF5 with data/demo_N groups)"
+    try:
         with h5py.File(file, "r") as f:
-            data = f["data"]
-            for name in sorted(data, key=lambda s: int(s.split("_")[1])):
-                attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in data[name].attrs.items()}
-                entries.append({**attrs, "file": str(file), "name": name})
-    return entries
+            if not isinstance(f.get("data"), h5py.Group):
+                raise DemoFileError(f"{not_demo}: it has no `data` group")
+            names = sorted((n for n in f["data"] if DEMO_NAME.fullmatch(n)), key=lambda s: int(s.split("_")[1]))
+            return [_entry(file, name, f["data"][name]) for name in names]
+    except OSError as e:
+        raise DemoFileError(f"{not_demo}: {' '.join(str(e).split())}") from None
+
+
+def _entry(file: Path, name: str, group) -> dict:
+    where = f"{file} {name}"
+    if not isinstance(group, h5py.Group):
+        raise DemoFileError(f"{where} is not a group of arrays")
+    missing = [key for key in REQUIRED_ARRAYS if not isinstance(group.get(key), h5py.Dataset)]
+    if missing:
+        raise DemoFileError(f"{where} has no {', '.join(missing)} (the layout python -m evaluate record_demos=true "
+                            "writes)")
+    shapes = {key: group[key].shape for key in REQUIRED_ARRAYS}
+    steps = shapes["actions"][0] if shapes["actions"] else 0
+    if steps == 0:
+        raise DemoFileError(f"{where} has no steps (its actions are empty)")
+    uneven = [key for key, shape in shapes.items() if shape[:1] != (steps,)]
+    if uneven:
+        raise DemoFileError(f"{where}: {', '.join(uneven)} do not have one row per step ({steps} actions)")
+    if shapes["actions"][1:] != (7,) or shapes["robot_states"][1:] != (9,):
+        raise DemoFileError(f"{where}: actions {shapes['actions']} and robot_states {shapes['robot_states']} are "
+                            "not 7 and 9 values per step")
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in group.attrs.items()}
+    return {**attrs, "file": str(file), "name": name, "num_samples": int(steps)}
 
 
 def read_demo(entry: dict) -> dict:

@@ -50,7 +50,12 @@ def _key(arg: str) -> str:
 
 def choose_model(args: list[str], policies: dict) -> tuple[list[str], str | None]:
     """`args` with the machine's model added, and the line that says which; `args` unchanged (and None) when the
-    command names a model, its experiment preset does, or none of its points runs a policy with a model."""
+    command names a model, its experiment preset does, or none of its points runs a policy with a model. A typed
+    `model_choice` is refused: it records what the machine chose, so a typed one would record a choice never made."""
+    typed = [a for a in args if _key(a) == "model_choice"]
+    if typed:
+        raise ConfigError(f"{typed[0]}: model_choice is set by python -m evaluate when the machine chooses the model "
+                          f"({', '.join(REASONS)}), not an option; name the model with model=NAME")
     if any(_key(a) == "model" for a in args) or any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
         return args, None  # named, or a Hydra flag (--help, --cfg, ...): no run, nothing to choose
     points = command_points(args)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import multiprocessing
+import logging
 import os
 from functools import partial
 import signal
@@ -40,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evaluate.envs.base import Observation, Task
 from evaluate.policies import POLICIES, build_policy, cameras_for
-from evaluate.policy import BatchedPolicy, EpisodeContext, PolicyOutput, TaskNotSupported
+from evaluate.policy import BatchedPolicy, EpisodeContext, PolicyOutput, TaskNotSupported, check_actions
 from evaluate.rollout import episode_context, open_env, run_episode
 from evaluate.store import EpisodeRecord
 
@@ -119,6 +120,10 @@ def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str
     beat = Heartbeat(conn)
     try:
         config = OmegaConf.create(cfg)
+        # the simulator's warnings (MuJoCo's) reach the run's log through file handlers, which Hydra opens only in
+        # the main process: a worker's go beside it (the file appears with the first one)
+        logging.getLogger().addHandler(logging.FileHandler(Path(config.output_dir) / "simulator_workers.log",
+                                                           delay=True))
         family = import_module(family_module).FAMILY
         cameras = cameras_for(config)
         entry = POLICIES[config.policy.name]
@@ -307,7 +312,8 @@ class WorkerPool:
             return
         outputs = self.policy.act_batch([(w.slot, w.query) for w in waiting], prepared=self.prepared)
         for worker, output in zip(waiting, outputs):
-            worker.conn.send(("ok", output))
+            task, init_index = worker.job
+            worker.conn.send(("ok", check_actions(output, task.task_id, init_index)))
             worker.phase, worker.query, worker.heard = "stepping", None, time.monotonic()
 
 

@@ -72,6 +72,22 @@ class TaskNotSupported(Exception):
     """Raised by `Policy.reset` for a task the policy cannot attempt; the episode is recorded as skipped."""
 
 
+class NonFiniteAction(RuntimeError):
+    """The policy answered with a nan or inf action: the model is broken, not the episode failed, so the run stops
+    (its finished episodes kept) before the simulator gets the action."""
+
+
+def check_actions(output: PolicyOutput, task_id: int, init_index: int) -> PolicyOutput:
+    """`output`, or NonFiniteAction naming the episode and the action."""
+    actions = np.asarray(output.actions, dtype=np.float64)
+    if not np.isfinite(actions).all():
+        bad = actions[~np.isfinite(actions).all(axis=-1)][0]
+        raise NonFiniteAction(f"the policy answered task {task_id}, init state {init_index} with a non-finite action "
+                              f"({np.array2string(bad, precision=3)}): its weights or statistics are broken; no "
+                              "episode is recorded as failed for it")
+    return output
+
+
 @dataclass(frozen=True)
 class PolicyEntry:
     """A row of the policy table: how to build the policy from the run's config, and what to check before a run

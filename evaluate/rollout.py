@@ -10,7 +10,7 @@ from typing import Callable
 
 
 from evaluate.envs.base import PRIMARY, Observation, TaskEnv
-from evaluate.policy import EpisodeContext, Policy, TaskNotSupported
+from evaluate.policy import EpisodeContext, Policy, TaskNotSupported, check_actions
 from evaluate.store import EpisodeRecord
 
 
@@ -74,7 +74,8 @@ def run_episode(
     demos=None,
     check_interrupt: Callable[[], None] | None = None,
 ) -> EpisodeRecord:
-    """Errors of the policy itself propagate (a bug must not look like a failed episode).
+    """Errors of the policy itself propagate (a bug must not look like a failed episode), a non-finite action
+    (NonFiniteAction) among them.
     `check_interrupt` runs after every simulator call and may raise KeyboardInterrupt."""
     record = EpisodeRecord(
         suite=ctx.suite, task_id=ctx.task_id, task=ctx.instruction, init_index=ctx.init_index,
@@ -92,7 +93,7 @@ def run_episode(
             video = VideoWriter(video_dir, f"task{ctx.task_id:02d}_init{ctx.init_index:02d}")
             video.add(obs)
         while record.steps < max_steps and not record.success:
-            out = policy.act(obs)
+            out = check_actions(policy.act(obs), ctx.task_id, ctx.init_index)
             record.queries.append(out.info)
             labels = out.actions if out.labels is None else out.labels
             for action, label in zip(out.actions, labels):

@@ -64,6 +64,10 @@ def run(cfg: DictConfig) -> dict:
         todo = [(tasks[t], i) for t, i in wanted if (t, i) not in done]
         log.info("%s: %d episodes wanted, %d already done, %d to run%s", run_dir, len(wanted),
                  len(wanted) - len(todo), len(todo), f" ({restored} restored from a failed write)" * bool(restored))
+        if cfg.record_demos and len(todo) < len(wanted):
+            log.warning("record_demos=true: %d of the %d episodes asked for are finished in %s and are not run again, "
+                        "so they record no demonstration; another output_root or placement_seed runs new episodes",
+                        len(wanted) - len(todo), len(wanted), run_dir)
         bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), unit="ep", desc=cfg.suite.name,
                    dynamic_ncols=True)
         bar.set_postfix(_progress_postfix(records))

@@ -3,10 +3,12 @@ them and the difference.
 
     python scripts/collect.py runs/ [more run dirs or roots] --out results/table1 [--paper PATH] [--paper-pi0 PATH]
 
-Rows: model x retention x method (the paper's rows of every model we have runs of, plus ours); columns per
-suite: ours, paper, ours - paper (success rate, %), the same for relative accuracy and for the prefill FLOPs in the
-paper's convention (our `prefill_tmacs_pruned`, the mean over the pruned queries, TMACs = the paper's "FLOPs (T)",
-beside its `flops_t`; our headline `prefill_tmacs`, the mean over every query of an episode, follows), then our latency and the paper's (RTX 4090: compare only the trend), and how
+Rows: model x retention x method (the paper's rows of every model we have runs of, plus ours); only our rows of
+the paper's model (`paper_model`: its published architecture) are set beside the paper's, and every row names its
+checkpoint; columns per suite: ours, paper, ours - paper (success rate, %), the same for relative accuracy and for
+the prefill FLOPs in the paper's convention (our `prefill_tmacs_pruned`, the mean over the pruned queries, TMACs =
+the paper's "FLOPs (T)", beside its `flops_t`; our headline `prefill_tmacs`, the mean over every query of an episode,
+follows), then our latency and the paper's (RTX 4090: compare only the trend), and how
 each of our rows was made: seeds pooled, completeness (episodes done / wanted), settings. Our rows are
 evaluate.analysis.report's Table 1 rows (one per experiment, never pooled across pruner options, step limits or
 checkpoints; incomplete runs are rows of their own): a variant such as `VLA-Pruner (criterion=semantic_only)`
@@ -70,19 +72,22 @@ def read_paper(path: Path, option: str, compared: list[str], renamed: dict[str, 
 
 def compare(ours: pd.DataFrame, paper: pd.DataFrame, compared: list[str] = COMPARED, before: list[str] = (),
             after: list[str] = AFTER) -> pd.DataFrame:
-    """Outer join on (model, retention, method) for the models we ran; `before` columns (ours), then per compared
-    column: ours, paper, diff; then `after`. Both readings of VLA-Pruner (the paper's defaults, `pruner=vla`; the
-    released code, `pruner=vla_released`) are compared with the paper's VLA-Pruner row, the `reading` column says
-    which a row is."""
-    paper = paper[paper.model.isin(ours.model.unique())]
+    """Outer join on (model, retention, method) of our rows of the paper's models (`paper_model`: another
+    checkpoint loaded under the model's name is a row of its own, never set beside the paper's) with the paper's rows
+    of the models we ran so; `before` columns (ours), then per compared column: ours, paper, diff; then `after`. Both
+    readings of VLA-Pruner (the paper's defaults, `pruner=vla`; the released code, `pruner=vla_released`) are
+    compared with the paper's VLA-Pruner row, the `reading` column says which a row is."""
+    paired, alone = ours[ours.paper_model], ours[~ours.paper_model]
+    paper = paper[paper.model.isin(paired.model.unique())]
     paper = paper.reindex(columns=[*paper.columns, *(c for c in compared if c not in paper)])  # e.g. no FLOPs
     paper = paper.rename(columns={"method": "paper_method", **{c: f"{c}_paper" for c in compared}})
-    ours = ours.assign(paper_method=[paper_row(m)[0] for m in ours.method],
-                       reading=[paper_row(m)[1] for m in ours.method])
-    merged = ours.reindex(columns=[*ours.columns, *(c for c in compared if c not in ours)])
+    paired = paired.assign(paper_method=[paper_row(m)[0] for m in paired.method],
+                           reading=[paper_row(m)[1] for m in paired.method])
+    merged = paired.reindex(columns=[*paired.columns, *(c for c in compared if c not in paired)])
     merged = merged.merge(paper, on=["model", "retention_pct", "paper_method"], how="outer")
     merged["method"] = merged.method.fillna(merged.paper_method)  # the paper's rows we did not run
-    columns = [*ROW_KEYS, "reading", "device", *before]
+    merged = pd.concat([merged, alone.assign(reading="not the paper's model")], ignore_index=True)
+    columns = [*ROW_KEYS, "reading", "checkpoint", "device", *before]
     for col in compared:
         merged[f"{col}_diff"] = merged[col] - merged[f"{col}_paper"]
         extra = [c for c in (f"{col}_ci_low", f"{col}_ci_high") if c in merged]

@@ -261,11 +261,29 @@ def test_good_checkpoints_pass(model, fixture, fixtures_dir):
 def test_cached_tiny_model_is_checked_not_rebuilt(fixtures_dir, cache):
     """A tiny model in the cache is the checkpoint the run loads: its files are checked as they are."""
     directory = checkpoint_copy(fixtures_dir / "openvla_tiny_hf", cache / "openvla_tiny-seed0")
+    config = json.loads((directory / "config.json").read_text())
+    replace(directory / "config.json", json.dumps({**config, "build_seed": 0}).encode())  # as the build records it
     validate(composed(), POLICIES)
     assert refusal("suite=libero_90").endswith(f"(checkpoint {directory}); choose statistics with model.unnorm_key=...")
     replace(directory / "model.safetensors", truncated(directory / "model.safetensors"))
     assert refusal().startswith(f"cannot read {directory}/model.safetensors: not a complete safetensors file")
     assert sorted(cache.iterdir()) == [directory]
+
+
+@pytest.mark.parametrize("model", ["openvla_tiny", "openvla_oft_tiny"])
+def test_a_tiny_checkpoint_that_records_no_seed_is_not_loaded_under_the_requested_one(model, fixtures_dir, tmp_path):
+    """Weights with no record of their seed (the fixtures, a trained or converted model) used to load under any
+    model.build_seed without a word (issue 38); the README says another seed is refused. As it is, they load."""
+    fixture = "openvla_oft_tiny_hf" if model == "openvla_oft_tiny" else "openvla_tiny_hf"
+    directory = checkpoint_copy(fixtures_dir / fixture, tmp_path / "ckpt")
+    for seed in (0, 5):
+        assert refusal(f"model={model}", f"model.checkpoint={directory}", f"model.build_seed={seed}",
+                       "suite=libero_spatial") == (
+            f"checkpoint {directory} records no build_seed, so its weights are not known to be model.build_seed="
+            f"{seed}'s: load it as it is with model.build_seed=null, or point model.checkpoint at a new or empty "
+            "directory to have the tiny model built there")
+    validate(composed(f"model={model}", f"model.checkpoint={directory}", "model.build_seed=null",
+                      "suite=libero_spatial"), POLICIES)
 
 
 def test_tiny_oft_base_awaiting_its_parts_passes_but_a_foreign_base_does_not(fixtures_dir, cache):

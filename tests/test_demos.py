@@ -1,10 +1,12 @@
 """Demo recording round trip: only successful episodes are written, in LIBERO's HDF5 layout."""
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
-from evaluate.demos import DemoRecorder, load_demos
+from evaluate.demos import OBS_KEYS, DemoFileError, DemoRecorder, demo_index, load_demos
 from evaluate.envs.libero import observation
 from evaluate.policy import EpisodeContext
 
@@ -63,3 +65,58 @@ def test_unfinished_episode_is_not_written(tmp_path):
     rec.add(observation(fake_obs(0), "x"), np.zeros(7))
     rec.close()
     assert rec.finish(True) is None and load_demos(tmp_path) == []
+
+
+def good_file(root) -> Path:
+    rec = DemoRecorder(root)
+    return record(rec, init_index=0, steps=4, success=True)
+
+
+def spoil(path: Path, case: str) -> str:
+    """Make a recorded demo file malformed as `case` says; returns what the refusal must name."""
+    with h5py.File(path, "a") as f:
+        demo = f["data/demo_0"]
+        if case == "no data group":
+            del f["data"]
+            return "has no `data` group"
+        if case == "no actions":
+            del demo["actions"]
+            return "demo_0 has no actions"
+        if case == "no wrist camera":
+            del demo["obs/eye_in_hand_rgb"]
+            return "demo_0 has no obs/eye_in_hand_rgb"
+        if case == "zero-length demo":
+            for key in ("actions", "robot_states", *(f"obs/{k}" for k in OBS_KEYS)):
+                empty = np.zeros((0, *demo[key].shape[1:]), demo[key].dtype)
+                del demo[key]
+                demo[key] = empty
+            return "demo_0 has no steps"
+        if case == "uneven arrays":
+            robot_states = demo["robot_states"][:-1]
+            del demo["robot_states"]
+            demo["robot_states"] = robot_states
+            return "demo_0: robot_states do not have one row per step"
+    raise ValueError(case)
+
+
+MALFORMED = ["no data group", "no actions", "no wrist camera", "zero-length demo", "uneven arrays"]
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_demo_file_is_named_with_what_it_lacks(case, tmp_path):
+    path = good_file(tmp_path)
+    expected = spoil(path, case)
+    with pytest.raises(DemoFileError) as error:
+        demo_index(tmp_path)
+    assert str(error.value).startswith(str(path)) and expected in str(error.value), str(error.value)
+
+
+def test_an_unreadable_file_is_named_and_other_groups_than_demos_are_not_demos(tmp_path):
+    junk = tmp_path / "junk_demo.hdf5"
+    junk.write_text("not hdf5")
+    with pytest.raises(DemoFileError, match=f"^{junk} is not a demo file"):
+        demo_index(junk)
+    path = good_file(tmp_path / "good")
+    with h5py.File(path, "a") as f:  # robomimic keeps filter keys beside the demos
+        f["data"].create_group("mask")
+    assert [entry["name"] for entry in demo_index(path)] == ["demo_0"]

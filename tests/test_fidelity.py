@@ -2,6 +2,7 @@
 fixture's four real LIBERO frames, replayed through each tiny model with three pruners; settings that run the
 dense computation (pruner none, any pruner at keep 1.0) give exactly the dense actions; bad input is one line
 before weights load. No simulator."""
+import json
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from evaluate.envs.libero import observation
 from evaluate.fidelity.__main__ import main
 from evaluate.policy import EpisodeContext
 from tests.conftest import require_fixtures
+from tests.test_demos import MALFORMED, good_file, spoil
 
 INSTRUCTION = "pick up the alphabet soup and place it in the basket"
 STEPS = 40
@@ -122,6 +124,38 @@ def test_bad_input_is_one_line_before_weights(demo_file, tmp_path, capsys, monke
     # a pruner the model cannot run, named with its setting
     message = error_of(capsys, monkeypatch, src, "model=pi0_tiny", "pruners=[fastv,vla_cache]")
     assert "vla_cache" in message and "valid choices for pi0" in message and "setting:" in message
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_demo_is_refused_naming_the_file_before_weights(case, tmp_path, capsys, monkeypatch):
+    path = good_file(tmp_path)
+    expected = spoil(path, case)
+    message = error_of(capsys, monkeypatch, f"source={tmp_path}", "model=openvla_tiny")
+    assert str(path) in message and expected in message, message
+
+
+def test_another_replays_results_are_not_overwritten(tmp_path, capsys, monkeypatch):
+    """fidelity.csv of another replay (or of one that says nothing of itself) stays; the same replay run again may
+    replace its own."""
+    good_file(tmp_path / "demos")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fidelity.csv").write_text("mine")
+    args = [f"source={tmp_path / 'demos'}", "model=openvla_tiny", f"out={out}", "pruners=[fastv]", "keeps=[0.5]"]
+    assert "holds the results of another replay" in error_of(capsys, monkeypatch, *args)
+    (out / "fidelity.json").write_text(json.dumps({"settings": [{"pruner": "vla", "keep": 0.5}]}))
+    assert "(its model, suite, source, demos, seed, settings differ)" in error_of(capsys, monkeypatch, *args)
+    import evaluate.policies
+    from evaluate.fidelity.__main__ import replay_identity
+    from evaluate.fidelity.config import check_settings, parse_args
+
+    parsed = parse_args(args)
+    dense, settings = check_settings(parsed, "libero_object", evaluate.policies.POLICIES)
+    (out / "fidelity.json").write_text(json.dumps(replay_identity(parsed, dense, "libero_object", 1, settings)))
+    monkeypatch.setattr(evaluate.policies, "build_policy", lambda cfg: pytest.fail("reached the weights"))
+    with pytest.raises(pytest.fail.Exception, match="reached the weights"):  # the same replay again: past the check
+        main(args)
+    assert (out / "fidelity.csv").read_text() == "mine"
 
 
 def test_expert_actions_map_back_to_the_models_space():

@@ -62,3 +62,23 @@ def test_errors_are_one_line(runs, tmp_path):
     write_run(runs / "again", "libero_spatial", "fastv", 0.5, 7, {0: [True] * 4}, total_ms=100.0, device="cpu")
     with pytest.raises(SystemExit, match="^error: 2 different closed-loop experiments for openvla fastv keep 0.5"):
         main([str(csv), str(runs), "--out", str(tmp_path / "o")])
+
+
+def test_a_table_that_is_not_a_fidelity_table_and_an_out_that_is_a_file_are_one_line(runs, tmp_path):
+    """Items 10 and 14: a non-numeric measure used to be ranked as strings; a table without `model`, and --out a
+    file, were tracebacks."""
+    csv = fidelity_csv(tmp_path / "fidelity.csv")
+    with pytest.raises(SystemExit, match="^error: .*'s column 'method' is not numeric; valid measures: queries, "):
+        main([str(csv), str(runs), "--out", str(tmp_path / "o"), "--measure", "method"])
+    pd.read_csv(csv).drop(columns="model").to_csv(tmp_path / "no_model.csv", index=False)
+    with pytest.raises(SystemExit, match=r"^error: .*no_model.csv is not a fidelity.csv of python -m "
+                                         r"evaluate.fidelity \(no column model\)$"):
+        main([str(tmp_path / "no_model.csv"), str(runs), "--out", str(tmp_path / "o")])
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(SystemExit, match="^error: .*empty.csv is not a fidelity.csv"):
+        main([str(tmp_path / "empty.csv"), str(runs), "--out", str(tmp_path / "o")])
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(SystemExit, match=f"^error: output directory {tmp_path / 'a_file'} is not writable"):
+        main([str(csv), str(runs), "--out", str(tmp_path / "a_file")])
+    assert (tmp_path / "a_file").read_text() == "mine"
+    assert not (tmp_path / "o").exists()

@@ -25,6 +25,15 @@ def test_every_pro_suite_is_a_row_and_a_config_on_its_base_suite():
     assert model_suite("libero_long") == "libero_10" and model_suite("libero_10_lan") == "libero_10"
 
 
+@pytest.mark.parametrize("kind", ["lan", "object", "swap", "task"])
+def test_libero_long_names_libero_10s_perturbations_too(kind):
+    """libero_long is an alias of libero_10, so libero_long_lan is one of libero_10_lan (issue 38); it was unknown."""
+    cfg = composed(f"suite=libero_long_{kind}")
+    assert cfg.suite.name == f"libero_10_{kind}" and suite_info(f"libero_long_{kind}").name == f"libero_10_{kind}"
+    assert model_suite(f"libero_long_{kind}") == "libero_10" and cfg.suite.max_steps == 520
+    check_group_overrides([f"suite=libero_long_{kind}"], {"suite": REFUSED_SUITES})
+
+
 @pytest.mark.parametrize("name", sorted(REFUSED_SUITES))
 def test_a_suite_the_package_cannot_run_is_refused_with_its_reason(name):
     expected = f"suite '{name}' cannot run: {REFUSED_SUITES[name]}"

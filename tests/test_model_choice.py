@@ -4,11 +4,13 @@ preset's model and policies without a model are left alone; sweeps get one choic
 here (torch.cuda.is_available / device_count); tests/test_libero_pro_sim.py runs the bare command on this CPU."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from evaluate.config import CONFIG_DIR, run_identity
+from evaluate.config import CONFIG_DIR, ConfigError, run_identity
 from evaluate.envs.suites import model_suite
 from evaluate.model_choice import choose_model
 from evaluate.policies import POLICIES
@@ -75,3 +77,14 @@ def test_a_model_other_than_the_configured_default_is_left_alone(cuda, monkeypat
 
     monkeypatch.setattr(model_choice, "configured_default", lambda group: "openvla_oft_tiny")
     assert choose_model(BARE, POLICIES) == (BARE, None)
+
+
+@pytest.mark.parametrize("args", [["model_choice=cuda_default"], ["model=openvla_oft_tiny", "+model_choice=x"],
+                                  ["policy=noop", "model_choice=cpu_default"]])
+def test_a_typed_model_choice_is_refused(args):
+    """It records what the machine chose (issue 38, item 11): typed, it would record a choice never made. (The CLI
+    prints a ConfigError as its one error: line.)"""
+    with pytest.raises(ConfigError, match=f"^{re.escape(args[-1])}: model_choice is set by python -m evaluate when "
+                                          r"the machine chooses the model \(cuda_default, cpu_default, cpu_fallback\), "
+                                          "not an option; name the model with model=NAME$"):
+        choose_model(args, POLICIES)

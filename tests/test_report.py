@@ -254,3 +254,31 @@ def test_ablation_command_writes_the_table_and_the_plot(tmp_path):
     assert row.vs_fastv_pairs == 2 and row.p_vs_fastv == pytest.approx(mcnemar_exact(1, 1))
     assert row.prefill_tmacs > row.prefill_tmacs_pruned
     assert {"ablation.md", "ablation.tex", "ablation.png", "ablation.pdf"} <= {p.name for p in (tmp_path / "out").iterdir()}
+
+
+def test_collect_sets_only_the_papers_model_beside_the_paper_and_names_every_checkpoint(tmp_path):
+    """A small checkpoint run as `model=openvla_oft` (the trained policy, say) used to sit beside the paper's
+    OpenVLA-OFT-7B row (diff -98.7); now it is a row of its own, named, and the paper's OFT rows are not listed for
+    it (issue 38, item 8)."""
+    small = REPO / "vla_pruner" / "checkpoints" / "openvla_oft_small"
+    runs = tmp_path / "runs"
+    for pruner, keep, outcomes in (("none", 1.0, [True, True]), ("fastv", 0.5, [True, False])):
+        run_dir = write_run(runs, "libero_object", pruner, keep, 7, {0: outcomes}, total_ms=50.0, model="openvla_oft",
+                            family="openvla_oft")
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        cfg["model"]["checkpoint"] = str(small)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    dense = write_run(runs, "libero_object", "none", 1.0, 7, {0: [True, False]}, total_ms=200.0)
+    cfg = yaml.safe_load((dense / "config.yaml").read_text())
+    cfg["model"]["checkpoints"] = {"libero_object": "openvla/openvla-7b-finetuned-libero-object"}
+    (dense / "config.yaml").write_text(yaml.safe_dump(cfg))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(runs), "--out", str(tmp_path)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "table1_vs_paper.csv")
+    oft = table[table.model == "openvla_oft"]
+    assert sorted(oft.method) == ["Dense", "FastV"] and set(oft.reading) == {"not the paper's model"}
+    assert set(oft.checkpoint) == {"openvla_oft_small"} and oft.object_paper.isna().all() and oft.object_diff.isna().all()
+    [paired] = table[(table.model == "openvla") & (table.method == "Dense")].itertuples()
+    assert paired.checkpoint == "openvla-7b-finetuned-libero-object" and paired.object_paper == 84.6
+    assert paired.object_diff == pytest.approx(50.0 - 84.6)

@@ -254,3 +254,20 @@ def test_collect_compares_both_readings_of_vla_pruner_with_the_papers_row(tmp_pa
     assert rows.loc["VLA-Pruner", "reading"] == "paper"
     assert rows.loc["VLA-Pruner (as released)", "reading"] == "as released"
     assert rows.loc["VLA-Pruner", "spatial_paper"] == rows.loc["VLA-Pruner (as released)", "spatial_paper"] > 0
+
+
+def test_a_run_without_a_readable_record_is_a_row_of_no_episodes(tmp_path):
+    """Every record malformed (or none yet: a run just started): the report warns about the record and writes its
+    tables; it used to die with AttributeError: 'DataFrame' object has no attribute 'identity' (issue 38)."""
+    root = tmp_path / "runs"
+    run_dir = harness_run(root, ["pruner=fastv", "keep=0.5"], {0: [True]}, wanted=2)
+    (run_dir / "episodes" / "task00.jsonl").write_text('{"suite": "libero_spatial", "task_id": "zero"}\n')
+    empty = harness_run(root, ["pruner=vla", "keep=0.5"], {0: [True]}, wanted=1)
+    (empty / "episodes" / "task00.jsonl").write_text("")  # started, nothing recorded yet
+    result = subprocess.run([sys.executable, "-m", "evaluate.report", str(root), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert any(line.startswith("warning: ") and "task00.jsonl" in line for line in result.stderr.splitlines())
+    table = pd.read_csv(tmp_path / "out" / "table1.csv")
+    assert sorted(table.method) == ["FastV", "VLA-Pruner"] and table.episodes.tolist() == [0, 0]
+    assert pd.read_csv(tmp_path / "out" / "tasks.csv").empty

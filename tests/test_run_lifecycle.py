@@ -87,6 +87,8 @@ def test_a_sweep_point_that_fails_while_running_does_not_stop_the_others(tmp_pat
     """Weights re-saved without one tensor pass the pre-run file checks (a readable safetensors header) but
     cannot be loaded: that point fails at run time. They are the cached tiny model (policy=noop must keep the
     default model settings, so the checkpoint is not an override)."""
+    import json
+
     from safetensors.torch import load_file, save_file
 
     monkeypatch.setenv("VLA_PRUNER_CACHE", str(tmp_path / "cache"))
@@ -94,6 +96,8 @@ def test_a_sweep_point_that_fails_while_running_does_not_stop_the_others(tmp_pat
     bad_ckpt.mkdir(parents=True)
     for f in (require_fixtures() / "openvla_tiny_hf").iterdir():
         (bad_ckpt / f.name).write_bytes(f.read_bytes())
+    config = json.loads((bad_ckpt / "config.json").read_text())
+    (bad_ckpt / "config.json").write_text(json.dumps({**config, "build_seed": 0}))  # as the cache's build records it
     weights = load_file(bad_ckpt / "model.safetensors")
     weights.pop(sorted(weights)[0])
     save_file(weights, bad_ckpt / "model.safetensors", metadata={"format": "pt"})
@@ -117,8 +121,8 @@ def test_weights_replaced_at_the_same_path_are_another_experiment(tmp_path):
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(require_fixtures() / "openvla_tiny_hf", ckpt)
-    common = ["model=openvla_tiny", f"model.checkpoint={ckpt}", "suite=libero_object", "tasks=[0]",
-              "suite.max_steps=2", f"output_root={tmp_path / 'runs'}"]
+    common = ["model=openvla_tiny", f"model.checkpoint={ckpt}", "model.build_seed=null",  # the fixture, as it is
+              "suite=libero_object", "tasks=[0]", "suite.max_steps=2", f"output_root={tmp_path / 'runs'}"]
     assert run_cli(*common, "episodes_per_task=1").returncode == 0
     [identity_file] = (tmp_path / "runs").rglob("run_identity.json")
     assert identity_file.parent.relative_to(tmp_path / "runs").parts[0] == "openvla_tiny@ckpt"  # its own directory

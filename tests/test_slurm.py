@@ -233,6 +233,7 @@ def test_a_job_that_fails_at_load_is_reported_and_the_others_finish(slurm, tmp_p
     save_file(weights, bad_ckpt / "model.safetensors", metadata={"format": "pt"})
     good_ckpt = require_fixtures() / "openvla_tiny_hf"
     result = run(slurm, evaluate_sweep(f"model.checkpoint={bad_ckpt},{good_ckpt}", "model=openvla_tiny",
+                                       "model.build_seed=null",  # the fixture, as it is
                                        "suite=libero_object", "suite.max_steps=3", "tasks=[0]",
                                        "episodes_per_task=1", f"output_root={tmp_path / 'runs'}"))
     assert result.returncode != 0

@@ -28,7 +28,9 @@ Definitions used in every table:
   see evaluate/analysis/flops.py;
 - latency = median (and p90) ms per policy query, warm-up queries excluded;
 - speedup = dense latency / method latency, same model and device;
-- keep and retention are printed as configured (0.25, 25), never rounded.
+- keep and retention are printed as configured (0.25, 25), never rounded;
+- Table 1 rows name their checkpoints (`checkpoint`) and say whether they are the model the paper ran under that
+  name (`paper_model`: its family's published architecture; scripts/collect.py pairs only those with the paper).
 
 `python -m evaluate.report RUN_OR_ROOT... --out DIR` writes the tables and the plots (evaluate/analysis/plots.py);
 files it cannot read are named in a `warning:` line on stderr.
@@ -41,6 +43,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from evaluate.analysis.flops import model_dims, model_family
 from evaluate.analysis.labels import DENSE_PRUNER, METHOD_NAMES, PERTURBED_COLUMNS, SUITE_COLUMNS, method_order
 from evaluate.analysis.metrics import cost_stats, latency_stats
 from evaluate.analysis.paired import NOTE as PAIRED_NOTE, paired_vs_fastv
@@ -49,6 +52,10 @@ from evaluate.analysis.robustness import ROBUSTNESS_NOTE, drop_plots, robustness
 from evaluate.arguments import CommandParser, output_directory
 from evaluate.analysis.runset import COMPLETE, GROUP_KEYS, INCOMPLETE, RunSet, flatten, load_runs
 from evaluate.analysis.stats import success_of
+from evaluate.config import local
+from evaluate.envs.suites import model_suite
+from evaluate.errors import ConfigError
+from vla_pruner.models.checkpoint import CheckpointError
 
 # Identity fields that belong to one suite; a Table 1 row spans suites (see the module docstring).
 PER_SUITE_FIELDS = ("suite.name", "suite.max_steps", "model.checkpoint", "model.unnorm_key")
@@ -172,6 +179,9 @@ def task_table(rs: RunSet) -> pd.DataFrame:
         rows.append({**rs.columns[experiment], "identity": experiment, "run_status": status,
                      "task_id": task_id, "task": task, **seed_stats(episodes.seed),
                      "completeness": completeness_label(done, wanted), **success_stats(episodes)})
+    if not rows:  # no episode recorded yet (a run just started, or every record unreadable)
+        return pd.DataFrame(columns=["model", "device", "suite", "method", "keep", "task_id", "task", "completeness",
+                                     "episodes", "sr"])
     table = pd.DataFrame(rows)
     flats = {e: flatten(rs.identities[e]) for e in table.identity}
     table["settings"] = settings_labels(table, flats, ["model", "device", "suite", "method", "task_id"])
@@ -215,6 +225,37 @@ def table1_rows(per_suite: pd.DataFrame, rs: RunSet) -> dict[tuple[str, str], st
                                                                              table.base)}
 
 
+def checkpoint_label(identity: dict) -> str:
+    """The checkpoint behind a run (the last name of its directory or hub id; `seed N` for a model built from a
+    seed; '' for a policy without a model, or a run that does not say): how a table names the weights of a row."""
+    model = identity.get("model") or {}
+    if (identity.get("policy") or {}).get("label") != model.get("name"):
+        return ""
+    if model.get("build_seed") is not None:
+        return f"seed {model['build_seed']}"
+    suite = identity["suite"]["name"]
+    try:
+        suite = model_suite(suite)
+    except ConfigError:  # a suite this clone does not know: its own name
+        pass
+    path = model.get("checkpoint") or (model.get("checkpoints") or {}).get(suite)
+    return Path(local(path)).name if path else ""
+
+
+def paper_model(identity: dict) -> bool:
+    """Whether a run's model is the model the paper ran under that name: a checkpoint of its family's published
+    architecture (a checkpoint on this machine says by its config.json; one that is not counts as published, as for
+    its FLOPs), not a model built from a seed, nor, say, a small checkpoint loaded as `model=openvla_oft`."""
+    model = identity.get("model") or {}
+    if (identity.get("policy") or {}).get("label") != model.get("name") or model.get("build_seed") is not None:
+        return False
+    try:
+        published = model_family(model).model_cost({"name": model.get("name"), "family": model.get("family")})
+        return model_dims(model) == published
+    except (ConfigError, CheckpointError):  # no known family, an unreadable config.json: not the paper's to say
+        return False
+
+
 def method_table(rs: RunSet) -> pd.DataFrame:
     """The paper's Table 1 layout: rows model x retention x method; success per suite (%, Wilson interval),
     relative accuracy, FLOPs, kept tokens, latency and speedup (cost pooled over the row's suites)."""
@@ -228,6 +269,7 @@ def method_table(rs: RunSet) -> pd.DataFrame:
     rows = []
     for _, row in overall.iterrows():
         mine = per_suite[(per_suite.row == row.identity) & (per_suite.run_status == row.run_status)]
+        identities = [rs.identities[i] for i in mine.identity]
         out = {"model": row.model, "device": row.device, "retention_pct": retention_pct(row.pruner, row.keep),
                "method": row.method}
         for _, s in mine.iterrows():
@@ -246,6 +288,8 @@ def method_table(rs: RunSet) -> pd.DataFrame:
                     "p_vs_fastv": row.p_vs_fastv, "vs_fastv_pairs": row.vs_fastv_pairs, "vs_fastv": row.vs_fastv,
                     "episodes": row.episodes, "seeds": row.seeds, "seed_values": row.seed_values,
                     "completeness": row.completeness, "run_status": row.run_status,
+                    "checkpoint": ", ".join(sorted({checkpoint_label(i) for i in identities} - {""})),
+                    "paper_model": bool(identities) and all(paper_model(i) for i in identities),
                     "pruner": row.pruner, "identity": row.identity})
         rows.append(out)
     table = pd.DataFrame(rows)

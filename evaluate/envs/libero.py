@@ -16,8 +16,9 @@ eef position (3), axis-angle of the eef quaternion (3), gripper joint positions 
 a policy, because it is the benchmark's convention (its HDF5 `ee_states` + `gripper_states`), not the model's:
 a model trained on another benchmark reads that benchmark's state from the same field.
 
-The simulator's own chatter (robosuite's macro-file warnings, libero's task-order notes) goes to the run's log
-file, not the console, where a user should see the run's settings, the progress bar and the summary.
+The simulator's own chatter (robosuite's macro-file warnings, libero's task-order notes, MuJoCo's warnings, which
+it would otherwise append to MUJOCO_LOG.TXT in the working directory) goes to the run's log file, not the console,
+where a user should see the run's settings, the progress bar and the summary.
 """
 from __future__ import annotations
 
@@ -71,6 +72,18 @@ def _run_log_only(name: str) -> logging.Logger:
 # logger "robosuite_logs", on a console handler of its own and, propagated, on Hydra's.
 _run_log_only("robosuite_logs")
 LIBERO_LOG = _run_log_only("libero")
+
+
+def _mujoco_warning(message: str) -> None:
+    LIBERO_LOG.warning("MuJoCo: %s", message)
+
+
+def route_mujoco_warnings() -> None:
+    """MuJoCo's warnings (an unstable simulation, non-finite controls) to the run's log: without a handler of ours
+    MuJoCo prints them and appends them to MUJOCO_LOG.TXT in whatever directory the command runs in."""
+    import mujoco
+
+    mujoco.set_mju_user_warning(_mujoco_warning)
 
 
 @contextmanager
@@ -159,6 +172,7 @@ class TaskEnv:
         names = [CAMERAS[role].removesuffix("_image") for role in cameras]  # observation key = camera + "_image"
         render = ({"camera_names": names, "camera_heights": CAMERA_SIZE, "camera_widths": CAMERA_SIZE} if names
                   else {"use_camera_obs": False})
+        route_mujoco_warnings()
         with _prints_to_run_log():
             from libero.libero.envs.env_wrapper import ControlEnv
 

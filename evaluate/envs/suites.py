@@ -56,6 +56,7 @@ def _libero_pro(bases: tuple[Suite, ...]) -> tuple[Suite, ...]:
     tests/test_libero_pro_sim.py): the four perturbations of the four LIBERO suites, and libero_object's graded
     position shifts (x or y, 0.1 to 0.5). Same tasks, task order and step limits as the base suite."""
     rows = [Suite(f"{base.name}_{kind}", "libero_pro", tasks=base.tasks, column=f"{base.column}_{kind}",
+                  paper_option=base.paper_option and f"{base.paper_option}_{kind}",  # libero_long_lan
                   in_paper=False, base=base.name, perturbation=kind)
             for base in bases for kind in ("lan", "object", "swap", "task")]
     rows += [Suite(f"libero_object_temp_{axis}{shift}", "libero_pro", tasks=10, column=f"object_{axis}{shift}",

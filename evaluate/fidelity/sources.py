@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evaluate.config import ConfigError
-from evaluate.demos import demo_index
+from evaluate.demos import DemoFileError, demo_index
 
 REQUIRED_ATTRS = ("suite", "task_id", "init_index", "instruction")
 
@@ -23,9 +23,8 @@ def demo_entries(source: Path, episodes: int | None) -> tuple[list[dict], str]:
                           "directory recorded with record_demos=true")
     try:
         entries = demo_index(source)
-    except (OSError, KeyError, ValueError) as e:
-        raise ConfigError(f"source={source} is not a demo file (HDF5 with data/demo_N groups): "
-                          f"{' '.join(str(e).split())}") from None
+    except DemoFileError as e:  # names the file and what it lacks
+        raise ConfigError(str(e)) from None
     if not entries:
         videos = " (its videos/ hold the agent view only, no state: not replayable)" * (source / "videos").is_dir()
         raise ConfigError(f"source={source} holds no demos (*_demo.hdf5){videos}; record them with "

@@ -10,7 +10,6 @@ out with a warning, and a setting with several different closed-loop experiments
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -19,10 +18,12 @@ import pandas as pd
 
 from evaluate.analysis.report import load_runs_for_cli, suite_table, write_table
 from evaluate.analysis.runset import INCOMPLETE, RunSet
+from evaluate.arguments import CommandParser, output_directory
 from evaluate.config import pruner_tag
 
 log = logging.getLogger(__name__)
 SUCCESS_COLUMNS = ["sr", "sr_ci_low", "sr_ci_high", "episodes", "run_status"]
+KEYS = ["model", "suite", "pruner", "keep"]  # what a setting is matched by
 
 
 def spearman(x: pd.Series, y: pd.Series) -> float:
@@ -46,22 +47,21 @@ def closed_loop(rs: RunSet) -> pd.DataFrame:
     for identity in table.identity:
         model = rs.identities[identity].get("model") or {}
         tags.append(pruner_tag(dict(rs.identities[identity]["pruner"]), model.get("family"), model.get("name")))
-    return table.assign(pruner=tags)[["model", "suite", "pruner", "keep", "method", *SUCCESS_COLUMNS]]
+    return table.assign(pruner=tags)[[*KEYS, "method", *SUCCESS_COLUMNS]]
 
 
 def match(fidelity: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """The fidelity rows with the success of their closed-loop runs (model, suite, pruner, keep equal); a setting
     several experiments match is a ValueError naming it."""
-    keys = ["model", "suite", "pruner", "keep"]
-    doubled = runs[runs.duplicated(keys, keep=False)]
+    doubled = runs[runs.duplicated(KEYS, keep=False)]
     if len(doubled):
         first = doubled.iloc[0]
-        raise ValueError(f"{len(doubled[(doubled[keys] == first[keys]).all(axis=1)])} different closed-loop "
+        raise ValueError(f"{len(doubled[(doubled[KEYS] == first[KEYS]).all(axis=1)])} different closed-loop "
                          f"experiments for {first.model} {first.pruner} keep {first.keep} on {first.suite} (other "
                          "options, step limits or checkpoints); pass the run directories of one per setting")
     # columns both sides have (method; episodes, which in fidelity.csv counts demos replayed): the runs' are reported
-    shared = [c for c in fidelity if c in runs and c not in keys]
-    return fidelity.drop(columns=shared).merge(runs, on=keys, how="inner")
+    shared = [c for c in fidelity if c in runs and c not in KEYS]
+    return fidelity.drop(columns=shared).merge(runs, on=KEYS, how="inner")
 
 
 def scatter(table: pd.DataFrame, measure: str, rho: float, out_dir: Path) -> list[Path]:
@@ -85,13 +85,29 @@ def scatter(table: pd.DataFrame, measure: str, rho: float, out_dir: Path) -> lis
     return save_figure(fig, out_dir, "fidelity_vs_success")
 
 
+def read_fidelity(fidelity_csv: Path, measure: str) -> pd.DataFrame:
+    """The fidelity table, refused (ValueError, one line) when it is not one (unreadable, without the columns a
+    setting is matched by) or when `measure` is not one of its numeric columns."""
+    try:
+        fidelity = pd.read_csv(fidelity_csv)
+    except (ValueError, UnicodeDecodeError) as e:  # empty, not CSV, not text
+        raise ValueError(f"{fidelity_csv} is not a fidelity.csv of python -m evaluate.fidelity ("
+                         f"{' '.join(str(e).split())})") from None
+    missing = [key for key in KEYS if key not in fidelity]
+    if missing:
+        raise ValueError(f"{fidelity_csv} is not a fidelity.csv of python -m evaluate.fidelity (no column "
+                         f"{', '.join(missing)})")
+    numeric = [c for c in fidelity.select_dtypes("number") if c not in ("keep", "episodes")]
+    if measure not in numeric:
+        problem = f"'s column '{measure}' is not numeric" if measure in fidelity else f" has no column '{measure}'"
+        raise ValueError(f"{fidelity_csv}{problem}; valid measures: {', '.join(numeric)}")
+    return fidelity
+
+
 def fidelity_vs_success(fidelity_csv: Path, run_paths: list[str], out_dir: Path,
                         measure: str = "action_l1") -> tuple[float, pd.DataFrame, list[Path]]:
     """rho, the matched table and the files written."""
-    fidelity = pd.read_csv(fidelity_csv)
-    if measure not in fidelity:
-        numeric = [c for c in fidelity.select_dtypes("number") if c not in ("keep", "episodes")]
-        raise ValueError(f"{fidelity_csv} has no column '{measure}'; valid measures: {', '.join(numeric)}")
+    fidelity = read_fidelity(fidelity_csv, measure)
     table = match(fidelity, closed_loop(load_runs_for_cli(run_paths)))
     if table.empty:
         raise ValueError(f"no closed-loop run matches a setting of {fidelity_csv} (same model, suite, pruner and "
@@ -105,7 +121,7 @@ def fidelity_vs_success(fidelity_csv: Path, run_paths: list[str], out_dir: Path,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m evaluate.fidelity.success", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m evaluate.fidelity.success", description=__doc__.split("\n\n")[0])
     parser.add_argument("fidelity_csv", type=Path, help="a fidelity.csv of python -m evaluate.fidelity")
     parser.add_argument("runs", nargs="+", help="closed-loop run directories or directories above them")
     parser.add_argument("--out", type=Path, default=Path("results"), help="where the table and the plot go")
@@ -113,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.fidelity_csv.is_file():
         raise SystemExit(f"error: no such fidelity table: {args.fidelity_csv}")
+    output_directory(args.out)
     try:
         rho, table, paths = fidelity_vs_success(args.fidelity_csv, args.runs, args.out, args.measure)
     except ValueError as e:

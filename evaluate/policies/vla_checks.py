@@ -18,7 +18,7 @@ from evaluate.config import ConfigError, build_checked_pruner
 from evaluate.envs.suites import model_suite
 from evaluate.policies.vla_model import OpenVLAModelConfig, check_dtype_and_device, checkpoint_location
 from vla_pruner.families import ModelFamily
-from vla_pruner.models.checkpoint import CheckpointError, locate_checkpoint
+from vla_pruner.models.checkpoint import CONFIG_FILE, CheckpointError, locate_checkpoint
 from vla_pruner.models.openvla.checkpoint import check_checkpoint_files
 from vla_pruner.models.openvla.config import OpenVLAConfig
 from vla_pruner.models.openvla.cost import architecture
@@ -52,13 +52,14 @@ def inspect_checkpoint(model_node: DictConfig, model: OpenVLAModelConfig, locati
     a download would tell."""
     if model.build_seed is not None:
         directory = Path(location).expanduser()
+        if (directory / CONFIG_FILE).is_file():  # what is there, checked as it is (its family first), then its seed
+            config, raw = check_checkpoint_files(directory)
+            # a tiny base of the same seed whose family parts are added when the policy is built
+            parts_pending = (bool(spec.part_files) and raw.get("build_seed") == model.build_seed
+                             and not family_parts(directory, spec))
+            check_family(directory, spec, specs, parts_pending)
         if not tiny_checkpoint_built(directory, model.build_seed):  # built on first use: check what it will be
             return OpenVLAConfig.from_dict(spec.tiny_config()), spec.tiny_norm_stats(), f"{model.name} as it will be built"
-        config, raw = check_checkpoint_files(directory)
-        # a tiny base of the same seed whose family parts are added when the policy is built
-        parts_pending = (bool(spec.part_files) and raw.get("build_seed") == model.build_seed
-                         and not family_parts(directory, spec))
-        check_family(directory, spec, specs, parts_pending)
         stats = spec.tiny_norm_stats() if parts_pending else config.norm_stats
         return config, stats, f"checkpoint {directory}"
     directory = locate_checkpoint(location)

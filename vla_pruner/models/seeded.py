@@ -13,10 +13,14 @@ from vla_pruner.models.checkpoint import CONFIG_FILE, CheckpointError, read_json
 
 def tiny_checkpoint_built(directory: Path, seed: int) -> bool:
     """Whether a tiny checkpoint of `seed` is at `directory` (True) or can be built there (False). CheckpointError
-    for one built from another seed (its weights are not the model the run records) and for a place nothing can
-    be built into (a file, a directory of other files, an unwritable parent), before any work."""
+    for one built from another seed or recording none (its weights are not the model the run records) and for a
+    place nothing can be built into (a file, a directory of other files, an unwritable parent), before any work."""
     if (directory / CONFIG_FILE).is_file():
-        built = read_json(directory / CONFIG_FILE).get("build_seed", seed)  # a checkpoint saved without it: as is
+        built = read_json(directory / CONFIG_FILE).get("build_seed")
+        if built is None:  # weights of unknown origin (trained, converted, copied): not the requested seed's either
+            raise CheckpointError(f"checkpoint {directory} records no build_seed, so its weights are not known to be "
+                                  f"model.build_seed={seed}'s: load it as it is with model.build_seed=null, or point "
+                                  "model.checkpoint at a new or empty directory to have the tiny model built there")
         if built != seed:
             raise CheckpointError(f"checkpoint {directory} was built from build_seed {built}, not model.build_seed="
                                   f"{seed}: point model.checkpoint at another directory, or delete it to have it rebuilt")

@@ -42,7 +42,8 @@ class ChunkData:
 def split_episodes(episodes: int, validation: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) episode indices: `validation` episodes held out, drawn with `seed`."""
     if not 0 <= validation < episodes:
-        raise ValueError(f"validation={validation} held-out episodes must leave at least one of {episodes} to train on")
+        raise ValueError(f"validation={validation} must be from 0 to {episodes - 1}: the held-out episodes must leave "
+                         f"at least one of {episodes} to train on")
     order = np.random.default_rng(seed).permutation(episodes)
     return np.sort(order[validation:]), np.sort(order[:validation])
 
