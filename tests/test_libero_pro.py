@@ -10,7 +10,7 @@ from evaluate.envs.libero import benchmark_names, libero_tasks
 from evaluate.envs.libero_pro import load_suite
 from evaluate.envs.suites import PERTURBED, REFUSED_SUITES, SUITES, model_suite, suite_info
 from evaluate.policies import POLICIES
-from evaluate.policies.vla_model import OpenVLAModelConfig, checkpoint_location
+from evaluate.policies.openvla_config import OpenVLAModelConfig, checkpoint_location
 from tests.conftest import composed
 
 PRO = [s for s in SUITES if s.family == "libero_pro"]

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from vla_pruner.engine import PruningEngine
-from vla_pruner.models.openvla.action_tokenizer import gripper_to_env
+from evaluate.envs.libero_conventions import gripper_to_env
 from vla_pruner.models.checkpoint import CheckpointError
 from vla_pruner.models.llama import bidirectional_mask
 from vla_pruner.models.openvla_oft.model import OpenVLAOFT, sequence_layout

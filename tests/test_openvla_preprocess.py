@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from vla_pruner.models import preprocess
-from vla_pruner.models.openvla.action_tokenizer import ActionTokenizer, gripper_to_env, select_action_stats, unnormalize
+from evaluate.envs.libero_conventions import gripper_to_env
+from vla_pruner.models.openvla.action_tokenizer import ActionTokenizer, select_action_stats, unnormalize
 
 
 @pytest.fixture

@@ -16,6 +16,16 @@ import numpy as np
 
 PRIMARY = "primary"  # the third-person camera every VLA reads
 WRIST = "wrist"  # the camera on the gripper
+# The conventions a model's actions come in (`LoadedModel.action_convention`); a benchmark converts them to its own
+# (`SuiteFamily.actions_to_env`) and back (`actions_from_env`), or refuses one it does not know.
+ENV_ACTIONS = "env"  # already the benchmark's own (a model trained on its datasets as they are, e.g. openpi's pi0)
+OPEN1_CLOSE0_GRIPPER = "open1_close0_gripper"  # OpenVLA's datasets: the last dim 1 = open, 0 = close
+
+
+def _own_actions_only(actions: np.ndarray, convention: str) -> np.ndarray:
+    if convention != ENV_ACTIONS:
+        raise ValueError(f"this benchmark takes actions in its own convention only, not {convention!r}")
+    return actions
 
 
 @dataclass(frozen=True)
@@ -64,3 +74,7 @@ class SuiteFamily:
     # own sampler draws (demonstrations that are not the test) takes `placement_seed=` too
     make_env: Callable[..., TaskEnv]
     versions: Callable[[], dict]
+    # (a model's actions [n, dims], their convention) -> the benchmark's actions, and the inverse (an expert's
+    # actions in the model's convention, for offline replay's normalisation)
+    actions_to_env: Callable[[np.ndarray, str], np.ndarray] = _own_actions_only
+    actions_from_env: Callable[[np.ndarray, str], np.ndarray] = _own_actions_only

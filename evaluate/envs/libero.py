@@ -41,6 +41,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from evaluate.envs.base import PRIMARY, WRIST, Observation, SuiteFamily, Task
+from evaluate.envs.libero_conventions import actions_from_env, actions_to_env
 from vla_pruner.models.preprocess import rotate_180
 from vla_pruner.models.robot_state import robot_state
 
@@ -252,4 +253,5 @@ def simulator_versions() -> dict:
     }
 
 
-FAMILY = SuiteFamily(load_suite=load_suite, make_env=TaskEnv, versions=simulator_versions)
+FAMILY = SuiteFamily(load_suite=load_suite, make_env=TaskEnv, versions=simulator_versions,
+                     actions_to_env=actions_to_env, actions_from_env=actions_from_env)

@@ -25,6 +25,7 @@ from functools import lru_cache
 
 from evaluate.envs.base import SuiteFamily
 from evaluate.envs.libero import LiberoTask, TaskEnv, benchmark_names, libero_tasks, simulator_versions
+from evaluate.envs.libero_conventions import actions_from_env, actions_to_env
 from evaluate.envs.suites import suite_info
 
 
@@ -59,4 +60,5 @@ def load_suite(suite: str) -> list[ProTask]:
     return out
 
 
-FAMILY = SuiteFamily(load_suite=load_suite, make_env=TaskEnv, versions=simulator_versions)
+FAMILY = SuiteFamily(load_suite=load_suite, make_env=TaskEnv, versions=simulator_versions,  # LIBERO's conventions
+                     actions_to_env=actions_to_env, actions_from_env=actions_from_env)

@@ -1,5 +1,5 @@
 """Every suite the harness knows, in one table: the sweep's grid and task counts (scripts/sweep.py), the tables'
-paper columns (analysis/labels.py), the tiny model's vocabulary (policies/vla_model.py), which suite family
+paper columns (analysis/labels.py), the tiny models' vocabulary (envs/vocabulary.py), which suite family
 runs a suite (evaluate/runner.py) and which suite's checkpoint and statistics a perturbed suite uses
 (policies, `model_suite`) read it here. configs/suite/<option>.yaml (name, max_steps) are the Hydra
 side of the same rows; a test keeps the two in step.

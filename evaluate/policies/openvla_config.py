@@ -1,18 +1,18 @@
-"""The `model` group of `policy=vla`: its typed fields and where its checkpoint is (what a model family's
-checkpoint holds is its `vla_pruner.families.ModelFamily`). Shared by the policies, which load the checkpoint, and by their checks
-(`evaluate.policies.vla_checks`), which read its files only.
+"""The `model` group of a model of the OpenVLA architecture (openvla, openvla_oft): its typed fields and where its
+checkpoint is (what its checkpoint holds is its family's `vla_pruner.models.openvla.cost.OpenVLAVariant`). Shared
+by the adapters, which load the checkpoint, and by their checks (`evaluate.policies.openvla_checks`), which read its
+files only.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from evaluate.config import ConfigError, check_device_available
+from evaluate.errors import ConfigError
 from evaluate.envs.vocabulary import libero_instructions
-from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE, resolve_device_dtype
+from evaluate.policies.adapter import cache_root, model_values
+from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE
 from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
 
 
@@ -36,30 +36,6 @@ class OpenVLAModelConfig:
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ConfigError(f"model.build_seed={seed!r} must be an integer (or null for a checkpoint loaded as is)")
         return cls(**values)
-
-
-def model_values(config_class, model_cfg: DictConfig) -> dict:
-    """The `model` group as a dict, after refusing a field that `config_class` (a model family's typed model
-    config) does not have."""
-    values = OmegaConf.to_container(model_cfg, resolve=True)
-    known = [f.name for f in fields(config_class)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown model config fields {unknown}; known: {known}")
-    return values
-
-
-def check_dtype_and_device(dtype: str, device: str) -> None:
-    """model.dtype is one the loaders know, and the run's device is there (before any weights load)."""
-    try:
-        resolve_device_dtype("cpu", dtype)
-    except ValueError as e:
-        raise ConfigError(f"model.dtype: {e}") from None
-    check_device_available(device)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("VLA_PRUNER_CACHE", "~/.cache/vla_pruner")).expanduser()
 
 
 def checkpoint_location(model: OpenVLAModelConfig, suite: str) -> str:
