@@ -92,11 +92,12 @@ def pruner_presets(name: str, family: str | None = None, model: str | None = Non
     """The group files (configs/pruner/<stem>.yaml) that configure pruner `name`, by stem, with their option
     values resolved for `family` and `model` (e.g. vla.yaml and the vla_released.yaml preset both configure `vla`)."""
     presets = {}
-    for path in sorted((CONFIG_DIR / "pruner").glob("*.yaml")):
-        raw = group_file(path)
+    for stem in group_choices("pruner"):  # configs/pruner/*.yaml, and those a package adds to the search path
+        raw = group_file(CONFIG_DIR / "pruner" / f"{stem}.yaml") if (CONFIG_DIR / "pruner" / f"{stem}.yaml").is_file() \
+            else _config_repository().load_config(f"pruner/{stem}").config
         if raw.get("name") == name:
             context = OmegaConf.create({"model": {"family": family, "name": model}, "pruner": raw})
-            presets[path.stem] = OmegaConf.to_container(context.pruner, resolve=True)
+            presets[stem] = OmegaConf.to_container(context.pruner, resolve=True)
     return presets
 
 
@@ -310,14 +311,14 @@ def build_checked_pruner(pruner: DictConfig | dict, keep: float, layout=None):
     """The pruner a run builds (same registry, same options) for a model of `layout` (`ModelLayout`); a bad
     option, a prune layer outside the model or a `keep` that keeps no token is a ConfigError naming it.
     Without a layout (an architecture not known before loading) only the options are checked; returns None."""
-    import baselines
+    from vla_pruner.pruning import build_pruner, pruner_config
 
     options = OmegaConf.to_container(pruner, resolve=True) if isinstance(pruner, DictConfig) else dict(pruner)
     try:
         if layout is None:
-            baselines.pruner_config(options)
+            pruner_config(options)
             return None
-        return baselines.build_pruner(options, keep, layout)
+        return build_pruner(options, keep, layout)
     except ValueError as e:
         raise ConfigError(f"pruner {options.get('name')}: {e}") from None
 
