@@ -34,7 +34,7 @@ PACKAGE = {
         VARIANT = OpenVLAVariant(
             decode_steps=6, prefill_logit_rows=1, extra_tokens=0, part_files=(),
             default_unnorm_key=lambda suite: suite, select_stats=select_action_stats,
-            tiny_norm_stats=lambda: TINY_CONFIG["norm_stats"], official_config=lambda: OFFICIAL_OPENVLA_CONFIG,
+            official_config=lambda: OFFICIAL_OPENVLA_CONFIG,
             tiny_config=lambda: TINY_CONFIG,
         )
         FAMILY = ModelFamily(name="toy_vla", num_images=1, cost=VARIANT, pruner_defaults={"prune_layer": 2})

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 # torch/transformers before evaluate.policies (whose package imports robosuite): the other order segfaults
 from vla_pruner.models.openvla_oft.model import OpenVLAOFT
-from vla_pruner.models.robot_state import robot_state
-from vla_pruner.models.openvla_oft.tiny import ensure_tiny_oft_checkpoint
+from evaluate.envs.libero_conventions import robot_state
+from tests.tiny_models import tiny_oft as ensure_tiny_oft_checkpoint
 from evaluate import flops  # noqa: I001
 from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policy import EpisodeContext

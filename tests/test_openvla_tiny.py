@@ -13,7 +13,7 @@ from evaluate.policy import EpisodeContext
 from evaluate.policies.vla_policy import VLAPolicy, build_vla_policy as build_openvla_policy
 from vla_pruner import OpenVLA, OpenVLAProcessor, PruningEngine
 from vla_pruner.models.openvla.processor import prompt_for
-from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
+from tests.tiny_models import tiny_openvla as ensure_tiny_checkpoint
 
 INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "open the top drawer of the cabinet"]
 REPO = Path(__file__).resolve().parents[1]

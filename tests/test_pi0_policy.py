@@ -6,12 +6,13 @@ import pytest
 from evaluate.config import ConfigError, validate
 from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policies import POLICIES
-from evaluate.envs.suites import suite_family
+from evaluate.envs.suites import suite_benchmark
 from evaluate.policies.pi0 import ADAPTER, LoadedPi0, Pi0ModelConfig
 from evaluate.policies.vla_policy import VLAPolicy
 from evaluate.policy import EpisodeContext
 from vla_pruner.models.pi0.model import Pi0
-from vla_pruner.models.pi0.tiny import SPECIAL_IDS, ensure_tiny_pi0
+from vla_pruner.models.pi0.tiny import SPECIAL_IDS
+from tests.tiny_models import tiny_pi0 as ensure_tiny_pi0
 from vla_pruner.models.pi0.tokenizer import Pi0Tokenizer
 from tests.conftest import composed, run_cli
 
@@ -69,7 +70,7 @@ def context(init=0, instruction=INSTRUCTIONS[0]):
 def policy(tiny, pruner=None, keep=1.0, **fields):
     model, tokenizer = tiny
     return VLAPolicy(ADAPTER, LoadedPi0(model, tokenizer, Pi0ModelConfig(name="pi0_tiny", **fields)),
-                     suite_family("libero_object"), pruner or {"name": "none"}, keep)
+                     suite_benchmark("libero_object"), pruner or {"name": "none"}, keep)
 
 
 def test_chunk_is_executed_in_replan_steps_and_replays(tiny):

@@ -6,9 +6,8 @@ import torch
 from omegaconf import OmegaConf
 
 # torch/transformers before evaluate.policies (whose package imports robosuite): the other order segfaults
-from vla_pruner.models.robot_state import robot_state
-from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
-from vla_pruner.models.openvla_oft.tiny import ensure_tiny_oft_checkpoint
+from evaluate.envs.libero_conventions import robot_state
+from tests.tiny_models import tiny_oft as ensure_tiny_oft_checkpoint, tiny_openvla as ensure_tiny_checkpoint
 from evaluate.envs.base import PRIMARY, WRIST, Observation  # noqa: I001
 from evaluate.policies.vla_policy import build_vla_policy
 from evaluate.policy import EpisodeContext

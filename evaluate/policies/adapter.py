@@ -2,7 +2,7 @@
 
 `VLAPolicy` owns everything a run does with any VLA: one slot per running episode, a pruner per slot, the burn-in
 query, the timing stages, batching, `describe` and `normalize_actions`, and the conversion of the model's actions to
-the benchmark's (`evaluate.envs.base.SuiteFamily.actions_to_env`). A family's adapter only says what is its own:
+the benchmark's (`evaluate.envs.base.Benchmark.actions_to_env`). A family's adapter only says what is its own:
 
 - `FamilyAdapter.check(cfg)`: what building the policy would trip over, told from the config and the checkpoint's
   files alone (a ConfigError line; no weights load);

@@ -14,11 +14,11 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from evaluate.envs.base import OPEN1_CLOSE0_GRIPPER, PRIMARY, Observation
+from evaluate.envs.libero_conventions import tiny_openvla_stats
 from evaluate.envs.suites import model_suite
 from evaluate.policies.adapter import FamilyAdapter, LoadedModel
 from evaluate.policies.openvla_checks import check_openvla_model
 from evaluate.policies.openvla_config import OpenVLAModelConfig, resolve_checkpoint_path
-from vla_pruner.engine import PruningEngine
 from vla_pruner.families import model_family
 from vla_pruner.models.checkpoint import resolve_device_dtype
 from vla_pruner.models.openvla.action_tokenizer import normalize, select_action_stats
@@ -98,8 +98,12 @@ class OpenVLAAdapter(FamilyAdapter):
 
     cameras = (PRIMARY,)  # the one image OpenVLA reads
 
+    def tiny_stats(self) -> dict:
+        """The statistics its seeded tiny model is built with (LIBERO's)."""
+        return tiny_openvla_stats()
+
     def check(self, cfg: DictConfig) -> None:
-        check_openvla_model(cfg, model_family(cfg.model.family))
+        check_openvla_model(cfg, model_family(cfg.model.family), self.tiny_stats())
 
     def prepare(self, obs: Observation) -> Observation:
         return Observation({role: model_image(obs.images[role]) for role in self.cameras}, obs.state, obs.instruction)

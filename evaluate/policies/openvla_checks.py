@@ -26,15 +26,17 @@ from vla_pruner.models.openvla.cost import architecture, variant_of
 from vla_pruner.models.seeded import tiny_checkpoint_built
 
 
-def check_openvla_model(cfg: DictConfig, family: ModelFamily) -> None:
+def check_openvla_model(cfg: DictConfig, family: ModelFamily, tiny_stats: dict) -> None:
     """Raise ConfigError for the first thing `cfg` (a model of `family`, of the OpenVLA architecture) cannot run
-    with; the other families of the architecture are asked to name the one a checkpoint of the wrong family is of."""
+    with; the other families of the architecture are asked to name the one a checkpoint of the wrong family is of.
+    `tiny_stats`: the statistics a tiny model of the family is built with (the benchmark's)."""
     model = OpenVLAModelConfig.from_cfg(cfg.model)
     check_dtype_and_device(model.dtype, cfg.device)
     suite = model_suite(cfg.suite.name)  # a perturbed suite: its base suite's checkpoint and statistics
     location = checkpoint_location(model, suite)
     try:
-        config, norm_stats, source = inspect_checkpoint(cfg.model, model, location, family, openvla_families())
+        config, norm_stats, source = inspect_checkpoint(cfg.model, model, location, family, openvla_families(),
+                                                        tiny_stats)
     except CheckpointError as e:
         raise ConfigError(str(e)) from None
     variant = variant_of(family)
@@ -54,7 +56,7 @@ def openvla_families() -> list[ModelFamily]:
 
 
 def inspect_checkpoint(model_node: DictConfig, model: OpenVLAModelConfig, location: str, spec: ModelFamily,
-                       specs: list[ModelFamily]) -> tuple[OpenVLAConfig | None, dict[str, Any] | None, str]:
+                       specs: list[ModelFamily], tiny_stats: dict) -> tuple[OpenVLAConfig | None, dict[str, Any] | None, str]:
     """(architecture, statistics, where they come from) of the checkpoint at `location`; None for what only
     a download would tell."""
     variant = variant_of(spec)
@@ -67,9 +69,9 @@ def inspect_checkpoint(model_node: DictConfig, model: OpenVLAModelConfig, locati
                              and not family_parts(directory, spec))
             check_family(directory, spec, specs, parts_pending)
         if not tiny_checkpoint_built(directory, model.build_seed):  # built on first use: check what it will be
-            return (OpenVLAConfig.from_dict(variant.tiny_config()), variant.tiny_norm_stats(),
+            return (OpenVLAConfig.from_dict(variant.tiny_config()), tiny_stats,
                     f"{model.name} as it will be built")
-        stats = variant.tiny_norm_stats() if parts_pending else config.norm_stats
+        stats = tiny_stats if parts_pending else config.norm_stats
         return config, stats, f"checkpoint {directory}"
     directory = locate_checkpoint(location)
     if directory is None:  # a hub id not in the local cache

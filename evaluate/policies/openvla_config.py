@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig
 
 from evaluate.errors import ConfigError
+from evaluate.envs.libero_conventions import tiny_openvla_stats
 from evaluate.envs.vocabulary import libero_instructions
 from evaluate.policies.adapter import cache_root, model_values
 from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE
@@ -54,8 +55,9 @@ def checkpoint_location(model: OpenVLAModelConfig, suite: str) -> str:
 
 
 def resolve_checkpoint_path(model: OpenVLAModelConfig, suite: str) -> str:
-    """`checkpoint_location`, with a tiny model built there first when it is not yet."""
+    """`checkpoint_location`, with a tiny model built there first when it is not yet (LIBERO's vocabulary and
+    statistics)."""
     location = checkpoint_location(model, suite)
     if model.build_seed is not None:
-        return str(ensure_tiny_checkpoint(location, model.build_seed, libero_instructions()))
+        return str(ensure_tiny_checkpoint(location, model.build_seed, libero_instructions(), tiny_openvla_stats()))
     return location

@@ -15,6 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from evaluate.envs.base import PRIMARY, WRIST
+from evaluate.envs.libero_conventions import tiny_oft_stats
 from evaluate.envs.suites import model_suite
 from evaluate.policies.openvla import LoadedOpenVLA, OpenVLAAdapter
 from evaluate.policies.openvla_config import OpenVLAModelConfig, resolve_checkpoint_path
@@ -57,12 +58,15 @@ class LoadedOpenVLAOFT(LoadedOpenVLA):
 class OpenVLAOFTAdapter(OpenVLAAdapter):
     cameras = (PRIMARY, WRIST)  # the model's image order
 
+    def tiny_stats(self) -> dict:
+        return tiny_oft_stats()
+
     def load(self, cfg: DictConfig) -> LoadedOpenVLAOFT:
         model_cfg = OpenVLAModelConfig.from_cfg(cfg.model)
         suite = model_suite(cfg.suite.name)  # a perturbed suite: its base suite's checkpoint and statistics
         checkpoint = resolve_checkpoint_path(model_cfg, suite)
         if model_cfg.build_seed is not None:  # the tiny model: its OpenVLA base exists now, add the OFT parts
-            add_oft_parts(Path(checkpoint), model_cfg.build_seed)
+            add_oft_parts(Path(checkpoint), model_cfg.build_seed, self.tiny_stats())
         device, dtype = resolve_device_dtype(cfg.device, model_cfg.dtype)
         model = OpenVLAOFT.from_pretrained(checkpoint, device=device, dtype=dtype)
         unnorm_key = variant_of(model_family(model_cfg.family)).unnorm_key(model_cfg.unnorm_key, suite)

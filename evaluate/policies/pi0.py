@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from evaluate.config import ConfigError, build_checked_pruner
 from evaluate.envs.base import ENV_ACTIONS, PRIMARY, WRIST, Observation
+from evaluate.envs.libero_conventions import tiny_pi0_stats
 from evaluate.envs.vocabulary import libero_instructions
 from evaluate.policies.adapter import FamilyAdapter, LoadedModel, cache_root, check_dtype_and_device, model_values
 from evaluate.policy import EpisodeContext
@@ -199,7 +200,7 @@ class Pi0Adapter(FamilyAdapter):
         model_cfg = Pi0ModelConfig.from_cfg(cfg.model)
         directory = model_cfg.location()
         if model_cfg.build_seed is not None:
-            directory = ensure_tiny_pi0(directory, model_cfg.build_seed, libero_instructions())
+            directory = ensure_tiny_pi0(directory, model_cfg.build_seed, libero_instructions(), tiny_pi0_stats())
         device, dtype = resolve_device_dtype(cfg.device, model_cfg.dtype)
         model = Pi0.from_pretrained(directory, device=device, dtype=dtype)
         return LoadedPi0(model, Pi0Tokenizer.from_dir(directory, model.config.max_token_len), model_cfg)

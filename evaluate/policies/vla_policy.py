@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from evaluate.envs.base import Observation, SuiteFamily
+from evaluate.envs.base import Observation, Benchmark
 from evaluate.errors import ConfigError
-from evaluate.envs.suites import suite_family
+from evaluate.envs.suites import suite_benchmark
 from evaluate.policies.adapter import FamilyAdapter, LoadedModel, adapter_for
 from evaluate.policy import EpisodeContext, PolicyOutput
 from vla_pruner.families import ModelFamily, family_names, model_family
@@ -64,7 +64,7 @@ class Slot:
 class VLAPolicy:
     name = "vla"
 
-    def __init__(self, adapter: FamilyAdapter, model: LoadedModel, benchmark: SuiteFamily, pruner_options,
+    def __init__(self, adapter: FamilyAdapter, model: LoadedModel, benchmark: Benchmark, pruner_options,
                  keep: float):
         """`pruner_options` and `keep`: the run's pruner, built for slot 0 now and for each further slot when it
         first starts an episode."""
@@ -172,5 +172,5 @@ def check_vla_policy(cfg: DictConfig) -> None:
 def build_vla_policy(cfg: DictConfig) -> VLAPolicy:
     """The policy of a composed config (weights load here): what a run, offline replay and a model server build."""
     adapter = adapter_of(cfg)
-    return VLAPolicy(adapter, adapter.load(cfg), suite_family(cfg.suite.name), cfg.pruner, cfg.keep)
+    return VLAPolicy(adapter, adapter.load(cfg), suite_benchmark(cfg.suite.name), cfg.pruner, cfg.keep)
 

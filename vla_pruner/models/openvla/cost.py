@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from vla_pruner.families import VISUAL_TOKENS_PER_IMAGE
-from vla_pruner.macs import TERA, UNIT, UNIT_NOTE, QueryMacs, prefill_macs, pruned_schedule, stage_schedule
-from vla_pruner.pruning import DEFAULT_PRUNE_LAYER
+from vla_pruner.macs import TERA, UNIT, UNIT_NOTE, QueryMacs, prefill_macs, stage_schedule
 
 if TYPE_CHECKING:
     from vla_pruner.families import ModelFamily
@@ -174,21 +173,6 @@ def analytic_prefill_macs(dims: VlaDims, prefill_tokens: Sequence[int], prefill_
     return prefill_macs(prefill_tokens, dims.llm.hidden, dims.llm.intermediate, prefill_keys)
 
 
-def kept_per_image(keep: float) -> int:
-    """round(keep * 256), half up: the shared budget every pruner uses (vla_pruner.pruning.budget)."""
-    from vla_pruner.pruning import budget
-
-    return budget(keep, VISUAL_TOKENS_PER_IMAGE)
-
-
-def query_schedule(dims: VlaDims, keep: float, prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
-                   prune_layer: int = DEFAULT_PRUNE_LAYER) -> list[int]:
-    """Per-layer prefill tokens of a query with one cut before layer K at retention `keep`."""
-    dense = dims.sequence_length(prompt_tokens)
-    kept = dims.sequence_length(prompt_tokens, kept_per_image(keep))
-    return pruned_schedule(dense, kept, dims.llm.num_layers, prune_layer)
-
-
 # ---------------------------------------------------------------------------------- dims from a config
 
 
@@ -261,7 +245,6 @@ class OpenVLAVariant:
     part_files: tuple[str, ...]  # glob patterns of files only this family's checkpoints hold, exactly one each
     default_unnorm_key: Callable[[str], str]  # suite name -> statistics key, when model.unnorm_key is null
     select_stats: Callable[[dict, str], Any]  # the statistics the policy reads; ValueError when absent
-    tiny_norm_stats: Callable[[], dict]  # the statistics a tiny (seeded) model of this family is built with
     official_config: Callable[[], dict]  # config.json of the official checkpoints (dims without weights)
     tiny_config: Callable[[], dict]  # config.json of the seeded tiny model (`model.build_seed` set)
 

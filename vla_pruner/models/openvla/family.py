@@ -11,7 +11,6 @@ VARIANT = OpenVLAVariant(
     part_files=(),  # the base checkpoint alone
     default_unnorm_key=lambda suite: suite,
     select_stats=select_action_stats,
-    tiny_norm_stats=lambda: TINY_CONFIG["norm_stats"],
     official_config=lambda: OFFICIAL_OPENVLA_CONFIG,
     tiny_config=lambda: TINY_CONFIG,
 )

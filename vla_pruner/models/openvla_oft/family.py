@@ -2,7 +2,7 @@
 from vla_pruner.families import ModelFamily
 from vla_pruner.models.openvla.config import OFFICIAL_OPENVLA_CONFIG
 from vla_pruner.models.openvla.cost import OpenVLAVariant
-from vla_pruner.models.openvla.tiny_configs import TINY_CONFIG, tiny_oft_norm_stats
+from vla_pruner.models.openvla.tiny_configs import TINY_CONFIG
 from vla_pruner.models.openvla_oft.model import ACTION_HEAD_FILE, ACTION_SLOTS, NUM_IMAGES, PROPRIO_FILE, select_proprio_stats
 
 VARIANT = OpenVLAVariant(
@@ -10,7 +10,6 @@ VARIANT = OpenVLAVariant(
     part_files=(f"{ACTION_HEAD_FILE}--*_checkpoint.pt", f"{PROPRIO_FILE}--*_checkpoint.pt"),
     default_unnorm_key=lambda suite: f"{suite}_no_noops",
     select_stats=select_proprio_stats,  # the action statistics of the same dataset are checked with it
-    tiny_norm_stats=tiny_oft_norm_stats,
     official_config=lambda: OFFICIAL_OPENVLA_CONFIG,  # the OpenVLA-7B base with LoRA merged
     tiny_config=lambda: TINY_CONFIG,  # the OFT tiny model is built on the openvla_tiny base
 )
