@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from evaluate.envs.base import Observation, Benchmark
+from evaluate.config import take_checked_pruner
 from evaluate.errors import ConfigError
 from evaluate.envs.suites import suite_benchmark
 from evaluate.policies.adapter import FamilyAdapter, LoadedModel, adapter_for
@@ -71,7 +72,8 @@ class VLAPolicy:
         self.adapter, self.model, self.benchmark = adapter, model, benchmark
         self.cameras = adapter.cameras
         self.options, self.keep = pruner_options, keep
-        self.pruner = self.make_pruner()  # slot 0's
+        # slot 0's: the one the run's check built, else a new one
+        self.pruner = take_checked_pruner(pruner_options, keep, model.layout) or self.make_pruner()
         self.slots: dict[int, Slot] = {}
         self._burn_in()
 
