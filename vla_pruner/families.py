@@ -4,8 +4,8 @@ The pruner layout, the FLOPs counter (its cost: architecture without weights and
 per-model defaults and the report all read a family's `ModelFamily`, so a new family is one package
 `vla_pruner/models/<family>/` holding its record (`family.py`), plus the harness's adapter of it and its model YAML,
 not edits in a handful of tables. The record names nothing of the harness: the harness finds the family's adapter
-by the family's name. Built-in families are listed by name here and imported on first use; another
-package declares its families as entry points (group `vla_pruner.model_families`, "module:ATTRIBUTE" of a
+by the family's name. Built-in families are the packages of vla_pruner/models/ that hold a `family.py` (found by
+convention, imported on first use); another package declares its families as entry points (group `vla_pruner.model_families`, "module:ATTRIBUTE" of a
 `ModelFamily`) and ships its model YAML through a Hydra search-path plugin; `register_family` adds one defined in
 the running process (a test module).
 """
@@ -66,15 +66,22 @@ class ModelFamily:
                 **self.model_pruner_defaults.get(model, {})}[option]
 
 
-_BUILT_IN = {name: f"vla_pruner.models.{name}.family:FAMILY" for name in ("openvla", "openvla_oft", "pi0")}
 ENTRY_POINT_GROUP = "vla_pruner.model_families"
 _REGISTERED: dict[str, ModelFamily] = {}
 
 
 @lru_cache(maxsize=1)
 def _declared() -> dict[str, str]:
-    """name -> "module:ATTRIBUTE": the built-in families, then those installed packages declare."""
-    return with_entry_points(_BUILT_IN, ENTRY_POINT_GROUP)
+    """name -> "module:ATTRIBUTE": the built-in families (each package of vla_pruner/models/ with a family.py,
+    found by convention), then those installed packages declare."""
+    import pkgutil
+    from importlib.util import find_spec
+
+    import vla_pruner.models as models
+
+    built_in = {m.name: f"vla_pruner.models.{m.name}.family:FAMILY" for m in pkgutil.iter_modules(models.__path__)
+                if m.ispkg and find_spec(f"vla_pruner.models.{m.name}.family") is not None}
+    return with_entry_points(dict(sorted(built_in.items())), ENTRY_POINT_GROUP)
 
 
 def register_family(family: ModelFamily) -> ModelFamily:
