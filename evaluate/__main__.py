@@ -1,4 +1,4 @@
-"""`python -m evaluate [overrides]`: evaluate a policy on a LIBERO suite (Hydra app; see README).
+"""`python -m evaluate [overrides]`: evaluate a policy on a LIBERO suite (Hydra app; see README.md and docs/).
 
 A user's mistake (bad value, checkpoint, output directory, a directory another job is writing) ends a run
 with one `error:` line and a non-zero exit; a bug in our own code keeps its traceback. In a sweep (`-m`)

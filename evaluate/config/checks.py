@@ -77,7 +77,7 @@ def check_known_keys(cfg: DictConfig) -> None:
               for k in cfg[group] if k not in names(schema)]
     if extra:
         raise ConfigError(f"unknown config key '{extra[0]}'; known: {', '.join(sorted(names(EvalConfig)))} "
-                          f"(README, Configuration)")
+                          f"(docs/configuration.md)")
 
 
 def check_unused_settings(cfg: DictConfig) -> None:
