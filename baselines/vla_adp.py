@@ -149,15 +149,16 @@ def adp_select(importance: torch.Tensor, ratio: float, split: Sequence[float] | 
                image_tokens: Sequence[int]) -> list[torch.Tensor]:
     """Per image, the sorted indices (within the image) a pruned query keeps: the camera's top-count importance
     (ties: lower index; the official torch.topk leaves them unspecified). With no split or one image: the global
-    top keep_total, then told apart by image. ratio >= 1 keeps everything."""
+    top keep_total, then told apart by image (the official code then feeds them in importance order, not sequence
+    order, which under renumbered positions reorders the image: not reproduced). ratio >= 1 keeps everything."""
     bounds = np.cumsum([0, *image_tokens]).tolist()
     if ratio >= 1:
         return [torch.arange(m) for m in image_tokens]
     if split is None or len(image_tokens) == 1:
-        kept = top_k(importance.float(), keep_total(ratio, bounds[-1]))
+        kept = top_k(importance, keep_total(ratio, bounds[-1]))
         return [torch.sort(kept[(kept >= a) & (kept < b)] - a).values for a, b in zip(bounds, bounds[1:])]
     budgets = camera_budgets(ratio, split, image_tokens)
-    return [torch.sort(top_k(importance[a:b].float(), k)).values for a, b, k in zip(bounds, bounds[1:], budgets)]
+    return [torch.sort(top_k(importance[a:b], k)).values for a, b, k in zip(bounds, bounds[1:], budgets)]
 
 
 # ------------------------------------------------------------------------------------------- motion gate
