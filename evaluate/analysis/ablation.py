@@ -14,7 +14,7 @@ import pandas as pd
 
 from evaluate.analysis.labels import DENSE_PRUNER
 from evaluate.analysis.paired import MATCHED, NOTE as PAIRED_NOTE
-from evaluate.analysis.plots import palette, panels, save_figure, with_series
+from evaluate.analysis.plots import legend_below, palette, panels, save_figure, with_series
 from evaluate.analysis.report import load_runs_for_cli, suite_table, write_table
 from evaluate.analysis.runset import RunSet, flatten
 from evaluate.arguments import CommandParser, output_directory
@@ -73,11 +73,8 @@ def ablation_plot(table: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_xlabel("prefill GMACs per query, episode mean (dense queries included)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("success rate (%), 95% Wilson interval; dashed: dense")
-    handles = {h.get_label(): h for ax in axes for h in ax.get_legend_handles_labels()[0]}
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize="small", frameon=False)
-    fig.tight_layout(rect=(0, 0.06 * (1 + len(handles) // 3), 1, 1))
-    fig.subplots_adjust(bottom=0.06 * (1 + len(handles) // 3) + 0.08)
-    return save_figure(fig, out_dir, "ablation", tight=False)
+    legend_below(fig, axes)
+    return save_figure(fig, out_dir, "ablation")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,11 +59,25 @@ def _errorbar(ax, rows: pd.DataFrame, x: str, style: dict, **extra):
     ax.errorbar(rows[x], rows.sr, yerr=error_bars(rows), marker="o", capsize=3, **style, **extra)
 
 
-def save_figure(fig, out_dir: Path, stem: str, tight: bool = True) -> list[Path]:
-    """PNG and PDF of `fig` (laid out tightly unless the caller placed a legend outside the axes itself)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if tight:
+def legend_below(fig, axes) -> None:
+    """One legend for every panel, below them, so that it never covers a point; lays the figure out."""
+    handles = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if not handles:
         fig.tight_layout()
+        return
+    columns = min(3, len(handles))
+    rows = -(-len(handles) // columns)
+    fig.set_figheight(fig.get_figheight() + 0.25 * rows)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=columns, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.25 * rows / fig.get_figheight() + 0.02, 1, 1))
+
+
+def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
+    """PNG and PDF of `fig`, laid out already (`legend_below`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.{fmt}" for fmt in FORMATS]
     for path in paths:
         fig.savefig(path, dpi=150)
@@ -88,7 +102,7 @@ def success_vs_retention(per_suite: pd.DataFrame, model: str, out_dir: Path, sty
         ax.set_xlabel("visual tokens kept (%)")
         ax.set_title(suite)
     axes[0].set_ylabel("success rate (%)")
-    axes[-1].legend(fontsize="small")
+    legend_below(fig, axes)
     return save_figure(fig, out_dir, f"{model}_success_vs_retention")
 
 
@@ -122,7 +136,7 @@ def success_vs_cost(per_suite: pd.DataFrame, model: str, device: str, axis: str,
         ax.set_xlabel(xlabel)
         ax.set_title(suite)
     axes[0].set_ylabel("success rate (%)")
-    axes[-1].legend(fontsize="small")
+    legend_below(fig, axes)
     return save_figure(fig, out_dir, f"{model}_{device}_success_vs_{axis}".replace(":", ""))
 
 

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from evaluate.analysis.labels import DENSE_PRUNER, PERTURBED, method_order
-from evaluate.analysis.plots import panels, save_figure
+from evaluate.analysis.plots import legend_below, panels, save_figure
 from evaluate.analysis.runset import RunSet
 from evaluate.analysis.stats import attempted, mcnemar_exact
 
@@ -99,8 +99,8 @@ def drop_plots(robust: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_xticks(range(len(ticks)), ticks, rotation=45)
             ax.set_xlabel("perturbation")
             ax.set_title(base)
-        axes[0].set_ylabel("drop vs dense, paired (pp); filled: p < 0.05")
-        axes[-1].legend(fontsize="small")
+        axes[0].set_ylabel("paired drop vs dense (pp)\nfilled: p < 0.05")
+        legend_below(fig, axes)
         paths += save_figure(fig, out_dir, f"{model}_{device}_drop_vs_dense".replace(":", ""))
     plt.close("all")
     return paths

@@ -9,7 +9,7 @@ from typing import Mapping
 import pandas as pd
 
 from evaluate.analysis.labels import METHOD_NAMES, PRESET_NAMES, method_order
-from evaluate.analysis.plots import save_figure
+from evaluate.analysis.plots import legend_below, save_figure
 from evaluate.analysis.report import write_table
 from evaluate.fidelity.measures import summarize
 from evaluate.fidelity.replay import REFERENCE, Replayed
@@ -74,8 +74,8 @@ def plot(table: pd.DataFrame, out_dir: Path, title: str) -> list[Path]:
     axes[0].set_xlabel("visual tokens kept (%)")
     axes[1].set_xlabel("LLM prefill FLOPs (T, MACs), mean over all queries")
     axes[0].set_ylabel("action L1 to dense (normalised)")
-    axes[1].legend(fontsize="small")
     fig.suptitle(title, fontsize="medium")
+    legend_below(fig, axes)
     return save_figure(fig, out_dir, "fidelity")
 
 

@@ -67,7 +67,7 @@ def match(fidelity: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 def scatter(table: pd.DataFrame, measure: str, rho: float, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from evaluate.analysis.plots import save_figure
+    from evaluate.analysis.plots import legend_below, save_figure
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for i, (pruner, rows) in enumerate(table.groupby("pruner", sort=False)):
@@ -80,8 +80,8 @@ def scatter(table: pd.DataFrame, measure: str, rho: float, out_dir: Path) -> lis
     ax.set_xlabel(f"offline {measure} (to dense)")
     ax.set_ylabel("closed-loop success rate (%)")
     ax.set_title(f"Spearman rho = {rho:.3f} over {len(table)} settings", fontsize="medium")
-    ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+    legend_below(fig, [ax])
     return save_figure(fig, out_dir, "fidelity_vs_success")
 
 
