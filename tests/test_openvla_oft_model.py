@@ -101,7 +101,7 @@ def test_attention_is_bidirectional(fixture, queries):
     embeds = queries[0]
     changed = embeds.clone()
     changed[:, -1] += 1.0  # the </s> token, last in the sequence
-    before, after = hidden(model.run_llm(embeds)), hidden(model.run_llm(changed))
+    before, after = final_hidden(model.run_llm(embeds)), final_hidden(model.run_llm(changed))
     assert (after[:, :10] - before[:, :10]).abs().max() > 1e-3  # BOS and the first visual tokens see it
     # causal attention would give other actions (the official checkpoints depend on bidirectionality)
     positions = torch.arange(embeds.shape[1])[None]
@@ -109,7 +109,7 @@ def test_attention_is_bidirectional(fixture, queries):
     assert (model.action_chunk(causal) - model.action_chunk(before)).abs().max() > 1e-2
 
 
-def hidden(state) -> torch.Tensor:
+def final_hidden(state) -> torch.Tensor:
     """[B, n, d] a query's final hidden states of every row, when all samples kept the same number of rows."""
     [group] = state.groups
     return group.hidden
@@ -127,7 +127,7 @@ def run_engine(engine, embeds):
     state = engine.prefill(embeds, sequence_layout(embeds.shape[1]))
     assert state.next_token is None  # OFT reads its action head, it does not decode
     engine.finish(state)
-    return hidden(state), state.trace
+    return final_hidden(state), state.trace
 
 
 @torch.inference_mode()
@@ -159,7 +159,7 @@ def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
     model = fixture[0]
     for embeds in queries[::2]:
         dense = model.action_chunk(dense_reference(model, embeds))
-        assert torch.equal(model.action_chunk(hidden(model.run_llm(embeds))), dense)
+        assert torch.equal(model.action_chunk(final_hidden(model.run_llm(embeds))), dense)
         for name, keep in [("none", 0.25), ("vla", 1.0), ("fastv", 1.0), ("sparsevlm", 1.0), ("random", 1.0),
                            ("divprune", 1.0), ("vla_cache", 1.0)]:
             hidden, trace = run_engine(engine_for(model, name, keep), embeds)
