@@ -14,7 +14,7 @@ from vla_pruner.models.pi0 import pruned as pi0_pruned
 from vla_pruner.models.pi0.model import Pi0, PrefixCache
 from vla_pruner.models.pi0.layers import block_mask
 from vla_pruner.layout import TokenSet
-from vla_pruner.pruning import Stage, budget
+from vla_pruner.pruning import Stage, budget, build_pruner
 
 from tests.conftest import REPO, composed, run_cli
 

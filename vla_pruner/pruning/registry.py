@@ -68,7 +68,8 @@ class PrunerRegistry(Mapping[str, type[Pruner]]):
         return len(self.names())
 
     def __contains__(self, name: object) -> bool:
-        return name in self.names()
+        # a declared name needs no table read: building `vla` imports nothing of the other packages
+        return name in self._classes or name in self._declared or name in self.names()
 
 
 PRUNERS = PrunerRegistry(BUILT_IN, ENTRY_POINT_GROUP, IN_TREE_TABLES)
