@@ -39,6 +39,16 @@ class PolicyConfig:
 
 
 @dataclass
+class RemotePolicyConfig(PolicyConfig):
+    """`policy=remote`'s own fields (configs/policy/remote.yaml extends this schema): the other policies' runs keep
+    identities without them."""
+
+    url: str = MISSING  # ws://HOST:PORT of a vla-eval model server
+    timeout_s: float = 300.0  # the longest wait for one reply
+
+
+
+@dataclass
 class EvalConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     suite: SuiteConfig = field(default_factory=SuiteConfig)
@@ -64,6 +74,7 @@ class EvalConfig:
 
 
 ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+ConfigStore.instance().store(name="remote_policy_schema", node=RemotePolicyConfig)
 
 
 def model_default(option: str, family: str | None, model: str | None = None) -> Any:
@@ -248,7 +259,7 @@ def check_known_keys(cfg: DictConfig) -> None:
     names = lambda schema: {f.name for f in fields(schema)}  # noqa: E731
     extra = [k for k in cfg if k not in names(EvalConfig) | {"hydra"}]
     extra += [f"{group}.{k}" for group, schema in (("suite", SuiteConfig), ("policy", PolicyConfig))
-              for k in cfg[group] if k not in names(schema)]
+              for k in cfg[group] if k not in names(OmegaConf.get_type(cfg[group]) or schema)]  # its own schema's
     if extra:
         raise ConfigError(f"unknown config key '{extra[0]}'; known: {', '.join(sorted(names(EvalConfig)))} "
                           f"(README, Configuration)")
