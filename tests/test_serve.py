@@ -274,3 +274,48 @@ def test_a_server_that_cannot_listen_says_so_in_one_line(tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot listen on 127.0.0.1:{port} (")
     assert not any(tmp_path.iterdir())  # nothing claimed
+
+
+# ------------------------------------------------------------------------ sessions, a pruner with a history
+
+
+def test_sessions_keep_their_own_pruner_and_share_batches(tmp_path):
+    """Two clients at once (two init states of one task) against the tiny OpenVLA-OFT with VLA-Pruner, whose action
+    history is per episode, batched by vla-eval's dispatcher: each gets, chunk for chunk, what its episode alone gets
+    from a policy of its own."""
+    from evaluate.serve.wire import observation_to_wire
+    from tests.test_policy_batch import INSTRUCTIONS, observation
+
+    cfg = composed("model=openvla_oft_tiny", f"model.checkpoint={tmp_path / 'tiny'}", "suite=libero_spatial",
+                   "pruner=vla", "pruner.window=2", "keep=0.25", f"output_root={tmp_path / 'runs'}")
+    served, alone = build_policy(cfg), build_policy(cfg)
+    steps = 24  # three 8-action chunks
+    sent = [[observation(100 * s + k, INSTRUCTIONS[0]) for k in range(steps)] for s in (0, 1)]
+    tasks = [{"name": INSTRUCTIONS[0], "suite": "libero_spatial", "task_id": 0, "episode_idx": s} for s in (0, 1)]
+    records = ServedRecords(cfg)
+    records.start(served.describe(), {})
+    answered = [None, None]
+
+    async def client(s: int, url: str) -> None:
+        async with Connection(url, timeout=60, max_retries=1) as c:
+            await c.start_episode({"task": tasks[s]})
+            answered[s] = [actions_from_reply(await c.act(observation_to_wire(o, False)))[0] for o in sent[s]]
+            await c.end_episode({"metrics": {"success": False}, "steps": steps})
+
+    async def both(url: str) -> None:
+        async with anyio.create_task_group() as group:
+            for s in (0, 1):
+                group.start_soon(client, s, url)
+
+    with vla_eval.serve_background(HarnessServer(cfg, served, records, max_batch_size=2, max_wait_time=0.5)) as h:
+        anyio.run(both, h.url)
+        _wait(lambda: len(episode_records(records.store.run_dir)) == 2)
+    recorded = {r["init_index"]: r["queries"] for r in episode_records(records.store.run_dir)}
+    for s in (0, 1):
+        alone.reset_slot(0, EpisodeContext("libero_spatial", 0, INSTRUCTIONS[0], s, 7))
+        own = [alone.act_batch([(0, sent[s][k])])[0] for k in range(0, steps, 8)]
+        np.testing.assert_allclose(np.stack(answered[s]), np.concatenate([o.actions for o in own]), atol=1e-5, rtol=0)
+        assert [[p["kept_mask"] for p in q["pruning"]] for q in recorded[s]] == \
+            [[p["kept_mask"] for p in o.info["pruning"]] for o in own]
+        assert [q["warmup"] for q in recorded[s]] == [True, True, False]  # its own history filled from empty
+    assert any(q["batch_size"] == 2 for queries in recorded.values() for q in queries)  # one prompt: one pass
