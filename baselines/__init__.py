@@ -1,9 +1,18 @@
-"""Baseline visual-token pruners (FastV, SparseVLM, random) on the vla_pruner Pruner interface.
+"""The baseline visual-token pruners on the vla_pruner Pruner interface: FastV, SparseVLM, DivPrune, VLA-Cache
+(KV reuse, not deletion) and random.
 
-They are declared as entry points (pyproject.toml, group `vla_pruner.pruners`), so `vla_pruner.build_pruner`
-imports each module when its name is first asked for; importing this package registers nothing. The registry's
-functions are re-exported for the harness.
+`PRUNER_CLASSES` is their table ("module:Class" by name): the registry (`vla_pruner.pruning.PRUNERS`) reads it when
+a name is not otherwise found and imports a module when its pruner is first asked for, so a new baseline is a
+module here and a row below, found without a re-install; importing this package imports no pruner. `METHOD_NAMES`:
+the name each one's rows have in tables and figures (evaluate/analysis/labels.py).
 """
-from vla_pruner.pruning import PRUNERS, ModelLayout, build_pruner, pruner_config
 
-__all__ = ["PRUNERS", "ModelLayout", "build_pruner", "pruner_config"]
+PRUNER_CLASSES = {
+    "divprune": "baselines.divprune:DivPrune",
+    "fastv": "baselines.fastv:FastV",
+    "random": "baselines.random_keep:RandomKeep",
+    "sparsevlm": "baselines.sparsevlm:SparseVLM",
+    "vla_cache": "baselines.vla_cache:VLACache",
+}
+METHOD_NAMES = {"divprune": "DivPrune", "fastv": "FastV", "random": "Random", "sparsevlm": "SparseVLM",
+                "vla_cache": "VLA-Cache"}

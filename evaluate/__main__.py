@@ -1,4 +1,4 @@
-"""`python -m evaluate [overrides]`: evaluate a policy on a LIBERO suite (Hydra app; see README).
+"""`python -m evaluate [overrides]`: evaluate a policy on a LIBERO suite (Hydra app; see README.md and docs/).
 
 A user's mistake (bad value, checkpoint, output directory, a directory another job is writing) ends a run
 with one `error:` line and a non-zero exit; a bug in our own code keeps its traceback. In a sweep (`-m`)
@@ -23,7 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from evaluate.config import ConfigError, check_group_overrides, validate
+from evaluate.config import ConfigError, check_group_overrides, compose_each_point_once, validate
 from evaluate.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from evaluate.preflight import checked_here
     from evaluate.runner import run
 
     try:
-        validate(cfg, policies())
+        if not checked_here(cfg):  # a job of its own (a cluster job): not checked in this process yet
+            validate(cfg, policies())
         summary = run(cfg)
     except user_errors() as e:
         return _fail(str(e))
@@ -121,6 +123,7 @@ def _stopped(signum: int) -> None:
 
 
 def _cli(args: list[str]) -> None:
+    compose_each_point_once()  # the check below and Hydra's start of each run read one composition
     try:
         from evaluate.envs.suites import REFUSED_SUITES
 

@@ -35,7 +35,7 @@ CAMERAS = (PRIMARY, WRIST)  # OpenVLA-OFT's image order
 
 def env_to_model_gripper(actions: np.ndarray) -> np.ndarray:
     """Env actions (gripper -1 open / +1 close) -> the model's (0 close .. 1 open): the inverse of
-    vla_pruner.models.openvla.action_tokenizer.gripper_to_env."""
+    evaluate.envs.libero_conventions.gripper_to_env."""
     out = np.array(actions, dtype=np.float64, copy=True)
     out[..., -1] = np.clip((1.0 - out[..., -1]) / 2.0, 0.0, 1.0)
     return out

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from evaluate.envs.base import Observation
-from vla_pruner.models.robot_state import quat_to_axis_angle
+from evaluate.envs.libero_conventions import quat_to_axis_angle
 
 OBS_KEYS = {  # LIBERO dataset key -> env observation key
     "agentview_rgb": "agentview_image",

@@ -108,7 +108,7 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str | None) -> None:
+def _worker_main(conn: Connection, benchmark_module: str, cfg: dict, video_dir: str | None) -> None:
     """A worker process: receive (task, init index), run the episode, send its record; None or EOF ends it."""
     _die_with_parent()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -125,7 +125,7 @@ def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str
         # the main process: a worker's go beside it (the file appears with the first one)
         logging.getLogger().addHandler(logging.FileHandler(Path(config.output_dir) / "simulator_workers.log",
                                                            delay=True))
-        family = import_module(family_module).FAMILY
+        benchmark = import_module(benchmark_module).BENCHMARK
         cameras = cameras_for(config)
         entry = POLICIES[config.policy.name]
         policy = (build_policy(config) if entry.beside_simulator
@@ -141,7 +141,7 @@ def _worker_main(conn: Connection, family_module: str, cfg: dict, video_dir: str
             if task != env_task:  # one env per task, as the sequential path (and the official evaluation) does
                 if env is not None:
                     env.close()
-                env, env_task = open_env(family, task, cameras, config), task
+                env, env_task = open_env(benchmark, task, cameras, config), task
                 beat.last = 0.0
                 beat()
             ctx = episode_context(config, task, init_index)
@@ -193,7 +193,7 @@ class _Worker:
 class WorkerPool:
     """N simulator workers and the loop that feeds them episodes and answers their policy queries."""
 
-    def __init__(self, cfg: DictConfig, family_module: str, policy,
+    def __init__(self, cfg: DictConfig, benchmark_module: str, policy,
                  on_record: Callable[[EpisodeRecord], None], check_interrupt: Callable[[], None],
                  on_demo: Callable[[dict], None] | None = None):
         self.cfg, self.policy, self.on_demo = cfg, policy, on_demo
@@ -201,7 +201,7 @@ class WorkerPool:
         self.on_record, self.check_interrupt = on_record, check_interrupt
         self.timeout_s = float(cfg.worker_timeout_s)
         video_dir = str(Path(cfg.output_dir) / "videos") if cfg.video else None
-        self._args = (family_module, OmegaConf.to_container(cfg, resolve=True), video_dir)
+        self._args = (benchmark_module, OmegaConf.to_container(cfg, resolve=True), video_dir)
         self._context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked EGL/CUDA state
         self.workers: list[_Worker] = []
 
@@ -335,11 +335,11 @@ def _kill(worker: _Worker) -> None:
     worker.conn.close()
 
 
-def run_parallel(cfg: DictConfig, family_module: str, policy,
+def run_parallel(cfg: DictConfig, benchmark_module: str, policy,
                  jobs: Sequence[tuple[Task, int]], on_record: Callable[[EpisodeRecord], None],
                  check_interrupt: Callable[[], None], on_demo: Callable[[dict], None] | None = None) -> None:
     """Run `jobs` on `cfg.num_envs` workers (see the module docstring); `on_demo` writes the successful episodes
     the workers recorded (`record_demos`)."""
     if not POLICIES[cfg.policy.name].beside_simulator and not isinstance(policy, BatchedPolicy):
         raise TypeError(f"policy {type(policy).__name__} cannot serve several episodes at once (no act_batch)")
-    WorkerPool(cfg, family_module, policy, on_record, check_interrupt, on_demo).run(jobs)
+    WorkerPool(cfg, benchmark_module, policy, on_record, check_interrupt, on_demo).run(jobs)

@@ -17,6 +17,8 @@ from evaluate.config import CONFIG_DIR, ConfigError, check_group_overrides, hydr
 from evaluate.envs.suites import REFUSED_SUITES, suite_info
 from evaluate.store import check_writable
 
+_CHECKED: set[tuple[str, ...]] = set()  # the points (app overrides) this process checked, in full
+
 
 def command_points(args: list[str]) -> list[list[str]]:
     """The overrides of each run `python -m evaluate ARGS` starts (Hydra's own keys included: they are checked too)."""
@@ -52,6 +54,7 @@ def check_points(points: list[list[str]], policies: dict, writable: bool = True,
                 check_expected_tasks(cfg)
                 if writable:
                     check_writable(cfg.output_dir)
+                    _CHECKED.add(tuple(o for o in point if o not in hydra_keys))
                 configs.append(cfg)
             except ConfigError as e:
                 raise type(e)(_named(e, point, len(points), what)) from None
@@ -60,6 +63,14 @@ def check_points(points: list[list[str]], policies: dict, writable: bool = True,
                     raise
                 raise ConfigError(_named(hydra_error_line(e), point, len(points), what)) from None
     return configs
+
+
+def checked_here(cfg: DictConfig) -> bool:
+    """Whether this process checked the run of `cfg` (Hydra's composition of a point, its `hydra` node set) before
+    any run started: then the run does not check it again."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and tuple(HydraConfig.get().overrides.task) in _CHECKED
 
 
 SHARD_KEYS = ("tasks=", "expected_tasks=")

@@ -39,11 +39,11 @@ class VideoWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def open_env(family, task, cameras, cfg) -> TaskEnv:
+def open_env(benchmark, task, cameras, cfg) -> TaskEnv:
     """The env of `task` for a run of `cfg` (sequential path and simulator workers alike): official init states, or
     LIBERO's own placement sampler from `cfg.placement_seed`."""
     placement = {} if cfg.placement_seed is None else {"placement_seed": int(cfg.placement_seed)}
-    return family.make_env(task, cameras, **placement)
+    return benchmark.make_env(task, cameras, **placement)
 
 
 def episode_context(cfg, task, init_index: int) -> EpisodeContext:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from evaluate.analysis.metrics import query_metrics
 from evaluate.config import run_identity, select_tasks
-from evaluate.envs.suites import FAMILIES, model_suite, suite_family, suite_info
+from evaluate.envs.suites import BENCHMARKS, model_suite, suite_benchmark, suite_info
 from evaluate.instructions import told
 from evaluate.interrupt import InterruptGuard
 from evaluate.parallel import run_parallel
@@ -42,8 +42,8 @@ def run(cfg: DictConfig) -> dict:
     store = ResultStore(run_dir)
     identity = run_identity(cfg)
     store.check_identity(identity)
-    family = suite_family(cfg.suite.name)
-    tasks = told(cfg, family.load_suite(cfg.suite.name))
+    benchmark = suite_benchmark(cfg.suite.name)
+    tasks = told(cfg, benchmark.load_suite(cfg.suite.name))
     task_ids = select_tasks(cfg, len(tasks))
     wanted = [(t, i) for t in task_ids for i in range(cfg.episodes_per_task)]
     expected = [] if cfg.expected_tasks is None else select_tasks(cfg, len(tasks), "expected_tasks")
@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> dict:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         restored = store.recover()
         store.want(wanted + [(t, i) for t in expected for i in range(cfg.episodes_per_task)])
-        meta = {"run_dir": str(run_dir), "policy": described, "simulator": family.versions(),
+        meta = {"run_dir": str(run_dir), "policy": described, "simulator": benchmark.versions(),
                 "suite": cfg.suite.name, "model_suite": model_suite(cfg.suite.name), "model_choice": cfg.model_choice,
                 "keep": cfg.keep, "seed": cfg.seed}
         summary, records = _publish(store, meta)
@@ -85,9 +85,9 @@ def run(cfg: DictConfig) -> dict:
         finished = False
         try:
             if cfg.num_envs == 1:
-                _run_here(cfg, family, policy, todo, demos, record_episode, guard.check)
+                _run_here(cfg, benchmark, policy, todo, demos, record_episode, guard.check)
             else:
-                run_parallel(cfg, FAMILIES[suite_info(cfg.suite.name).family], policy, todo, record_episode,
+                run_parallel(cfg, BENCHMARKS[suite_info(cfg.suite.name).benchmark], policy, todo, record_episode,
                              guard.check, None if demos is None else demos.write)
             finished = True
         finally:
@@ -108,12 +108,12 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-def _run_here(cfg: DictConfig, family, policy, todo, demos, record_episode, check_interrupt) -> None:
+def _run_here(cfg: DictConfig, benchmark, policy, todo, demos, record_episode, check_interrupt) -> None:
     """The episodes one after the other in this process, one env per task."""
     video_dir = Path(cfg.output_dir) / "videos" if cfg.video else None
     cameras = cameras_for(cfg)
     for task, group in groupby(todo, key=lambda item: item[0]):
-        env = open_env(family, task, cameras, cfg)  # created and closed per task, as the official evaluation does
+        env = open_env(benchmark, task, cameras, cfg)  # created and closed per task, as the official evaluation does
         try:
             for _, init_index in group:
                 ctx = episode_context(cfg, task, init_index)
@@ -121,7 +121,7 @@ def _run_here(cfg: DictConfig, family, policy, todo, demos, record_episode, chec
                 record_episode(record)
                 if record.status == "env_error":  # a failed simulator may be left in a bad state
                     env.close()
-                    env = open_env(family, task, cameras, cfg)
+                    env = open_env(benchmark, task, cameras, cfg)
         finally:
             env.close()
 

@@ -36,7 +36,6 @@ import torch
 from threadpoolctl import threadpool_limits
 from transformers import LlamaConfig
 
-import baselines
 import vla_pruner.engine as engine_module
 from vla_pruner.macs import prefill_macs
 from evaluate.arguments import CommandParser, at_least
@@ -44,7 +43,7 @@ from vla_pruner.engine import PruningEngine
 from vla_pruner.layout import SequenceLayout
 from vla_pruner.models.llama import LlamaLM
 from vla_pruner.models.openvla.model import ACTION_DIM
-from vla_pruner.pruning import ModelLayout, StageInputs, check_prune_layer
+from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner, check_prune_layer
 
 KEEPS = (0.5, 0.25, 0.125)
 VISUAL = 256
@@ -140,7 +139,7 @@ def main() -> None:
     settings = [Setting("none", 1.0, PruningEngine.dense(lm, layout))]
     for keep in KEEPS:
         for name in ("fastv", "vla"):
-            pruner = baselines.build_pruner({"name": name, "prune_layer": args.prune_layer}, keep, layout)
+            pruner = build_pruner({"name": name, "prune_layer": args.prune_layer}, keep, layout)
             pruner.reset(seed=0, episode="bench")
             if name == "vla":
                 fill_history(pruner, generator)

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
-import baselines  # noqa: F401  (registers every pruner)
 import vla_pruner.method
 from vla_pruner.diversity import cosine_distances, greedy_max_min, select_diverse
 from vla_pruner.pruning import ModelLayout, StageInputs, build_pruner, top_k

@@ -1,5 +1,5 @@
 """The cross-check table: the harness's success on a task beside vla-eval's own LIBERO benchmark's, run against our
-server with the same policy (README, "Serving"), each with its 95% Wilson interval, paired by init state.
+server with the same policy (docs/serving.md), each with its 95% Wilson interval, paired by init state.
 
     python scripts/crosscheck.py --ours RUN_DIR --vla-eval OUT_DIR [--served RUN_DIR] [--task 0]
 

@@ -47,11 +47,10 @@ try:
     from evaluate.demos import DemoFileError
     from evaluate.envs.suites import model_suite
     from evaluate.errors import ConfigError
-    from evaluate.policies.vla_checks import check_family
+    from evaluate.policies.openvla_checks import check_family, openvla_families
     from evaluate.envs.vocabulary import every_instruction
-    from evaluate.policies.vla_model import cache_root
+    from evaluate.policies.adapter import cache_root
     from evaluate.store import StoreError, check_writable
-    from vla_pruner.families import family_names, model_family
     from vla_pruner.models.checkpoint import CheckpointError
     from vla_pruner.models.openvla.checkpoint import check_checkpoint_files
     from vla_pruner.models.openvla_oft.family import FAMILY as OFT_FAMILY
@@ -313,7 +312,7 @@ def _init_training(init: str) -> dict:
     OpenVLA-OFT) and against the small policy's architecture; with how it was trained (its training.json)."""
     directory = Path(init)
     _, raw = check_checkpoint_files(directory)
-    check_family(directory, OFT_FAMILY, [model_family(name) for name in family_names()], parts_pending=False)
+    check_family(directory, OFT_FAMILY, openvla_families(), parts_pending=False)
     mismatched = sorted(k for k, v in SMALL_CONFIG.items() if raw.get(k) != v)
     if mismatched:
         raise ValueError(f"--init {init} is not a checkpoint of the small policy's architecture "

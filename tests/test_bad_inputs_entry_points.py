@@ -427,7 +427,7 @@ def test_from_pretrained_names_an_unreadable_oft_action_head(content, fixtures_d
 
 
 def test_tiny_checkpoint_built_from_another_seed_is_refused_by_the_library(fixtures_dir, tmp_path):
-    from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
+    from tests.tiny_models import tiny_openvla as ensure_tiny_checkpoint
 
     directory = checkpoint_copy(fixtures_dir / "openvla_tiny_hf", tmp_path / "ckpt")
     config = json.loads((directory / "config.json").read_text())

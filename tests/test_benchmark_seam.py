@@ -1,6 +1,6 @@
 """The benchmark seam (issue 12): LIBERO's observations as the model-agnostic `Observation` with the official
 preprocessing kept bit for bit, learned policies that read no LIBERO key, one suite table behind the configs,
-the sweep and the tables, and a new suite family added from a test module without editing a project file."""
+the sweep and the tables, and a new benchmark added from a test module without editing a project file."""
 from __future__ import annotations
 
 import math
@@ -13,13 +13,13 @@ import pytest
 from evaluate.analysis.labels import SUITE_COLUMNS
 from evaluate.config import CONFIG_DIR, ConfigError, validate
 from evaluate.envs import suites
-from evaluate.envs.base import PRIMARY, WRIST, Observation, SuiteFamily, Task
+from evaluate.envs.base import PRIMARY, WRIST, Observation, Benchmark, Task
 from evaluate.envs.libero import observation
 from evaluate.envs.suites import SUITES, Suite, suite_info
 from evaluate.policies import POLICIES
 from vla_pruner.models.preprocess import model_image
 from tests.conftest import REPO, composed, episode_records
-from vla_pruner.models.preprocess import libero_image
+from evaluate.envs.libero_conventions import libero_image
 
 QUARTER_TURN_Z = np.array([0.0, 0.0, math.sin(math.pi / 8), math.cos(math.pi / 8)])  # (x, y, z, w): pi/4 about z
 
@@ -77,7 +77,7 @@ def test_suite_table_and_config_group_agree():
         suite_info("libero_100")
 
 
-# ------------------------------------------------------------------------- a suite family from a test module
+# ------------------------------------------------------------------------- a benchmark from a test module
 
 
 class CountingEnv:
@@ -104,7 +104,7 @@ class CountingEnv:
         pass
 
 
-FAMILY = SuiteFamily(load_suite=lambda suite: [Task(suite, i, f"task{i}", f"count to three ({i})") for i in range(2)],
+BENCHMARK = Benchmark(load_suite=lambda suite: [Task(suite, i, f"task{i}", f"count to three ({i})") for i in range(2)],
                      make_env=CountingEnv, versions=lambda: {"counting": "1.0"})
 
 
@@ -112,7 +112,7 @@ def test_a_new_suite_family_is_a_module_not_an_edit(tmp_path, monkeypatch):
     from evaluate.runner import run
 
     monkeypatch.setattr(suites, "SUITES", (*SUITES, Suite("counting", "counting", tasks=2, column="count")))
-    monkeypatch.setitem(suites.FAMILIES, "counting", __name__)  # this module: its FAMILY above
+    monkeypatch.setitem(suites.BENCHMARKS, "counting", __name__)  # this module: its BENCHMARK above
     monkeypatch.setitem(suites.INIT_STATES, "counting", 60)  # more than LIBERO's 50: the family's count decides
     more = ["policy=noop", "suite.name=counting", f"output_root={tmp_path}"]
     validate(composed(*more, "episodes_per_task=60"), POLICIES)

@@ -9,9 +9,9 @@ from vla_pruner.families import family_names, model_family, register_family
 
 def test_built_in_families_carry_their_sequence_shape():
     openvla, oft = model_family("openvla"), model_family("openvla_oft")
-    assert (openvla.num_images, openvla.decode_steps, openvla.extra_tokens) == (1, 6, 0)
-    assert (oft.num_images, oft.decode_steps, oft.extra_tokens) == (2, 0, 58)  # proprio + 8x7 slots + </s>
-    assert oft.unnorm_key(None, "libero_10") == "libero_10_no_noops" and oft.unnorm_key("x", "libero_10") == "x"
+    assert (openvla.num_images, openvla.cost.decode_steps, openvla.cost.extra_tokens) == (1, 6, 0)
+    assert (oft.num_images, oft.cost.decode_steps, oft.cost.extra_tokens) == (2, 0, 58)  # proprio + 8x7 slots + </s>
+    assert oft.cost.unnorm_key(None, "libero_10") == "libero_10_no_noops" and oft.cost.unnorm_key("x", "libero_10") == "x"
     with pytest.raises(ValueError, match="unknown model family 'pi9'; known: openvla, openvla_oft, pi0"):
         model_family("pi9")
 

@@ -1,7 +1,9 @@
 """A model family defined outside the project runs through the FLOPs command and a run with no edit of the harness:
-its record is all the project reads (issue 28). In-process (the record registered from this module), and as an
-installed package would ship it: a directory on PYTHONPATH holding the family's module and model YAML, its
-entry point (`vla_pruner.model_families`) and a Hydra search-path plugin, run through the real CLIs."""
+its package (the record), its adapter module and its model YAML are all the project reads (issues 28, 41).
+In-process (the record and adapter registered from this module), and as an installed package would ship it: a
+directory on PYTHONPATH holding the family's package, its adapter module and model YAML, their entry points
+(`vla_pruner.model_families`, `evaluate.family_adapters`) and a Hydra search-path plugin, run through the real CLIs
+with every pruner it offers."""
 import json
 import os
 import subprocess
@@ -13,28 +15,39 @@ import pytest
 
 from evaluate import flops
 from evaluate.config import validate
-from evaluate.policies import POLICIES
+from evaluate.policies import POLICIES, adapter
 from vla_pruner import families
 from vla_pruner.families import ModelFamily, register_family
 from tests.conftest import REPO, composed
 
 # The family as a package ships it (written to a temporary directory by `installed`): an OpenVLA-architecture
-# family that reads and decodes as OpenVLA does (so it names OpenVLA's policy adapter), with its own cut: its record
-# says K = 2, which no harness table knows.
+# family (its record's cost is an OpenVLA variant) with its own cut: its record says K = 2, which no harness table
+# knows. Its adapter reads and decodes as OpenVLA's does, so it is OpenVLA's adapter under the family's name.
 PACKAGE = {
     "toy_family/__init__.py": """
         from vla_pruner.families import ModelFamily
         from vla_pruner.models.openvla.action_tokenizer import select_action_stats
         from vla_pruner.models.openvla.config import OFFICIAL_OPENVLA_CONFIG
-        from vla_pruner.models.openvla.cost import openvla_cost
         from vla_pruner.models.openvla.tiny_configs import TINY_CONFIG
+        from vla_pruner.models.openvla.cost import OpenVLAVariant
 
-        FAMILY = ModelFamily(
-            name="toy_vla", num_images=1, decode_steps=6, prefill_logit_rows=1, extra_tokens=0, part_files=(),
+        VARIANT = OpenVLAVariant(
+            decode_steps=6, prefill_logit_rows=1, extra_tokens=0, part_files=(),
             default_unnorm_key=lambda suite: suite, select_stats=select_action_stats,
-            tiny_norm_stats=lambda: TINY_CONFIG["norm_stats"], official_config=lambda: OFFICIAL_OPENVLA_CONFIG,
-            tiny_config=lambda: TINY_CONFIG, cost=openvla_cost, policy="openvla", pruner_defaults={"prune_layer": 2},
+            official_config=lambda: OFFICIAL_OPENVLA_CONFIG,
+            tiny_config=lambda: TINY_CONFIG,
         )
+        FAMILY = ModelFamily(name="toy_vla", num_images=1, cost=VARIANT, pruner_defaults={"prune_layer": 2})
+        """,
+    "toy_family_adapter.py": """
+        from evaluate.policies.openvla import OpenVLAAdapter
+
+
+        class ToyAdapter(OpenVLAAdapter):
+            \"\"\"The toy family reads one camera and decodes seven action tokens, as OpenVLA does.\"\"\"
+
+
+        ADAPTER = ToyAdapter()
         """,
     "toy_family/conf/model/toy_tiny.yaml": """
         name: toy_tiny
@@ -57,28 +70,34 @@ PACKAGE = {
                 search_path.append("toy_family", "file://" + str(Path(__file__).parents[2] / "toy_family" / "conf"))
         """,
     "toy_family-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: toy-family\nVersion: 0.1\n",
-    "toy_family-0.1.dist-info/entry_points.txt": "[vla_pruner.model_families]\ntoy_vla = toy_family:FAMILY\n",
+    "toy_family-0.1.dist-info/entry_points.txt": ("[vla_pruner.model_families]\ntoy_vla = toy_family:FAMILY\n\n"
+                                                  "[evaluate.family_adapters]\ntoy_vla = toy_family_adapter:ADAPTER\n"),
 }
+# every pruner the toy family offers: the pruner group's options (configs/pruner/*.yaml)
+PRUNER_OPTIONS = sorted(p.stem for p in (REPO / "configs" / "pruner").glob("*.yaml"))
 
 
-def _package_record() -> ModelFamily:
-    """The package's record run in this process, for the tests that register it in-process: one record, written once."""
+def _package_module(name: str) -> dict:
+    """A module of the package run in this process, for the tests that register it in-process (written once)."""
     namespace: dict = {}
-    exec(textwrap.dedent(PACKAGE["toy_family/__init__.py"]), namespace)
-    return namespace["FAMILY"]
+    exec(textwrap.dedent(PACKAGE[name]), namespace)
+    return namespace
 
 
-TOY = _package_record()
+TOY: ModelFamily = _package_module("toy_family/__init__.py")["FAMILY"]
+TOY_ADAPTER = _package_module("toy_family_adapter.py")["ADAPTER"]
 TOY_MODEL = ["model=openvla_tiny", "model.name=toy_tiny", "model.family=toy_vla"]  # its YAML, as overrides
 
 
 @pytest.fixture
 def toy():
     register_family(TOY)
+    adapter.register_adapter(TOY.name, TOY_ADAPTER)
     try:
         yield TOY
     finally:
         families._REGISTERED.pop(TOY.name, None)
+        adapter._REGISTERED.pop(TOY.name, None)
 
 
 def test_the_flops_command_counts_it_with_its_own_defaults(toy, capsys):
@@ -125,12 +144,14 @@ def test_an_installed_family_runs_through_the_cli_and_the_flops_command(tmp_path
     refused = command(env, "evaluate", "model=toy_tinny")
     assert refused.returncode != 0 and "valid choices: openvla, openvla_oft" in refused.stderr
     assert "toy_tiny" in refused.stderr.splitlines()[-1]  # its YAML is one of the model options
-    run = command(env, "evaluate", "model=toy_tiny", "pruner=vla", "keep=0.25", "tasks=[0]", "episodes_per_task=1",
-                  "suite.max_steps=12", f"output_root={tmp_path / 'runs'}")
+    run = command(env, "evaluate", "-m", "model=toy_tiny", f"pruner={','.join(PRUNER_OPTIONS)}", "keep=0.25",
+                  "tasks=[0]", "episodes_per_task=1", "suite.max_steps=12", f"output_root={tmp_path / 'runs'}")
     assert run.returncode == 0, run.stderr[-3000:]
-    [summary_path] = (tmp_path / "runs").rglob("summary.json")
-    summary = json.loads(summary_path.read_text())
-    assert summary_path.relative_to(tmp_path / "runs").parts[:3] == ("toy_tiny", "libero_object", "vla-keep0.25")
-    assert summary["complete"] and summary["episodes"] == 1
-    config = (summary_path.parent / "config.yaml").read_text()
+    summaries = {path.relative_to(tmp_path / "runs").parts[2]: path for path in (tmp_path / "runs").rglob("summary.json")}
+    assert sorted(summaries) == sorted(f"{option}-keep0.25" for option in PRUNER_OPTIONS)  # an episode each
+    for path in summaries.values():
+        summary = json.loads(path.read_text())
+        assert path.relative_to(tmp_path / "runs").parts[:2] == ("toy_tiny", "libero_object")
+        assert summary["complete"] and summary["episodes"] == 1
+    config = (summaries["vla-keep0.25"].parent / "config.yaml").read_text()
     assert "family: toy_vla" in config and "prune_layer: 2" in config

@@ -160,8 +160,9 @@ def test_another_replays_results_are_not_overwritten(tmp_path, capsys, monkeypat
 
 def test_expert_actions_map_back_to_the_models_space():
     """The expert's scale compares like with like: normalising is the inverse of each family's un-normalisation."""
-    from vla_pruner.models.openvla.action_tokenizer import gripper_from_env, gripper_to_env, normalize, unnormalize
-    from vla_pruner.models.libero_norm_stats import LIBERO_ACTION_STATS
+    from evaluate.envs.libero_conventions import gripper_from_env, gripper_to_env
+    from vla_pruner.models.openvla.action_tokenizer import normalize, unnormalize
+    from evaluate.envs.libero_conventions import LIBERO_ACTION_STATS
     from vla_pruner.models.pi0.checkpoint import Pi0Stats
 
     rng = np.random.default_rng(1)

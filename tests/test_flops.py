@@ -13,8 +13,18 @@ from transformers import LlamaConfig, LlamaModel
 
 from evaluate.analysis.flops import model_dims
 from vla_pruner.macs import layer_macs, prefill_macs, pruned_schedule
-from vla_pruner.models.openvla.cost import LlmDims, full_query_macs, llm_pass_macs, query_schedule, vit_dims
+from vla_pruner.models.openvla.cost import DEFAULT_PROMPT_TOKENS, LlmDims, VlaDims, full_query_macs, llm_pass_macs, vit_dims
+from vla_pruner.pruning import DEFAULT_PRUNE_LAYER, budget
 from tests.conftest import REPO
+
+
+def query_schedule(dims: VlaDims, keep: float, prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+                   prune_layer: int = DEFAULT_PRUNE_LAYER) -> list[int]:
+    """Per-layer prefill tokens of a query with one cut before layer K at retention `keep` (each image keeps
+    round(keep * 256), the shared budget)."""
+    dense = dims.sequence_length(prompt_tokens)
+    kept = dims.sequence_length(prompt_tokens, budget(keep, 256))
+    return pruned_schedule(dense, kept, dims.llm.num_layers, prune_layer)
 
 
 # torch's counter has no formula for the CPU flash-attention kernel (it would count attention as 0 on a

@@ -1,4 +1,4 @@
-"""LIBERO-PRO's suites as a suite family (issue 30), without a simulator: one row and one config per suite the
+"""LIBERO-PRO's suites as a benchmark (issue 30), without a simulator: one row and one config per suite the
 package can run, a one-line refusal with the reason for those it cannot, the base suite's checkpoint, statistics
 and tasks, and the instruction the perturbed scene states where the perturbation changed it."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ from evaluate.envs.libero import benchmark_names, libero_tasks
 from evaluate.envs.libero_pro import load_suite
 from evaluate.envs.suites import PERTURBED, REFUSED_SUITES, SUITES, model_suite, suite_info
 from evaluate.policies import POLICIES
-from evaluate.policies.vla_model import OpenVLAModelConfig, checkpoint_location
+from evaluate.policies.openvla_config import OpenVLAModelConfig, checkpoint_location
 from tests.conftest import composed
 
-PRO = [s for s in SUITES if s.family == "libero_pro"]
+PRO = [s for s in SUITES if s.benchmark == "libero_pro"]
 
 
 def test_every_pro_suite_is_a_row_and_a_config_on_its_base_suite():

@@ -12,7 +12,7 @@ from tests.conftest import episode_records, run_cli, run_summary
 
 pytestmark = pytest.mark.sim
 
-PRO = [s.name for s in SUITES if s.family == "libero_pro"]
+PRO = [s.name for s in SUITES if s.benchmark == "libero_pro"]
 
 
 @pytest.mark.parametrize("name", PRO)

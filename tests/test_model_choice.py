@@ -14,7 +14,7 @@ from evaluate.config import CONFIG_DIR, ConfigError, run_identity
 from evaluate.envs.suites import model_suite
 from evaluate.model_choice import choose_model
 from evaluate.policies import POLICIES
-from evaluate.policies.vla_model import OpenVLAModelConfig, checkpoint_location
+from evaluate.policies.openvla_config import OpenVLAModelConfig, checkpoint_location
 
 BARE = ["suite=libero_long", "pruner=vla", "keep=0.125"]
 

@@ -34,11 +34,11 @@ def test_an_explicit_value_overrides_the_model_default_and_names_the_run():
 
 def test_the_run_records_the_effective_values():
     """What a run builds (and writes to summary.json through the policy's describe())."""
-    import baselines
+    from vla_pruner.pruning import build_pruner
     from vla_pruner.pruning import ModelLayout
 
     cfg = composed("model=openvla_oft_tiny", "pruner=vla", "keep=0.25")
-    pruner = baselines.build_pruner(OmegaConf.to_container(cfg.pruner, resolve=True), cfg.keep,
+    pruner = build_pruner(OmegaConf.to_container(cfg.pruner, resolve=True), cfg.keep,
                                     ModelLayout(num_layers=8, image_tokens=(256, 256)))
     described = pruner.describe()
     assert described["prune_layer"] == 4 and described["stage_layers"] == [3]

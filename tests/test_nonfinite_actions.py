@@ -36,7 +36,7 @@ def test_a_non_finite_action_stops_the_run_and_records_no_failure(tmp_path, monk
     steps = []
     monkeypatch.setattr(test_benchmark_seam.CountingEnv, "step", lambda self, action: steps.append(action))
     monkeypatch.setattr(suites, "SUITES", (*SUITES, Suite("counting", "counting", tasks=2, column="count")))
-    monkeypatch.setitem(suites.FAMILIES, "counting", "tests.test_benchmark_seam")
+    monkeypatch.setitem(suites.BENCHMARKS, "counting", "tests.test_benchmark_seam")
     monkeypatch.setattr(runner, "build_policy", lambda cfg: NanPolicy())
     cfg = composed("policy=noop", "suite.name=counting", "suite.max_steps=10", "episodes_per_task=1",
                    f"output_root={tmp_path}")
@@ -106,7 +106,7 @@ def test_record_demos_over_finished_episodes_says_they_are_not_run_again(tmp_pat
     import evaluate.runner as runner
 
     monkeypatch.setattr(suites, "SUITES", (*SUITES, Suite("counting", "counting", tasks=2, column="count")))
-    monkeypatch.setitem(suites.FAMILIES, "counting", "tests.test_benchmark_seam")
+    monkeypatch.setitem(suites.BENCHMARKS, "counting", "tests.test_benchmark_seam")
     more = ["policy=noop", "suite.name=counting", "suite.max_steps=10", "tasks=[0]", f"output_root={tmp_path}"]
     runner.run(composed(*more, "episodes_per_task=2"))
     with caplog.at_level(logging.WARNING, logger="evaluate.runner"):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from vla_pruner import OpenVLA, OpenVLAProcessor
 from vla_pruner.models.checkpoint import CheckpointError, resolve_device_dtype
 from vla_pruner.models.openvla.config import OpenVLAConfig
-from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
+from tests.tiny_models import tiny_openvla as ensure_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from PIL import Image
 from vla_pruner import OpenVLA, OpenVLAProcessor
 from vla_pruner.models.llama import KVCache
 from vla_pruner.models.openvla.model import EMPTY_TOKEN_ID, with_empty_token
-from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
+from tests.tiny_models import tiny_openvla as ensure_tiny_checkpoint
 
 from tests.conftest import FIXTURES, require_fixtures
 

@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 from vla_pruner.engine import PruningEngine
-from vla_pruner.models.openvla.action_tokenizer import gripper_to_env
+from evaluate.envs.libero_conventions import gripper_to_env
 from vla_pruner.models.checkpoint import CheckpointError
 from vla_pruner.models.llama import bidirectional_mask
 from vla_pruner.models.openvla_oft.model import OpenVLAOFT, sequence_layout
 from vla_pruner.models.openvla.processor import OpenVLAProcessor
-from vla_pruner.models.robot_state import quat_to_axis_angle, robot_state
+from evaluate.envs.libero_conventions import quat_to_axis_angle, robot_state
 from vla_pruner.pruning import ModelLayout, build_pruner
 
 from tests.references import eager_attention
@@ -101,12 +101,18 @@ def test_attention_is_bidirectional(fixture, queries):
     embeds = queries[0]
     changed = embeds.clone()
     changed[:, -1] += 1.0  # the </s> token, last in the sequence
-    before, after = model.run_llm(embeds).hidden, model.run_llm(changed).hidden
+    before, after = final_hidden(model.run_llm(embeds)), final_hidden(model.run_llm(changed))
     assert (after[:, :10] - before[:, :10]).abs().max() > 1e-3  # BOS and the first visual tokens see it
     # causal attention would give other actions (the official checkpoints depend on bidirectionality)
     positions = torch.arange(embeds.shape[1])[None]
     causal = model.language_model.run_layers(embeds, positions)
     assert (model.action_chunk(causal) - model.action_chunk(before)).abs().max() > 1e-2
+
+
+def final_hidden(state) -> torch.Tensor:
+    """[B, n, d] a query's final hidden states of every row, when all samples kept the same number of rows."""
+    [group] = state.groups
+    return group.hidden
 
 
 def engine_for(model, name, keep, **options) -> PruningEngine:
@@ -121,7 +127,7 @@ def run_engine(engine, embeds):
     state = engine.prefill(embeds, sequence_layout(embeds.shape[1]))
     assert state.next_token is None  # OFT reads its action head, it does not decode
     engine.finish(state)
-    return state.hidden, state.trace
+    return final_hidden(state), state.trace
 
 
 @torch.inference_mode()
@@ -153,7 +159,7 @@ def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
     model = fixture[0]
     for embeds in queries[::2]:
         dense = model.action_chunk(dense_reference(model, embeds))
-        assert torch.equal(model.action_chunk(model.run_llm(embeds).hidden), dense)
+        assert torch.equal(model.action_chunk(final_hidden(model.run_llm(embeds))), dense)
         for name, keep in [("none", 0.25), ("vla", 1.0), ("fastv", 1.0), ("sparsevlm", 1.0), ("random", 1.0),
                            ("divprune", 1.0), ("vla_cache", 1.0)]:
             hidden, trace = run_engine(engine_for(model, name, keep), embeds)

@@ -9,12 +9,12 @@ from omegaconf import OmegaConf
 
 # torch/transformers before evaluate.policies (whose package imports robosuite): the other order segfaults
 from vla_pruner.models.openvla_oft.model import OpenVLAOFT
-from vla_pruner.models.robot_state import robot_state
-from vla_pruner.models.openvla_oft.tiny import ensure_tiny_oft_checkpoint
+from evaluate.envs.libero_conventions import robot_state
+from tests.tiny_models import tiny_oft as ensure_tiny_oft_checkpoint
 from evaluate import flops  # noqa: I001
 from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policy import EpisodeContext
-from evaluate.policies.openvla_oft import build_openvla_oft_policy
+from evaluate.policies.vla_policy import build_vla_policy as build_openvla_oft_policy
 
 INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "open the top drawer of the cabinet"]
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def observation(seed: int) -> Observation:
 def test_policy_acts_in_chunks_of_eight_and_reports_the_query(tiny):
     policy = build_openvla_oft_policy(config(checkpoint=str(tiny), pruner={"name": "vla", "window": 1}, keep=0.25))
     assert policy.describe()["checkpoint"] == str(tiny) and policy.describe()["family"] == "openvla_oft"
-    assert "means nothing" in policy.describe()["note"] and policy.unnorm_key == "libero_spatial_no_noops"
+    assert "means nothing" in policy.describe()["note"] and policy.model.unnorm_key == "libero_spatial_no_noops"
     policy.reset(EpisodeContext(suite="libero_spatial", task_id=0, instruction=INSTRUCTIONS[0], init_index=0, seed=7))
     first, second = policy.act(observation(0)), policy.act(observation(1))
     for out in (first, second):

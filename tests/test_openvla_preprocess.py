@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from vla_pruner.models import preprocess
-from vla_pruner.models.openvla.action_tokenizer import ActionTokenizer, gripper_to_env, select_action_stats, unnormalize
+from evaluate.envs.libero_conventions import gripper_to_env, libero_image
+from vla_pruner.models.openvla.action_tokenizer import ActionTokenizer, select_action_stats, unnormalize
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_jpeg_roundtrip_decodes_with_the_fast_dct(frame):
 def test_libero_image_chains_the_steps(frame):
     expected = preprocess.center_crop_resize(preprocess.resize_lanczos(
         preprocess.jpeg_roundtrip(frame[::-1, ::-1]), 224))
-    out = preprocess.libero_image(frame)
+    out = libero_image(frame)
     assert out.dtype == np.uint8 and out.shape == (224, 224, 3) and np.array_equal(out, expected)
 
 

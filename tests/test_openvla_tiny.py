@@ -10,10 +10,10 @@ from PIL import Image
 
 from evaluate.envs.base import PRIMARY, Observation
 from evaluate.policy import EpisodeContext
-from evaluate.policies.openvla import OpenVLAPolicy, build_openvla_policy
+from evaluate.policies.vla_policy import VLAPolicy, build_vla_policy as build_openvla_policy
 from vla_pruner import OpenVLA, OpenVLAProcessor, PruningEngine
 from vla_pruner.models.openvla.processor import prompt_for
-from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
+from tests.tiny_models import tiny_openvla as ensure_tiny_checkpoint
 
 INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "open the top drawer of the cabinet"]
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def config(model_yaml="openvla_tiny", suite="libero_spatial", **model_overrides)
 def test_policy_acts_on_a_benchmark_observation(tiny, monkeypatch):
     monkeypatch.setenv("VLA_PRUNER_CACHE", str(tiny.parent))  # the default cache path is this checkpoint
     policy = build_openvla_policy(config())
-    assert isinstance(policy, OpenVLAPolicy) and policy.describe()["checkpoint"] == str(tiny)
+    assert isinstance(policy, VLAPolicy) and policy.describe()["checkpoint"] == str(tiny)
     policy.reset(EpisodeContext(suite="libero_spatial", task_id=0, instruction=INSTRUCTIONS[0], init_index=0, seed=7))
     frame = np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     out = policy.act(Observation(images={PRIMARY: frame}, state=np.zeros(8), instruction=INSTRUCTIONS[0]))
@@ -106,8 +106,8 @@ def test_burn_in_warms_the_engine_act_times_and_leaves_the_pruner_fresh(tiny, mo
     cfg = config()
     cfg.pruner, cfg.keep = {"name": "vla", "window": 1}, 0.25
     policy = build_openvla_policy(cfg)
-    assert engines == [policy.engine]  # the burn-in query, through the pruner's engine
-    assert len(policy.engine.pruner.history) == 0  # its action attention is not history of an episode
+    assert engines == [policy.model.engine]  # the burn-in query, through the engine act() runs
+    assert len(policy.pruner.history) == 0  # its action attention is not history of an episode
 
 
 def test_openvla_model_config_errors(tmp_path):

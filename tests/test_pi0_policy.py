@@ -6,13 +6,14 @@ import pytest
 from evaluate.config import ConfigError, validate
 from evaluate.envs.base import PRIMARY, WRIST, Observation
 from evaluate.policies import POLICIES
-from evaluate.policies.pi0 import Pi0ModelConfig, Pi0Policy, prepare_pi0_observation
+from evaluate.envs.suites import suite_benchmark
+from evaluate.policies.pi0 import ADAPTER, LoadedPi0, Pi0ModelConfig
+from evaluate.policies.vla_policy import VLAPolicy
 from evaluate.policy import EpisodeContext
 from vla_pruner.models.pi0.model import Pi0
-from vla_pruner.models.pi0.pruned import pi0_layout
-from vla_pruner.models.pi0.tiny import SPECIAL_IDS, ensure_tiny_pi0
+from vla_pruner.models.pi0.tiny import SPECIAL_IDS
+from tests.tiny_models import tiny_pi0 as ensure_tiny_pi0
 from vla_pruner.models.pi0.tokenizer import Pi0Tokenizer
-from vla_pruner.pruning import build_pruner
 from tests.conftest import composed, run_cli
 
 INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "put the wine bottle on top of the cabinet"]
@@ -51,7 +52,7 @@ def test_frames_are_openpis(fixtures_dir):
     for i in range(len(ref["raw_agentview_256"])):
         upright = {role: np.ascontiguousarray(ref[f"raw_{cam}_256"][i][::-1, ::-1])
                    for role, cam in ((PRIMARY, "agentview"), (WRIST, "wrist"))}
-        frames = prepare_pi0_observation(Observation(upright, np.zeros(8), "x")).images
+        frames = ADAPTER.prepare(Observation(upright, np.zeros(8), "x")).images
         assert np.array_equal(frames[PRIMARY], ref["image_agentview_224"][i])
         assert np.array_equal(frames[WRIST], ref["image_wrist_224"][i])
 
@@ -68,9 +69,8 @@ def context(init=0, instruction=INSTRUCTIONS[0]):
 
 def policy(tiny, pruner=None, keep=1.0, **fields):
     model, tokenizer = tiny
-    layout = pi0_layout(model, 2)
-    return Pi0Policy(model, tokenizer, Pi0ModelConfig(name="pi0_tiny", **fields),
-                     lambda: build_pruner(pruner or {"name": "none"}, keep, layout))
+    return VLAPolicy(ADAPTER, LoadedPi0(model, tokenizer, Pi0ModelConfig(name="pi0_tiny", **fields)),
+                     suite_benchmark("libero_object"), pruner or {"name": "none"}, keep)
 
 
 def test_chunk_is_executed_in_replan_steps_and_replays(tiny):

@@ -9,13 +9,12 @@ import json
 import pytest
 import torch
 
-import baselines
 from vla_pruner.models.pi0.cost import pi0_macs, prefix_schedule, recorded_macs
 from vla_pruner.models.pi0 import pruned as pi0_pruned
 from vla_pruner.models.pi0.model import Pi0, PrefixCache
 from vla_pruner.models.pi0.layers import block_mask
 from vla_pruner.layout import TokenSet
-from vla_pruner.pruning import Stage, budget
+from vla_pruner.pruning import Stage, budget, build_pruner
 
 from tests.conftest import REPO, composed, run_cli
 
@@ -54,7 +53,7 @@ def inputs(model, fixtures_dir):
 
 def pruners_for(model, cfg: dict, keep: float, n: int = 2):
     layout = pi0_pruned.pi0_layout(model, CAMERAS)
-    return [baselines.build_pruner(cfg, keep, layout) for _ in range(n)]
+    return [build_pruner(cfg, keep, layout) for _ in range(n)]
 
 
 def run(model, inputs, pruners, samples=slice(None)):
@@ -242,7 +241,7 @@ def test_semantic_rows_are_every_valid_prefix_row_and_language_rows_an_option(mo
         for i in range(2):
             torch.testing.assert_close(one.attention[i].mean(0), mean[i * n:(i + 1) * n])
     assert preset("vla")["semantic_source"] == "prefill"
-    assert baselines.build_pruner(preset("vla", semantic_source="text"), 0.25,
+    assert build_pruner(preset("vla", semantic_source="text"), 0.25,
                                   pi0_pruned.pi0_layout(model, CAMERAS)).plan.stages[0].rows == "text"
 
 

@@ -6,19 +6,17 @@ import torch
 from omegaconf import OmegaConf
 
 # torch/transformers before evaluate.policies (whose package imports robosuite): the other order segfaults
-from vla_pruner.models.robot_state import robot_state
-from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
-from vla_pruner.models.openvla_oft.tiny import ensure_tiny_oft_checkpoint
+from evaluate.envs.libero_conventions import robot_state
+from tests.tiny_models import tiny_oft as ensure_tiny_oft_checkpoint, tiny_openvla as ensure_tiny_checkpoint
 from evaluate.envs.base import PRIMARY, WRIST, Observation  # noqa: I001
-from evaluate.policies.openvla import build_openvla_policy
-from evaluate.policies.openvla_oft import build_openvla_oft_policy
+from evaluate.policies.vla_policy import build_vla_policy
 from evaluate.policy import EpisodeContext
 
 from tests.conftest import REPO
 
 INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "open the top drawer of the cabinet"]
-MODELS = {"openvla_tiny": (ensure_tiny_checkpoint, build_openvla_policy),
-          "openvla_oft_tiny": (ensure_tiny_oft_checkpoint, build_openvla_oft_policy)}
+MODELS = {"openvla_tiny": (ensure_tiny_checkpoint, build_vla_policy),
+          "openvla_oft_tiny": (ensure_tiny_oft_checkpoint, build_vla_policy)}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -81,7 +79,7 @@ def test_slots_keep_their_own_pruner_and_reset_reuses_it(model):
     policy = policy_for(model, {"name": "vla", "window": 1}, 0.25)
     policy.reset_slot(0, context(0, INSTRUCTIONS[0]))
     policy.reset_slot(1, context(1, INSTRUCTIONS[0]))
-    assert policy.slots[0].pruner is policy.engine.pruner and policy.slots[1].pruner is not policy.engine.pruner
+    assert policy.slots[0].pruner is policy.pruner and policy.slots[1].pruner is not policy.pruner
     policy.act_batch([(0, observation(0, INSTRUCTIONS[0]))])  # slot 0's first (warm-up) query only
     first, second = policy.act_batch([(0, observation(1, INSTRUCTIONS[0])), (1, observation(2, INSTRUCTIONS[0]))])
     assert not first.info["warmup"] and second.info["warmup"]  # slot 1's history was still empty
@@ -94,7 +92,7 @@ def test_slots_keep_their_own_pruner_and_reset_reuses_it(model):
 
 def test_observations_prepared_in_the_workers_give_the_same_queries(model):
     """With num_envs > 1 the workers run the weight-free preprocessing (model_image) before the batched query."""
-    from evaluate.policies.vla import prepare_vla_observation
+    from evaluate.policies.vla_policy import prepare_vla_observation
 
     name = model[0]
     cfg = OmegaConf.create({"model": {"name": name, "family": OmegaConf.load(

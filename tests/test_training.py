@@ -12,7 +12,7 @@ from evaluate.demo_data import build_chunk_data, env_to_model_gripper
 from evaluate.demos import DemoRecorder
 from evaluate.envs.libero import observation
 from evaluate.policy import EpisodeContext
-from vla_pruner.models.openvla.action_tokenizer import gripper_to_env
+from evaluate.envs.libero_conventions import gripper_to_env
 from vla_pruner.models.openvla_oft.model import OpenVLAOFT
 from vla_pruner.models.preprocess import center_crop_resize
 from vla_pruner.training.augment import crop_boxes, crop_resize

@@ -61,7 +61,7 @@ def symmetric_gram(rows: torch.Tensor) -> torch.Tensor:
 def numpy_syrk(rows: torch.Tensor) -> torch.Tensor:
     """NumPy computes a matrix times its own transpose as one BLAS syrk call: half the multiply-adds, one
     triangle mirrored. (On one 2-core Xeon MKL's full product beat OpenBLAS's syrk; on another Xeon and on an
-    EPYC the syrk won: README, Benchmarks.)"""
+    EPYC the syrk won: docs/benchmarks.md.)"""
     array = rows.detach().contiguous().numpy()
     return torch.from_numpy(array @ array.T)
 

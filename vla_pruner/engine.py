@@ -1,4 +1,5 @@
-"""The pruning engine: the one runner of a model's LLM, with visual-token dropping inside its layer loop.
+"""The pruning engine: the runner of a Llama-layer LLM (OpenVLA's and OpenVLA-OFT's; pi0's Gemmas run in
+vla_pruner/models/pi0/pruned.py), with visual-token dropping inside its layer loop.
 
 Per policy query (spec/vla_pruner.md, "Where it acts"): layers 0..K-1 run on every token; at each stage of
 the pruner's plan the engine computes only the attention-probability rows the pruner asked for (the
@@ -114,15 +115,6 @@ class QueryState:
         if len(self.traces) != 1:
             raise ValueError(f"a batch of {len(self.traces)} has one trace per sample: read state.traces")
         return self.traces[0]
-
-    @property
-    def hidden(self) -> torch.Tensor:
-        """[B, n, d] the final hidden states of every row, when all samples kept the same number of rows (one
-        group); `last_rows` works for any batch."""
-        if len(self.groups) != 1:
-            raise ValueError(f"the samples kept different numbers of rows ({len(self.groups)} groups): "
-                             f"read state.last_rows(n)")
-        return self.groups[0].hidden
 
 
 class PruningEngine:

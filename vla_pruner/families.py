@@ -1,10 +1,11 @@
 """One record per model family: what everything outside the model needs to know of it.
 
-The policies (checkpoint checks, statistics, pruner layout), the FLOPs counter (its cost: architecture without
-weights and MACs), the pruner options' per-model defaults and the report all read a family's `ModelFamily`, so a
-new family is one package `vla_pruner/models/<family>/` holding its record (`family.py`) plus its model YAML, not
-edits in a handful of tables. Built-in families are listed by name here and imported on first use; another
-package declares its families as entry points (group `vla_pruner.model_families`, "module:ATTRIBUTE" of a
+The pruner layout, the FLOPs counter (its cost: architecture without weights and MACs), the pruner options'
+per-model defaults and the report all read a family's `ModelFamily`, so a new family is one package
+`vla_pruner/models/<family>/` holding its record (`family.py`), plus the harness's adapter of it and its model YAML,
+not edits in a handful of tables. The record names nothing of the harness: the harness finds the family's adapter
+by the family's name. Built-in families are the packages of vla_pruner/models/ that hold a `family.py` (found by
+convention, imported on first use); another package declares its families as entry points (group `vla_pruner.model_families`, "module:ATTRIBUTE" of a
 `ModelFamily`) and ships its model YAML through a Hydra search-path plugin; `register_family` adds one defined in
 the running process (a test module).
 """
@@ -37,25 +38,15 @@ PRUNER_OPTION_DEFAULTS: Mapping[str, Any] = MappingProxyType({
 
 @dataclass(frozen=True)
 class ModelFamily:
+    """What every family has; what only some families have (OpenVLA's decode steps, checkpoint part files,
+    statistics keys) is their package's own, reached through `cost` (e.g. `vla_pruner.models.openvla.cost`)."""
+
     name: str  # the `family` of configs/model/*.yaml
-    num_images: int  # images per query, VISUAL_TOKENS_PER_IMAGE visual tokens each
-    decode_steps: int  # single-token cached LLM steps after the prefill (OpenVLA: 6 more action tokens)
-    prefill_logit_rows: int  # LM-head rows computed at the end of the prefill
-    extra_tokens: int  # LLM inputs beyond prompt and visual tokens (OFT: proprio, 8x7 action slots, stop token)
-    part_files: tuple[str, ...]  # glob patterns of files only this family's checkpoints hold, exactly one each
-    default_unnorm_key: Callable[[str], str]  # suite name -> statistics key, when model.unnorm_key is null
-    select_stats: Callable[[dict, str], Any]  # the statistics the policy reads; ValueError when absent
-    tiny_norm_stats: Callable[[], dict]  # the statistics a tiny (seeded) model of this family is built with
-    official_config: Callable[[], dict]  # config.json of the official checkpoints (dims without weights)
-    tiny_config: Callable[[], dict]  # config.json of the seeded tiny model (`model.build_seed` set)
+    num_images: int  # images per query, VISUAL_TOKENS_PER_IMAGE visual tokens each: the layout pruners see
     cost: Callable[[Mapping, "ModelFamily"], ModelCost]  # (cfg.model node, this record) -> dims without weights, MACs
-    policy: str  # the harness's policy adapter that runs it (evaluate.policies.vla.ADAPTERS)
     pruner_defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)  # its own values of PRUNER_OPTION_DEFAULTS' options
     model_pruner_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)  # by model name: over the family's
     paper_table: str | None = None  # the paper's own table of this family's rows (pi0: "table4"), beside Table 1
-
-    def unnorm_key(self, explicit: str | None, suite: str) -> str:
-        return explicit or self.default_unnorm_key(suite)
 
     def image_tokens(self) -> tuple[int, ...]:
         """Visual tokens per image, in sequence order (what `vla_pruner.pruning.ModelLayout` takes)."""
@@ -75,15 +66,22 @@ class ModelFamily:
                 **self.model_pruner_defaults.get(model, {})}[option]
 
 
-_BUILT_IN = {name: f"vla_pruner.models.{name}.family:FAMILY" for name in ("openvla", "openvla_oft", "pi0")}
 ENTRY_POINT_GROUP = "vla_pruner.model_families"
 _REGISTERED: dict[str, ModelFamily] = {}
 
 
 @lru_cache(maxsize=1)
 def _declared() -> dict[str, str]:
-    """name -> "module:ATTRIBUTE": the built-in families, then those installed packages declare."""
-    return with_entry_points(_BUILT_IN, ENTRY_POINT_GROUP)
+    """name -> "module:ATTRIBUTE": the built-in families (each package of vla_pruner/models/ with a family.py,
+    found by convention), then those installed packages declare."""
+    import pkgutil
+    from importlib.util import find_spec
+
+    import vla_pruner.models as models
+
+    built_in = {m.name: f"vla_pruner.models.{m.name}.family:FAMILY" for m in pkgutil.iter_modules(models.__path__)
+                if m.ispkg and find_spec(f"vla_pruner.models.{m.name}.family") is not None}
+    return with_entry_points(dict(sorted(built_in.items())), ENTRY_POINT_GROUP)
 
 
 def register_family(family: ModelFamily) -> ModelFamily:

@@ -110,7 +110,7 @@ def report_lines(model_cfg: Mapping, pruner_cfg: Mapping, keep: float, prompt_to
     for bad options and for what the family cannot run). A pruner with a dense warm-up adds what an episode of
     `episode_queries` queries costs on average, its dense queries included (the last line stays the pruned query)."""
     from evaluate.config import check_keep
-    from evaluate.policies.vla import family_pruner
+    from evaluate.policies.vla_policy import family_pruner
 
     check_keep(keep)
     family, cost = model_family(model_cfg), model_dims(model_cfg)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from baselines import METHOD_NAMES as BASELINE_NAMES
 from evaluate.config import pruner_tag
 from evaluate.envs.suites import paper_columns, perturbed_suites
 
@@ -16,8 +17,11 @@ SUITE_COLUMNS = paper_columns()
 # (relative accuracy, pi0's avg_sr) stay over the unperturbed suites, the perturbed ones get their own
 PERTURBED = perturbed_suites()
 PERTURBED_COLUMNS = {SUITE_COLUMNS[name] for name in PERTURBED}
-METHOD_NAMES = {"none": "Dense", "fastv": "FastV", "sparsevlm": "SparseVLM", "divprune": "DivPrune",
-                "vla_cache": "VLA-Cache", "vla": "VLA-Pruner", "random": "Random"}
+# The paper's order of the methods (rows and legends); a pruner not listed comes after them.
+METHOD_ORDER = ("none", "fastv", "sparsevlm", "divprune", "vla_cache", "vla", "random")
+# Table names by registry name: the library's own here, the baselines' beside their classes (baselines/__init__.py).
+METHOD_NAMES = {name: {"none": "Dense", "vla": "VLA-Pruner", **BASELINE_NAMES}[name] for name in METHOD_ORDER}
+METHOD_NAMES.update({name: label for name, label in BASELINE_NAMES.items() if name not in METHOD_NAMES})
 # Group files that preset a pruner's options (configs/pruner/<stem>.yaml): a row's name says which reading it is.
 PRESET_NAMES = {"vla_released": "VLA-Pruner (as released)"}
 # Our rows that read a paper row two ways (scripts/collect.py): both are compared with the paper's numbers.
@@ -46,5 +50,4 @@ def method_label(identity: Mapping) -> str:
 
 def method_order(pruner: str) -> int:
     """Rows and legends list the known pruners in the paper's order, others after."""
-    known = list(METHOD_NAMES)
-    return known.index(pruner) if pruner in known else len(known)
+    return METHOD_ORDER.index(pruner) if pruner in METHOD_ORDER else len(METHOD_ORDER)

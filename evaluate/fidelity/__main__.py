@@ -1,5 +1,5 @@
 """`python -m evaluate.fidelity source=PATH [model=...] [pruners=[...]] [keeps=[...]] [out=DIR] [episodes=N]
-[frames=N]`: replay recorded demos through the dense model and every pruner setting (see README, "Offline
+[frames=N]`: replay recorded demos through the dense model and every pruner setting (see docs/fidelity.md, "Offline
 fidelity"). Bad input is one `error:` line before any weights load."""
 from __future__ import annotations
 

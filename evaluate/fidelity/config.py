@@ -136,9 +136,9 @@ def task_instructions(args: FidelityArgs, suite: str) -> list[str] | None:
     """The suite's task instructions when a setting is told one of them (checked: J must be a task of the suite)."""
     if args.instruction_from_task is None:
         return None
-    from evaluate.envs.suites import suite_family
+    from evaluate.envs.suites import suite_benchmark
 
-    instructions = [task.instruction for task in suite_family(suite).load_suite(suite)]
+    instructions = [task.instruction for task in suite_benchmark(suite).load_suite(suite)]
     if args.instruction_from_task >= len(instructions):
         raise ConfigError(f"instruction_from_task={args.instruction_from_task} is not a task of {suite}: valid task "
                           f"ids are 0..{len(instructions) - 1}")

@@ -13,12 +13,12 @@ from evaluate.policy import Policy, PolicyEntry
 
 
 def _vla(name: str):
-    """evaluate.policies.vla's function `name`, imported at its first call: a noop or scripted run (most of the
-    simulator tests, every worker process) then never imports the model code and transformers, seconds each."""
+    """evaluate.policies.vla_policy's function `name`, imported at its first call: a noop or scripted run (most of
+    the simulator tests, every worker process) then never imports the model code and transformers, seconds each."""
     def call(*args, **kwargs):
-        from evaluate.policies import vla
+        from evaluate.policies import vla_policy
 
-        return getattr(vla, name)(*args, **kwargs)
+        return getattr(vla_policy, name)(*args, **kwargs)
     return call
 
 

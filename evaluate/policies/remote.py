@@ -6,7 +6,7 @@ suite, task_id and episode_idx (= the init state), then one observation per env 
 chunking server answers from its chunk), and EPISODE_END with the outcome (`metrics.success`, `steps`), so a server
 that records episodes, ours among them, records each with its result. It honours what the server's HELLO asks: the
 wrist camera, the state's axis-angle convention (`quat_no_antipodal`); the env stays the harness's (seeded per
-episode, README "Protocol"), and an action that server declares absolute is refused. Actions are executed as they
+episode, docs/protocol.md), and an action that server declares absolute is refused. Actions are executed as they
 come (float64 from our server), so an episode through our server equals the same episode in-process.
 
 The policy records success (in the run directory, as any policy) and each step's round trip (`latency_ms.total`:
@@ -93,7 +93,7 @@ def check_remote(cfg) -> None:
     expected = {"max_steps": cfg.suite.max_steps, "num_steps_wait": WAIT_STEPS}
     for key, value in asked.items():
         if key in expected and value != expected[key]:
-            log.warning("the server asks %s=%s; this run uses %s (README, 'Serving')", key, value, expected[key])
+            log.warning("the server asks %s=%s; this run uses %s (docs/serving.md)", key, value, expected[key])
         elif key not in HONOURED and key not in expected and key != "env_seed":
             log.warning("the server asks %s=%s, which policy=remote does not do", key, value)
 

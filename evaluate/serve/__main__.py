@@ -38,7 +38,7 @@ def checked_config(args: list[str]) -> tuple[ServeOptions, DictConfig]:
     StoreError for the records directory) in one line."""
     if any(a.startswith("-") for a in args):
         raise ConfigError(f"{next(a for a in args if a.startswith('-'))}: python -m evaluate.serve takes key=value "
-                          "overrides only (one server; no sweeps); README, 'Serving'")
+                          "overrides only (one server; no sweeps); docs/serving.md")
     options, overrides = split_options(args)
     try:
         import vla_eval  # noqa: F401

@@ -1,6 +1,6 @@
-"""A LIBERO camera frame -> the 224x224 image OpenVLA saw in training, without TensorFlow.
+"""An upright camera frame -> the 224x224 image OpenVLA saw in training, without TensorFlow.
 
-The official LIBERO evaluation rotates the frame 180 degrees, round-trips it through JPEG, resizes it with
+The official evaluation (after turning the benchmark's frame upright) round-trips it through JPEG, resizes it with
 TensorFlow's antialiased Lanczos-3 (`tf.image.resize`), then takes a centre crop of 90% of the area and
 resizes it back with `tf.image.crop_and_resize` (bilinear). The two resamplings are computed here in float
 with TensorFlow's sampling rules (pixel centres at +0.5, kernel stretched by the downscale factor, weights
@@ -18,11 +18,6 @@ from PIL import Image
 IMAGE_SIZE = 224  # every model's camera view (OpenVLA, OFT, pi0): 16 x 16 patches of 14 px
 CROP_AREA = 0.9
 JPEG_QUALITY = 95  # tf.image.encode_jpeg's default
-
-
-def rotate_180(frame: np.ndarray) -> np.ndarray:
-    """LIBERO renders upside down: flip both axes."""
-    return np.ascontiguousarray(frame[::-1, ::-1])
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
@@ -100,11 +95,6 @@ def center_crop_resize(image: np.ndarray, area: float = CROP_AREA) -> np.ndarray
 
 def model_image(upright: np.ndarray, center_crop: bool = True) -> np.ndarray:
     """An upright camera image (HxWx3 uint8) -> the model's 224x224x3 uint8 input: JPEG round trip, Lanczos
-    resize, centre crop, as the official LIBERO evaluation does after turning the frame."""
+    resize, centre crop, as the official evaluation does after turning the frame upright."""
     image = resize_lanczos(jpeg_roundtrip(upright), IMAGE_SIZE)
     return center_crop_resize(image) if center_crop else image
-
-
-def libero_image(frame: np.ndarray, center_crop: bool = True) -> np.ndarray:
-    """LIBERO `agentview_image` (HxWx3 uint8, upside down) -> the model's 224x224x3 uint8 input image."""
-    return model_image(rotate_180(frame), center_crop)

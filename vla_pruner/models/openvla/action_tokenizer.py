@@ -52,17 +52,3 @@ def normalize(actions: np.ndarray, stats: dict[str, Any]) -> np.ndarray:
     b = QuantileBounds.of(stats)
     scaled = np.clip(2.0 * (np.asarray(actions, dtype=np.float64) - b.low) / (b.high - b.low) - 1.0, -1.0, 1.0)
     return np.where(b.mask, scaled, actions)
-
-
-def gripper_from_env(action: np.ndarray) -> np.ndarray:
-    """LIBERO gripper (-1 open, +1 close) -> the model's (1 open, 0 close): the inverse of `gripper_to_env`."""
-    out = np.array(action, dtype=np.float64, copy=True)
-    out[..., -1] = (1.0 - np.sign(out[..., -1])) / 2.0
-    return out
-
-
-def gripper_to_env(action: np.ndarray) -> np.ndarray:
-    """Model gripper (0 close .. 1 open) -> LIBERO gripper (-1 open, +1 close), as the official eval does."""
-    out = np.array(action, dtype=np.float64, copy=True)
-    out[..., -1] = -np.sign(2.0 * out[..., -1] - 1.0)
-    return out

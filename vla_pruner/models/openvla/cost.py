@@ -11,6 +11,8 @@ Two counts:
 - `full_query_macs`: end to end, all matrix products: both ViTs (patch embedding + the blocks that run),
   the projector, the prefill (exact k/v widths for grouped-query attention), the LM-head rows computed and
   the decode steps with their real KV-cache lengths (layer l's cache holds what layer l kept in prefill).
+A family of the OpenVLA architecture states the shape of its query (and what its checkpoints hold) in an
+`OpenVLAVariant`, which is its record's `cost`.
 Neither counts element-wise work (norms, activations, softmax, RoPE), embedding look-ups, pruning probes or
 OpenVLA-OFT's action head and proprio projector. `torch.utils.flop_counter.FlopCounterMode` counts attention as
 non-causal (full n x n scores), which is also the convention here: its total = 2 x `full_query_macs`.
@@ -19,11 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from vla_pruner.families import VISUAL_TOKENS_PER_IMAGE
-from vla_pruner.macs import TERA, UNIT, UNIT_NOTE, QueryMacs, prefill_macs, pruned_schedule, stage_schedule
-from vla_pruner.pruning import DEFAULT_PRUNE_LAYER
+from vla_pruner.macs import TERA, UNIT, UNIT_NOTE, QueryMacs, prefill_macs, stage_schedule
 
 if TYPE_CHECKING:
     from vla_pruner.families import ModelFamily
@@ -74,13 +75,14 @@ class VlaDims:
     vits: tuple[VitDims, ...]  # run once per image
     projector: tuple[tuple[int, int], ...]  # (in, out) of each Linear, applied to every visual token
     family: ModelFamily
+    variant: OpenVLAVariant  # the query's shape beyond the images (the family record's `cost`)
 
     @property
     def num_layers(self) -> int:
         return self.llm.num_layers
 
     def sequence_length(self, prompt_tokens: int, kept_per_image: int = VISUAL_TOKENS_PER_IMAGE) -> int:
-        return prompt_tokens + self.family.extra_tokens + self.family.num_images * kept_per_image
+        return prompt_tokens + self.variant.extra_tokens + self.family.num_images * kept_per_image
 
     def recorded_macs(self, prefill_tokens: list[int], prefill_keys: list[int] | None,
                       decode_steps: int | None) -> QueryMacs | None:
@@ -157,10 +159,10 @@ def full_query_macs(dims: VlaDims, prefill_tokens: Sequence[int], decode_steps: 
     keys = prefill_tokens if prefill_keys is None else prefill_keys
     if len(prefill_tokens) != llm.num_layers or len(keys) != llm.num_layers:
         raise ValueError(f"{len(prefill_tokens)} per-layer token counts for a {llm.num_layers}-layer LLM")
-    steps = dims.family.decode_steps if decode_steps is None else decode_steps
+    steps = dims.variant.decode_steps if decode_steps is None else decode_steps
     head = llm.hidden * llm.vocab_size
     prefill = sum(llm_pass_macs(llm, n, k) for n, k in zip(prefill_tokens, keys))
-    prefill += dims.family.prefill_logit_rows * head
+    prefill += dims.variant.prefill_logit_rows * head
     decode = sum(llm_pass_macs(llm, 1, k + i + 1) for i in range(steps) for k in keys) + steps * head
     counts = {"vision": vision_macs(dims), "prefill": prefill, "decode": decode}
     counts["total"] = sum(counts.values())
@@ -169,21 +171,6 @@ def full_query_macs(dims: VlaDims, prefill_tokens: Sequence[int], decode_steps: 
 
 def analytic_prefill_macs(dims: VlaDims, prefill_tokens: Sequence[int], prefill_keys: Sequence[int] | None = None) -> int:
     return prefill_macs(prefill_tokens, dims.llm.hidden, dims.llm.intermediate, prefill_keys)
-
-
-def kept_per_image(keep: float) -> int:
-    """round(keep * 256), half up: the shared budget every pruner uses (vla_pruner.pruning.budget)."""
-    from vla_pruner.pruning import budget
-
-    return budget(keep, VISUAL_TOKENS_PER_IMAGE)
-
-
-def query_schedule(dims: VlaDims, keep: float, prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
-                   prune_layer: int = DEFAULT_PRUNE_LAYER) -> list[int]:
-    """Per-layer prefill tokens of a query with one cut before layer K at retention `keep`."""
-    dense = dims.sequence_length(prompt_tokens)
-    kept = dims.sequence_length(prompt_tokens, kept_per_image(keep))
-    return pruned_schedule(dense, kept, dims.llm.num_layers, prune_layer)
 
 
 # ---------------------------------------------------------------------------------- dims from a config
@@ -205,7 +192,7 @@ def vit_dims(vit) -> VitDims:
                    num_patches=vit.patch_embed.num_patches, prefix_tokens=vit.num_prefix_tokens)
 
 
-def vla_dims(config, family: ModelFamily) -> VlaDims:
+def vla_dims(config, family: ModelFamily, variant: OpenVLAVariant) -> VlaDims:
     """Dimensions of an OpenVLA-architecture model from its `OpenVLAConfig`, building the ViTs on the meta
     device (no weights, no memory)."""
     import torch
@@ -217,7 +204,7 @@ def vla_dims(config, family: ModelFamily) -> VlaDims:
     llm = llm_dims(config)
     vision_dim = sum(v.embed_dim for v in vits)
     projector = ((vision_dim, 4 * vision_dim), (4 * vision_dim, llm.hidden), (llm.hidden, llm.hidden))
-    return VlaDims(llm=llm, vits=vits, projector=projector, family=family)
+    return VlaDims(llm=llm, vits=vits, projector=projector, family=family, variant=variant)
 
 
 def local_config_dir(model_cfg: Mapping) -> Path | None:
@@ -229,8 +216,8 @@ def local_config_dir(model_cfg: Mapping) -> Path | None:
     return next((d for d in dirs if (d / "config.json").is_file()), None)
 
 
-def architecture(model_cfg: Mapping, family: ModelFamily):
-    """The `OpenVLAConfig` of the model a `cfg.model` node of `family` describes: a local checkpoint's config.json
+def architecture(model_cfg: Mapping, variant: OpenVLAVariant):
+    """The `OpenVLAConfig` of the model a `cfg.model` node of a family of `variant` describes: a local checkpoint's config.json
     when there is one, else the family's tiny architecture (a model built from `build_seed`) or official one."""
     from vla_pruner.models.openvla.checkpoint import read_config
     from vla_pruner.models.openvla.config import OpenVLAConfig
@@ -239,9 +226,36 @@ def architecture(model_cfg: Mapping, family: ModelFamily):
     if directory is not None:
         return read_config(directory)[0]
     tiny = model_cfg.get("build_seed") is not None
-    return OpenVLAConfig.from_dict(family.tiny_config() if tiny else family.official_config())
+    return OpenVLAConfig.from_dict(variant.tiny_config() if tiny else variant.official_config())
 
 
-def openvla_cost(model_cfg: Mapping, family: ModelFamily) -> VlaDims:
-    """The `cost` of a family of the OpenVLA architecture: the `VlaDims` of the model a `cfg.model` node describes."""
-    return vla_dims(architecture(model_cfg, family), family)
+# ------------------------------------------------------------------------------------ the families' variant
+
+
+@dataclass(frozen=True)
+class OpenVLAVariant:
+    """What a family of the OpenVLA architecture (openvla, openvla_oft, or one from another package) states about
+    itself beyond the record every family has: the shape of its query for the cost (decode steps, LM-head rows,
+    inputs beyond prompt and images), the files only its checkpoints hold, which statistics it reads, and the
+    configs of its official and seeded models. It is its family record's `cost`."""
+
+    decode_steps: int  # single-token cached LLM steps after the prefill (OpenVLA: 6 more action tokens)
+    prefill_logit_rows: int  # LM-head rows computed at the end of the prefill
+    extra_tokens: int  # LLM inputs beyond prompt and visual tokens (OFT: proprio, 8x7 action slots, stop token)
+    part_files: tuple[str, ...]  # glob patterns of files only this family's checkpoints hold, exactly one each
+    default_unnorm_key: Callable[[str], str]  # suite name -> statistics key, when model.unnorm_key is null
+    select_stats: Callable[[dict, str], Any]  # the statistics the policy reads; ValueError when absent
+    official_config: Callable[[], dict]  # config.json of the official checkpoints (dims without weights)
+    tiny_config: Callable[[], dict]  # config.json of the seeded tiny model (`model.build_seed` set)
+
+    def unnorm_key(self, explicit: str | None, suite: str) -> str:
+        return explicit or self.default_unnorm_key(suite)
+
+    def __call__(self, model_cfg: Mapping, family: ModelFamily) -> VlaDims:
+        """The family's cost: the `VlaDims` of the model a `cfg.model` node describes, read without weights."""
+        return vla_dims(architecture(model_cfg, self), family, self)
+
+
+def variant_of(family: ModelFamily) -> OpenVLAVariant | None:
+    """The family's OpenVLA variant, None for a family of another architecture."""
+    return family.cost if isinstance(family.cost, OpenVLAVariant) else None

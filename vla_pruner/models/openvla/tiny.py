@@ -88,21 +88,22 @@ def build_tiny_model(seed: int) -> OpenVLA:
     return model.eval()
 
 
-def write_tiny_checkpoint(directory: Path, seed: int, instructions: Iterable[str]) -> None:
-    """Write config, weights, tokenizer and preprocessor config into `directory` (which must not exist)."""
+def write_tiny_checkpoint(directory: Path, seed: int, instructions: Iterable[str], norm_stats: dict) -> None:
+    """Write config (with `norm_stats`, the benchmark's statistics), weights, tokenizer (a word-level vocabulary of
+    `instructions`) and preprocessor config into `directory` (which must not exist)."""
     directory.mkdir(parents=True)
     model = build_tiny_model(seed)
     tensors = {to_stored_key(k): v.contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps({**TINY_CONFIG, "build_seed": seed}, indent=2))
+    (directory / "config.json").write_text(json.dumps({**TINY_CONFIG, "norm_stats": norm_stats, "build_seed": seed}, indent=2))
     (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2))
     build_tokenizer(instructions).save_pretrained(str(directory))
 
 
-def ensure_tiny_checkpoint(directory: str | Path, seed: int, instructions: Iterable[str]) -> Path:
+def ensure_tiny_checkpoint(directory: str | Path, seed: int, instructions: Iterable[str], norm_stats: dict) -> Path:
     """The tiny checkpoint at `directory`, built first if absent."""
     return build_atomically(Path(directory).expanduser(), seed,
-                            lambda path: write_tiny_checkpoint(path, seed, instructions))
+                            lambda path: write_tiny_checkpoint(path, seed, instructions, norm_stats))
 
 
 def seven_b_shaped(llm_width: int, vit_width: int) -> OpenVLA:

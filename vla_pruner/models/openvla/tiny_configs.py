@@ -1,10 +1,7 @@
-"""Architecture and statistics of the project's seeded tiny models, as data: read by the builders (openvla/tiny.py,
-openvla_oft/tiny.py) and by the model family records, which must not import the builders (they import the models)."""
+"""Architecture of the project's seeded tiny models, as data: read by the builders (openvla/tiny.py,
+openvla_oft/tiny.py) and by the model family records, which must not import the builders (they import the models).
+Their statistics are the benchmark's, which the harness hands the builders (`norm_stats`, filled in at its place)."""
 from __future__ import annotations
-
-from typing import Any
-
-from vla_pruner.models.libero_norm_stats import LIBERO_ACTION_STATS
 
 TINY_CONFIG = {
     "architectures": ["OpenVLAForActionPrediction"],
@@ -34,19 +31,6 @@ TINY_CONFIG = {
         "pad_token_id": 32000,
         "vocab_size": 32064,
     },
-    "norm_stats": {suite: {"action": stats} for suite, stats in LIBERO_ACTION_STATS.items()},
+    "norm_stats": {},  # the benchmark's statistics, given to the builder
     "torch_dtype": "float32",
 }
-
-# Proprio bounds for the tiny model (the real q01/q99 come with real checkpoints): a box around every LIBERO
-# scene the Panda reaches (eef x, y, z in metres; LIBERO tables sit at z of about 0.2 to 1.2), axis-angle
-# components within +-pi (gripper-down poses are near (pi, 0, 0)), finger joints within the Panda's 0.04 m.
-TINY_PROPRIO_STATS = {
-    "q01": [-0.5, -0.4, 0.0, -3.1416, -3.1416, -3.1416, 0.0, -0.04],
-    "q99": [0.3, 0.4, 1.4, 3.1416, 3.1416, 3.1416, 0.04, 0.0],
-}
-
-
-def tiny_oft_norm_stats() -> dict[str, Any]:
-    return {f"{suite}_no_noops": {"action": stats, "proprio": TINY_PROPRIO_STATS}
-            for suite, stats in LIBERO_ACTION_STATS.items()}

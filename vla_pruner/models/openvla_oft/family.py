@@ -1,21 +1,20 @@
 """The openvla_oft family's record: two images, a proprio token, one bidirectional pass read by an action head."""
 from vla_pruner.families import ModelFamily
 from vla_pruner.models.openvla.config import OFFICIAL_OPENVLA_CONFIG
-from vla_pruner.models.openvla.cost import openvla_cost
-from vla_pruner.models.openvla.tiny_configs import TINY_CONFIG, tiny_oft_norm_stats
+from vla_pruner.models.openvla.cost import OpenVLAVariant
+from vla_pruner.models.openvla.tiny_configs import TINY_CONFIG
 from vla_pruner.models.openvla_oft.model import ACTION_HEAD_FILE, ACTION_SLOTS, NUM_IMAGES, PROPRIO_FILE, select_proprio_stats
 
-FAMILY = ModelFamily(
-    name="openvla_oft",
-    num_images=NUM_IMAGES, decode_steps=0, prefill_logit_rows=0, extra_tokens=1 + ACTION_SLOTS + 1,
+VARIANT = OpenVLAVariant(
+    decode_steps=0, prefill_logit_rows=0, extra_tokens=1 + ACTION_SLOTS + 1,
     part_files=(f"{ACTION_HEAD_FILE}--*_checkpoint.pt", f"{PROPRIO_FILE}--*_checkpoint.pt"),
     default_unnorm_key=lambda suite: f"{suite}_no_noops",
     select_stats=select_proprio_stats,  # the action statistics of the same dataset are checked with it
-    tiny_norm_stats=tiny_oft_norm_stats,
     official_config=lambda: OFFICIAL_OPENVLA_CONFIG,  # the OpenVLA-7B base with LoRA merged
     tiny_config=lambda: TINY_CONFIG,  # the OFT tiny model is built on the openvla_tiny base
-    cost=openvla_cost,
-    policy="openvla_oft",
+)
+FAMILY = ModelFamily(
+    name="openvla_oft", num_images=NUM_IMAGES, cost=VARIANT,
     # the VLA-Pruner repository's OFT port: prune after 4 layers, FastV scores all prefill rows, its released
     # VLA-Pruner ranks by all prefill rows in the paper's temporal order; its VLA-Cache never reuses the 100 most
     # attended tokens

@@ -31,7 +31,7 @@ from vla_pruner.models.openvla.action_tokenizer import select_action_stats, unno
 from vla_pruner.models.checkpoint import CheckpointError, resolve_checkpoint
 from vla_pruner.models.openvla.model import ACTION_DIM, OpenVLA, with_empty_token
 from vla_pruner.models.openvla_oft.proprio import ProprioProjector, normalize_proprio
-from vla_pruner.models.robot_state import PROPRIO_DIM
+from vla_pruner.models.openvla_oft.proprio import PROPRIO_DIM
 
 CHUNK = 8  # actions per query, executed open loop
 ACTION_SLOTS = CHUNK * ACTION_DIM  # zero-embedding placeholder tokens

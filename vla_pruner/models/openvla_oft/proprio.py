@@ -1,5 +1,5 @@
-"""OpenVLA-OFT's proprioception: the normalisation of the 8-dim robot state (vla_pruner.models.robot_state) and its
-projection to one LLM token.
+"""OpenVLA-OFT's proprioception: the normalisation of the 8-dim robot state (the benchmark's, e.g. LIBERO's
+evaluate.envs.libero_conventions.robot_state) and its projection to one LLM token.
 
 The state is normalised with the dataset's q01/q99 bounds to [-1, 1] and clipped, as the official evaluation
 does, then `ProprioProjector` (names as the official `proprio_projector--N_checkpoint.pt`: fc1, fc2) maps it to
@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_pruner.models.robot_state import PROPRIO_DIM
 from vla_pruner.models.statistics import QuantileBounds
+
+PROPRIO_DIM = 8  # the robot state the checkpoints were fine-tuned on (eef position, axis-angle, gripper joints)
 
 
 class ProprioProjector(nn.Module):

@@ -3,23 +3,21 @@
 The base is the project's tiny OpenVLA (`tiny.py`, same seed, same cache mechanism); this module adds what
 OFT needs beside it: a seeded proprio projector and L1 regression head of the LLM's width, saved as
 `proprio_projector--0_checkpoint.pt` / `action_head--0_checkpoint.pt` with the DDP `module.` prefix the
-official files carry, and `{suite}_no_noops` statistics (LIBERO action statistics, plus the proprio bounds
-below) in `dataset_statistics.json` and config.json. Its actions are meaningless.
+official files carry, and the statistics the harness gives it (the benchmark's, under the keys OFT reads: the
+action and proprio statistics of `{suite}_no_noops`) in `dataset_statistics.json` and config.json. Its actions are
+meaningless.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
 
 import torch
 
 from vla_pruner.models.openvla_oft.action_head import L1RegressionActionHead
 from vla_pruner.models.openvla_oft.model import ACTION_HEAD_FILE, PROPRIO_FILE
 from vla_pruner.models.openvla_oft.proprio import ProprioProjector
-from vla_pruner.models.openvla.tiny_configs import tiny_oft_norm_stats
-from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
 
 STEP = 0  # the `N` of the official file names: no training steps
 
@@ -31,15 +29,16 @@ def build_oft_parts(width: int, seed: int) -> tuple[ProprioProjector, L1Regressi
         return ProprioProjector(width), L1RegressionActionHead(width)
 
 
-def add_oft_parts(directory: Path, seed: int) -> Path:
-    """Turn a tiny OpenVLA checkpoint directory into an OFT one; a no-op once done. Each file is written to a
+def add_oft_parts(directory: Path, seed: int, norm_stats: dict) -> Path:
+    """Turn a tiny OpenVLA checkpoint directory into an OFT one with `norm_stats` (the benchmark's action and proprio
+    statistics); a no-op once done. Each file is written to a
     temporary name and renamed, the action head last, so concurrent builders and interrupted builds are safe."""
     directory = Path(directory)
     head_file = directory / f"{ACTION_HEAD_FILE}--{STEP}_checkpoint.pt"
     if head_file.is_file():
         return directory
     config = json.loads((directory / "config.json").read_text())
-    stats = tiny_oft_norm_stats()
+    stats = norm_stats
     _replace(directory / "dataset_statistics.json", lambda f: f.write_text(json.dumps(stats, indent=2)))
     config["norm_stats"] = stats
     _replace(directory / "config.json", lambda f: f.write_text(json.dumps(config, indent=2)))
@@ -48,11 +47,6 @@ def add_oft_parts(directory: Path, seed: int) -> Path:
         state = {f"module.{k}": v for k, v in module.state_dict().items()}
         _replace(file, lambda f: torch.save(state, f))
     return directory
-
-
-def ensure_tiny_oft_checkpoint(directory: str | Path, seed: int, instructions: Iterable[str]) -> Path:
-    """The tiny OFT checkpoint at `directory`, built first if absent."""
-    return add_oft_parts(ensure_tiny_checkpoint(directory, seed, instructions), seed)
 
 
 def _replace(path: Path, write) -> None:

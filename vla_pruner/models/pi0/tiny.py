@@ -1,9 +1,9 @@
 """A small pi0 built from a seed and saved in LeRobot's layout: `model=pi0_tiny`.
 
 The sizes of the LeRobot fixture (VLM Gemma 128 x 3 layers, expert 64 x 3, SigLIP 64 x 2, vocabulary 1024; real
-token counts: 3 cameras x 256, 48 language tokens, 50 actions of 32, 10 steps), PyTorch's default init, LIBERO's
-state/action mean and std, and a word-level tokenizer over the LIBERO instructions (PaliGemma's special ids: pad 0,
-eos 1, bos 2, unk 3, newline 108). It exercises loading, sampling, pruning, FLOPs and latency on a CPU; its actions
+token counts: 3 cameras x 256, 48 language tokens, 50 actions of 32, 10 steps), PyTorch's default init, the
+state/action mean and std the harness gives it (the benchmark's) and a word-level tokenizer over the instructions it
+gives (PaliGemma's special ids: pad 0, eos 1, bos 2, unk 3, newline 108). It exercises loading, sampling, pruning, FLOPs and latency on a CPU; its actions
 mean nothing.
 """
 from __future__ import annotations
@@ -28,13 +28,6 @@ TINY_PI0 = Pi0Config(
     vision=SiglipDims(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4),
     vocab_size=1024,
 )
-# LIBERO (physical-intelligence/libero) mean/std, as the LeRobot fixture's normalizer holds them
-TINY_STATS = {
-    "observation.state.mean": [-0.194314, 0.00511244, 0.930535, 3.09577, -0.0244051, -0.138764, 0.0417295, 0.0282875],
-    "observation.state.std": [0.300779, 0.287953, 0.398984, 0.385689, 0.360541, 0.256953, 0.347075, 0.41953],
-    "action.mean": [-0.134421, -0.0457616, -0.190122, -0.128954, -0.184174, -0.0235091, -0.126745],
-    "action.std": [0.477126, 0.465675, 0.431307, 0.198324, 0.396131, 0.44515, 0.461331],
-}
 SPECIAL_IDS = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "\n": 108}
 CAMERAS = ("image", "image2", "empty_camera_0")
 
@@ -72,7 +65,7 @@ def lerobot_config(seed: int) -> dict:
     }
 
 
-def write_tiny_pi0(directory: Path, seed: int, instructions: Iterable[str]) -> None:
+def write_tiny_pi0(directory: Path, seed: int, instructions: Iterable[str], stats: dict[str, list[float]]) -> None:
     """config.json, model.safetensors (LeRobot's `model.` names), tiny_dims.json, the normalizer and the tokenizer."""
     directory.mkdir(parents=True)
     with torch.random.fork_rng(devices=[]):
@@ -84,12 +77,14 @@ def write_tiny_pi0(directory: Path, seed: int, instructions: Iterable[str]) -> N
     (directory / "config.json").write_text(json.dumps(lerobot_config(seed), indent=2))
     dims = {"vision": {"num_attention_heads": TINY_PI0.vision.num_attention_heads}}
     (directory / TINY_DIMS_FILE).write_text(json.dumps(dims, indent=2))
-    stats = {k: torch.tensor(v, dtype=torch.float32) for k, v in TINY_STATS.items()}
-    save_file(stats, str(directory / LEROBOT_STATS_GLOB.replace("*", "0")))
+    tensors = {k: torch.tensor(v, dtype=torch.float32) for k, v in stats.items()}
+    save_file(tensors, str(directory / LEROBOT_STATS_GLOB.replace("*", "0")))
     build_tokenizer(instructions).save(str(directory / FAST_FILE))
 
 
-def ensure_tiny_pi0(directory: str | Path, seed: int, instructions: Iterable[str]) -> Path:
-    """The tiny pi0 at `directory`, built first if absent."""
+def ensure_tiny_pi0(directory: str | Path, seed: int, instructions: Iterable[str],
+                    stats: dict[str, list[float]]) -> Path:
+    """The tiny pi0 at `directory`, built first if absent; `stats`: its normalizer's state and action mean and std
+    (LeRobot's names)."""
     return build_atomically(Path(directory).expanduser(), seed,
-                            lambda staging: write_tiny_pi0(staging, seed, instructions))
+                            lambda staging: write_tiny_pi0(staging, seed, instructions, stats))

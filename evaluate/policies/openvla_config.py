@@ -1,18 +1,19 @@
-"""The `model` group of `policy=vla`: its typed fields and where its checkpoint is (what a model family's
-checkpoint holds is its `vla_pruner.families.ModelFamily`). Shared by the policies, which load the checkpoint, and by their checks
-(`evaluate.policies.vla_checks`), which read its files only.
+"""The `model` group of a model of the OpenVLA architecture (openvla, openvla_oft): its typed fields and where its
+checkpoint is (what its checkpoint holds is its family's `vla_pruner.models.openvla.cost.OpenVLAVariant`). Shared
+by the adapters, which load the checkpoint, and by their checks (`evaluate.policies.openvla_checks`), which read its
+files only.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from evaluate.config import ConfigError, check_device_available
+from evaluate.errors import ConfigError
+from evaluate.envs.libero_conventions import tiny_openvla_stats
 from evaluate.envs.vocabulary import libero_instructions
-from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE, resolve_device_dtype
+from evaluate.policies.adapter import cache_root, model_values
+from vla_pruner.models.checkpoint import EXAMPLE_OVERRIDE
 from vla_pruner.models.openvla.tiny import ensure_tiny_checkpoint
 
 
@@ -38,30 +39,6 @@ class OpenVLAModelConfig:
         return cls(**values)
 
 
-def model_values(config_class, model_cfg: DictConfig) -> dict:
-    """The `model` group as a dict, after refusing a field that `config_class` (a model family's typed model
-    config) does not have."""
-    values = OmegaConf.to_container(model_cfg, resolve=True)
-    known = [f.name for f in fields(config_class)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown model config fields {unknown}; known: {known}")
-    return values
-
-
-def check_dtype_and_device(dtype: str, device: str) -> None:
-    """model.dtype is one the loaders know, and the run's device is there (before any weights load)."""
-    try:
-        resolve_device_dtype("cpu", dtype)
-    except ValueError as e:
-        raise ConfigError(f"model.dtype: {e}") from None
-    check_device_available(device)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("VLA_PRUNER_CACHE", "~/.cache/vla_pruner")).expanduser()
-
-
 def checkpoint_location(model: OpenVLAModelConfig, suite: str) -> str:
     """Explicit `checkpoint`, else (a tiny model) its cache directory, else the suite's entry in `checkpoints`.
     Builds nothing: the tiny model may not exist there yet."""
@@ -78,8 +55,9 @@ def checkpoint_location(model: OpenVLAModelConfig, suite: str) -> str:
 
 
 def resolve_checkpoint_path(model: OpenVLAModelConfig, suite: str) -> str:
-    """`checkpoint_location`, with a tiny model built there first when it is not yet."""
+    """`checkpoint_location`, with a tiny model built there first when it is not yet (LIBERO's vocabulary and
+    statistics)."""
     location = checkpoint_location(model, suite)
     if model.build_seed is not None:
-        return str(ensure_tiny_checkpoint(location, model.build_seed, libero_instructions()))
+        return str(ensure_tiny_checkpoint(location, model.build_seed, libero_instructions(), tiny_openvla_stats()))
     return location
