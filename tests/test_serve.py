@@ -57,7 +57,7 @@ TASK = {"name": "pick it up", "suite": "libero_object", "task_id": 0, "episode_i
 def test_the_antipodal_state_is_vla_evals_axis_angle():
     """From the harness's state (robosuite's axis-angle, angle in [0, 2 pi]) to what vla-eval's LIBERO sends by
     default, for quaternions on both sides of w = 0."""
-    from vla_pruner.models.robot_state import robot_state
+    from evaluate.envs.libero_conventions import robot_state
 
     rng = np.random.default_rng(0)
     for quat in [*rng.normal(size=(200, 4)), [0.99, 0.1, 0.0, -0.00015]]:
@@ -307,7 +307,9 @@ def test_sessions_keep_their_own_pruner_and_share_batches(tmp_path):
             for s in (0, 1):
                 group.start_soon(client, s, url)
 
-    with vla_eval.serve_background(HarnessServer(cfg, served, records, max_batch_size=2, max_wait_time=0.5)) as h:
+    # vla-eval dispatches the first query alone and then waits up to max_wait_time for a full batch: long enough for
+    # the other session's query on a loaded 2-core machine
+    with vla_eval.serve_background(HarnessServer(cfg, served, records, max_batch_size=2, max_wait_time=5.0)) as h:
         anyio.run(both, h.url)
         _wait(lambda: len(episode_records(records.store.run_dir)) == 2)
     recorded = {r["init_index"]: r["queries"] for r in episode_records(records.store.run_dir)}
