@@ -104,7 +104,7 @@ class Recording:
 def test_remote_episodes_equal_in_process_ones(tmp_path):
     """Episodes 0 and 1, in this process and through our server over the protocol: the same actions, bit for bit,
     the same outcomes, and the server records them with the queries the in-process run made."""
-    from evaluate.envs.suites import suite_family
+    from evaluate.envs.suites import suite_benchmark
     from evaluate.policies import build_policy, cameras_for
     from evaluate.policies.remote import RemotePolicy
     from evaluate.rollout import episode_context, open_env, run_episode
@@ -112,10 +112,10 @@ def test_remote_episodes_equal_in_process_ones(tmp_path):
     from evaluate.serve.server import HarnessServer
 
     cfg = composed(*MODEL, f"output_root={tmp_path}")
-    family = suite_family(cfg.suite.name)
-    task = family.load_suite(cfg.suite.name)[0]
+    benchmark = suite_benchmark(cfg.suite.name)
+    task = benchmark.load_suite(cfg.suite.name)[0]
     policy = build_policy(cfg)
-    env = Recording(open_env(family, task, cameras_for(cfg), cfg))
+    env = Recording(open_env(benchmark, task, cameras_for(cfg), cfg))
     try:
         here = [run_episode(env, policy, episode_context(cfg, task, i), 40) for i in (0, 1)]
         records = ServedRecords(cfg)
