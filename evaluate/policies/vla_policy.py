@@ -29,7 +29,7 @@ from evaluate.envs.suites import suite_benchmark
 from evaluate.policies.adapter import FamilyAdapter, LoadedModel, adapter_for
 from evaluate.policy import EpisodeContext, PolicyOutput
 from vla_pruner.families import ModelFamily, family_names, model_family
-from vla_pruner.pruning import ModelLayout, Pruner, build_pruner
+from vla_pruner.pruning import ModelLayout, Pruner, QueryContext, build_pruner
 
 
 class Stopwatch:
@@ -86,6 +86,7 @@ class VLAPolicy:
     def _burn_in(self) -> None:
         blank = self.adapter.blank()
         episode = self.model.episode(EpisodeContext("burn-in", 0, blank.instruction, 0, 0))
+        self.pruner.begin_query(QueryContext(robot_state=np.asarray(blank.state)))
         self.model.query([episode], [blank], [self.pruner], Stopwatch(self.model.device))
         self.pruner.reset()
 
@@ -122,6 +123,8 @@ class VLAPolicy:
         clock = Stopwatch(self.model.device)
         if not prepared:
             observations = [self.adapter.prepare(obs) for obs in observations]
+        for slot, obs in zip(slots, observations):
+            slot.pruner.begin_query(QueryContext(robot_state=np.asarray(obs.state)))
         answers = self.model.query([s.episode for s in slots], observations, [s.pruner for s in slots], clock)
         convention = self.model.action_convention
         return [PolicyOutput(actions=self.benchmark.actions_to_env(actions, convention),
