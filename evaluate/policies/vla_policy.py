@@ -6,7 +6,8 @@ each episode is a slot with its own per-episode inputs (prompt) and its own prun
 steers another's); `act_batch` answers the waiting slots with one batched query per group the model batches together
 (OpenVLA: one prompt), each sample pruned by its own pruner. `reset`/`act` are slot 0, batch size 1. Before the first
 timed query the policy runs one untimed burn-in query (its pruner reset after), so that the first episode's first
-query does not pay for one-off allocations. Each query records its latency per stage, its batch size and what the
+query does not pay for one-off allocations. Before each query every slot's pruner is told the observation's robot state
+(`Pruner.begin_query`). Each query records its latency per stage, its batch size and what the
 pruner kept; its actions are converted to the benchmark's convention by the benchmark (`actions_to_env`).
 
 Before a run, `check_vla_policy` checks what building it needs without loading weights (evaluate.config.validate).
