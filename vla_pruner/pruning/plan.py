@@ -114,9 +114,12 @@ class StageInputs:
 class QueryContext:
     """What the policy knows of a query beyond the model's inputs, handed to `Pruner.begin_query` before it runs:
     the observation's robot state (the benchmark's vector, e.g. LIBERO's [eef position (3), axis-angle (3),
-    gripper (2)], raw, not normalised), for pruners whose rule follows the robot (VLA-ADP's motion gate)."""
+    gripper (2)], raw, not normalised), and the actions the episode's previous query returned (env convention, [n, 7],
+    executed open loop; None on the episode's first query), for pruners whose rule follows the robot (VLA-ADP's
+    motion gate, SpecPrune's coarse/precise controller)."""
 
     robot_state: np.ndarray | None = None
+    previous_actions: np.ndarray | None = None
 
 
 @dataclass
