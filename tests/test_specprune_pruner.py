@@ -113,7 +113,7 @@ def test_kept_tokens_after_each_cut_equal_the_reference(recorded, reference):
 
 @pytest.mark.parametrize("changed", ["velocity", "static_k", "a1_mapping", "threshold"])
 def test_a_changed_reference_constant_disagrees(fixture, queries, recorded, changed):
-    options = {"velocity": {"velocity_threshold": 0.04}, "static_k": {"k_coarse": 60},
+    options = {"velocity": {"velocity_threshold": 0.5}, "static_k": {"k_coarse": 60},
                "a1_mapping": {"behaviour": "intended"}, "threshold": {"threshold": 0.5}}[changed]
     expected, modes = reference_run(fixture[0], queries, **options)
     assert ([k for k in recorded[0]], recorded[1]) != (expected, modes)
