@@ -143,17 +143,31 @@ def dense_reference(model, embeds) -> torch.Tensor:
 def masked_reference(model, embeds, kept: list[torch.Tensor], prune_layer: int, renumber: bool = False) -> torch.Tensor:
     """Every token stays; from layer K on, dropped visual tokens are hidden as keys (bidirectional). `renumber`
     (K = 0 only): the kept rows at positions 0..n-1, as a renumbering plan runs them."""
+    return masked_cuts_reference(model, embeds, [(prune_layer, kept)], renumber)
+
+
+@torch.inference_mode()
+def masked_cuts_reference(model, embeds, cuts: list[tuple[int, list[torch.Tensor]]],
+                          renumber: bool = False) -> torch.Tensor:
+    """`masked_reference` for several cuts: at each (K, per image the ORIGINAL visual indices still kept), the
+    tokens dropped so far are hidden as keys from layer K on."""
     lm = model.language_model
     S = embeds.shape[1]
     layout = sequence_layout(S)
-    key_ok = torch.ones(S, dtype=torch.bool)
-    for visual, k in zip(layout.visual, kept):
-        key_ok[visual] = False
-        key_ok[visual.start + k] = True
-    positions = (torch.cumsum(key_ok, 0) - 1)[None] if renumber else torch.arange(S)[None]
-    hidden = lm.run_layers(embeds, positions, attention_mask=bidirectional_mask(S, embeds.device), stop=prune_layer)
-    return lm.run_layers(hidden, positions, attention_mask=key_ok[None, None, None].expand(1, 1, S, S),
-                         start=prune_layer)
+    hidden, start = embeds, 0
+    mask = bidirectional_mask(S, embeds.device)
+    positions = torch.arange(S)[None]
+    for prune_layer, kept in cuts:
+        hidden = lm.run_layers(hidden, positions, attention_mask=mask, start=start, stop=prune_layer)
+        key_ok = torch.ones(S, dtype=torch.bool)
+        for visual, k in zip(layout.visual, kept):
+            key_ok[visual] = False
+            key_ok[visual.start + k] = True
+        mask = key_ok[None, None, None].expand(1, 1, S, S)
+        if renumber:
+            positions = (torch.cumsum(key_ok, 0) - 1)[None]
+        start = prune_layer
+    return lm.run_layers(hidden, positions, attention_mask=mask, start=start)
 
 
 @torch.inference_mode()
@@ -163,7 +177,7 @@ def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
         dense = model.action_chunk(dense_reference(model, embeds))
         assert torch.equal(model.action_chunk(final_hidden(model.run_llm(embeds))), dense)
         for name, keep in [("none", 0.25), ("vla", 1.0), ("fastv", 1.0), ("sparsevlm", 1.0), ("random", 1.0),
-                           ("divprune", 1.0), ("vla_cache", 1.0), ("vla_adp", 1.0)]:
+                           ("divprune", 1.0), ("vla_cache", 1.0), ("vla_adp", 1.0), ("specprune", 1.0)]:
             hidden, trace = run_engine(engine_for(model, name, keep), embeds)
             assert torch.equal(model.action_chunk(hidden), dense), name
             assert trace.kept_visual == 512 and trace.prefill_tokens == [embeds.shape[1]] * 8
@@ -189,6 +203,27 @@ def test_pruned_readout_equals_masked_reference(fixture, queries, name, options)
         assert hidden.shape[1] == S - 384
         reference = masked_reference(model, embeds, selection.kept, prune_layer, renumber)
         torch.testing.assert_close(model.action_chunk(hidden), model.action_chunk(reference), atol=2e-5, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_two_cut_readout_equals_masked_reference(fixture, queries):
+    """SpecPrune's two cuts (after layers 0 and 1; frames: a black one, then the same noise twice, so the second
+    query finds every patch static) against hiding the dropped tokens as keys from layers 1 and 2 on."""
+    model = fixture[0]
+    engine = engine_for(model, "specprune", keep=0.25)
+    noise = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    for frame in (np.zeros_like(noise), noise, noise):
+        embeds = queries[0]
+        engine.pruner.begin_query(QueryContext(robot_state=np.zeros(8)))
+        state = engine.prefill(embeds, sequence_layout(embeds.shape[1]), frames=[[frame, frame]])
+        engine.finish(state)
+        first, second = state.trace.selections
+        kept1 = first.kept
+        kept2 = [before[k] for before, k in zip(kept1, second.kept)]
+        reference = masked_cuts_reference(model, embeds, [(1, kept1), (2, kept2)])
+        torch.testing.assert_close(model.action_chunk(final_hidden(state)), model.action_chunk(reference),
+                                   atol=2e-5, rtol=1e-4)
+    assert sum(len(k) for k in kept2) < 256  # the last query cut most tokens
 
 
 @torch.inference_mode()
