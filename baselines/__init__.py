@@ -1,5 +1,5 @@
 """The baseline visual-token pruners on the vla_pruner Pruner interface: FastV, SparseVLM, DivPrune, VLA-Cache
-(KV reuse, not deletion) and random.
+(KV reuse, not deletion), VLA-ADP, SpecPrune-VLA and random.
 
 `PRUNER_CLASSES` is their table ("module:Class" by name): the registry (`vla_pruner.pruning.PRUNERS`) reads it when
 a name is not otherwise found and imports a module when its pruner is first asked for, so a new baseline is a
@@ -12,7 +12,9 @@ PRUNER_CLASSES = {
     "fastv": "baselines.fastv:FastV",
     "random": "baselines.random_keep:RandomKeep",
     "sparsevlm": "baselines.sparsevlm:SparseVLM",
+    "specprune": "baselines.specprune:SpecPrune",
+    "vla_adp": "baselines.vla_adp:VLAADP",
     "vla_cache": "baselines.vla_cache:VLACache",
 }
 METHOD_NAMES = {"divprune": "DivPrune", "fastv": "FastV", "random": "Random", "sparsevlm": "SparseVLM",
-                "vla_cache": "VLA-Cache"}
+                "specprune": "SpecPrune-VLA", "vla_adp": "VLA-ADP", "vla_cache": "VLA-Cache"}

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 from baselines.vla_cache import patch_similarity, static_candidates
-from vla_pruner.pruning import PrunerConfig, check_choice, top_k
+from vla_pruner.pruning import (PrunePlan, Pruner, PrunerConfig, QueryContext, Selection, Stage, StageInputs, StageRows,
+                                check_choice, top_k)
 
 # `experiments/robot/spec_prune_constants.py`, derived as there
 DYNAMIC_PRUNE_RATIO = 0.8  # dynamic layer pruning's keep ratio (dynamic pruning is off in the release)
@@ -233,3 +234,76 @@ class ModeController:
             replan = self.precise and not self.last_mode and remaining > 0
         self.last_mode = self.precise
         return replan
+
+
+# ------------------------------------------------------------------------------------------------ pruner
+
+
+class SpecPrune(Pruner):
+    """`specprune`: two stages, after layer 0 (cut 1) and after layer 1 (cut 2), on the "text" rows' attention,
+    at original positions; static patches against the previous query's frame (the first query: its own); the
+    controller fed the previous query's actions (`Pruner.begin_query`) chooses coarse or precise per query."""
+
+    name = "specprune"
+    Config = SpecPruneConfig
+    config: SpecPruneConfig
+
+    def check_layout(self) -> None:
+        if len(self.layout.image_tokens) > 2:
+            raise ValueError(f"SpecPrune has attention counts for a primary and a wrist camera, not "
+                             f"{len(self.layout.image_tokens)} images")
+
+    def static_k(self, precise: bool) -> int:
+        c = self.config
+        coarse = static_counts(self.keep)[0] if c.static_topk is None else c.static_topk
+        return min(256, round(PRECISE_FACTOR * coarse)) if precise else coarse
+
+    def image_budgets(self) -> tuple[int, ...]:
+        """Per image, the rows a coarse query leaves at most: its tokens minus k static (none re-added)."""
+        return tuple(max(0, m - self.static_k(False)) for m in self.layout.image_tokens)
+
+    def make_plan(self) -> PrunePlan:
+        return PrunePlan(stages=(Stage(layer=0, rows="text", frames=True), Stage(layer=1, rows="text")))
+
+    def schedule(self) -> tuple[StageRows, ...]:
+        """A coarse query with every re-added token non-static: k_a x 3 after layer 0, k_a x 2 after layer 1."""
+        counts = attention_counts(False)
+        rows = [[min(m, b + w * k) for m, b, k in zip(self.layout.image_tokens, self.budgets, counts)]
+                for w in (CUT1_WIDTH, 2)]
+        return StageRows(0, tuple(rows[0])), StageRows(1, tuple(rows[1]))
+
+    def reset(self, seed: int = 0, episode: int | str = 0) -> None:
+        super().reset(seed, episode)
+        self.controller = ModeController()
+        self.previous_frames: list[np.ndarray] | None = None
+        self.mode = QueryMode(precise=False, lag=MAX_LAG)
+        self.cut1: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per image (kept, static, A0)
+
+    def begin_query(self, context: QueryContext) -> None:
+        """Feeds the controller the previous query's chunk (executed open loop), then takes this query's mode."""
+        super().begin_query(context)
+        if self.config.action_aware and context.previous_actions is not None:
+            actions = np.asarray(context.previous_actions)
+            for i, action in enumerate(actions):
+                self.controller.step(action, len(actions) - 1 - i)
+        self.mode = self.controller.start_query()
+
+    def choose(self, inputs: StageInputs) -> Selection:
+        counts = attention_counts(self.mode.precise)
+        if inputs.stage == 0:
+            frames = [np.asarray(f) for f in inputs.frames]
+            lagged = frames if self.previous_frames is None else self.previous_frames
+            self.previous_frames = frames
+            k = self.static_k(self.mode.precise)
+            self.cut1 = []
+            for attention, frame, before, k_attn in zip(inputs.attention, frames, lagged, counts):
+                static = static_patches(frame, before, k, self.config.threshold)
+                kept, a0 = cut1_keep(attention.cpu(), static, k_attn)
+                self.cut1.append((kept, static, a0))
+            kept = [k for k, _, _ in self.cut1]
+        else:
+            kept = [torch.searchsorted(before, cut2_keep(attention.cpu(), before, static, a0, k_attn,
+                                                         self.config.behaviour))
+                    for attention, (before, static, a0), k_attn in zip(inputs.attention, self.cut1, counts)]
+        device = self.device(inputs)
+        return Selection(kept=[k.to(device) for k in kept], num_rows=self.rows_per_image(inputs))

@@ -1,5 +1,5 @@
-"""VLA-ADP (Action-aware Dynamic Pruning; Pei, Chen et al., ICLR 2026, arXiv 2509.22093), OpenVLA-OFT only. Phase A:
-its decision rules as pure functions, independent of the engine; nothing here is a registered pruner yet. Section
+"""VLA-ADP (Action-aware Dynamic Pruning; Pei, Chen et al., ICLR 2026, arXiv 2509.22093): the pruner `vla_adp`
+(`VLAADP`, OpenVLA-OFT as in its code, and OpenVLA with one image), and its decision rules as pure functions. Section
 numbers ("spec §2.1") refer to the 2026 methods notes (methods_2026.md), written from the official code
 (TerryPei/VLA-ADP @ 9a86145 `prismatic/extern/hf/modeling_prismatic.py`; the motion gate only exists in the co-author
 repository chen7086/VLA-ADP @ d7094b0, `experiments/robot/libero/run_libero_eval_prune_v2.py`).
@@ -17,7 +17,12 @@ above `keep` (report both). keep >= 1 never prunes. A 0.5/0.5 split is the varia
 
 The score's query rows, as in the official code, are the LLM input embeddings of BOS, the prompt (with `29871`) and
 `</s>` (every non-action input token), not the proprio token; the harness's "text" rows hold neither BOS nor `</s>`,
-so the engine has to hand these rows separately (spec §2.6 (b), (e)(6)).
+so the engine hands them as `Stage.qk_scores`' "context" rows (spec §2.6 (b), (e)(6)).
+
+As a pruner: one stage before layer 0 (`Stage(layer=-1, qk_scores=True)`, positions renumbered as the official code
+does), and the gate read from each query's robot state (`Pruner.begin_query`; LIBERO's state vector starts with the
+end-effector position). A dense query answers with a dense selection, so the engine runs (and records, and
+charges) the whole sequence. pi0 has no such probe and no official ADP: its adapter refuses the name.
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from vla_pruner.pruning import PrunerConfig, check_choice, top_k
+from vla_pruner.pruning import (DroppingConfig, Pruner, PrunePlan, QueryContext, Selection, Stage, StageInputs,
+                                check_choice, top_k)
 
 # token selection (spec §2.1; the README config)
 QK_LAYER = 0  # the layer whose input_layernorm / q_proj / k_proj score the tokens (the only value runs use)
@@ -48,10 +54,11 @@ MIN_DELTA_POS = 0.0  # "sum": per-step displacements below this count as 0
 MAX_CONSECUTIVE_PRUNED = 3  # limit_max_consecutive_pruned (limit_consecutive_pruned_enabled: True)
 AVG_WEIGHT = 0.5  # "avg": a <- 0.5 a + 0.5 d
 PRUNED, DENSE = 1, 0
+EEF_POSITION = slice(0, 3)  # where the robot state vector holds the end-effector position (world frame, metres)
 
 
 @dataclass(frozen=True)
-class VLAADPConfig(PrunerConfig):
+class VLAADPConfig(DroppingConfig):
     """ADP's options, the official defaults (README config). `keep` is qk_keep_ratio; `split` None (or a single
     image) ranks all visual tokens jointly; `gate` False prunes every query (the trade-off script's "static" rows);
     `max_consecutive_pruned` None lifts the streak limit."""
@@ -246,3 +253,62 @@ def limit_streak(state: int, streak: int, limit: int | None) -> tuple[int, int]:
     if streak >= limit:
         return DENSE, 0
     return state, streak + 1
+
+
+# ------------------------------------------------------------------------------------------------ pruner
+
+
+class VLAADP(Pruner):
+    """`vla_adp`: on the queries the motion gate prunes, each image keeps its share of round(M x keep) tokens with
+    the highest layer-0 q.k importance, cut before layer 0; the other queries run dense."""
+
+    name = "vla_adp"
+    Config = VLAADPConfig
+    config: VLAADPConfig
+
+    def check_layout(self) -> None:
+        images = self.layout.image_tokens
+        split = self.config.split
+        if split is not None and len(images) > 1 and len(split) != len(images):
+            raise ValueError(f"split={list(split)} needs one weight per image ({len(images)} images), or null")
+
+    @property
+    def joint(self) -> bool:
+        """Whether the tokens are ranked over all images at once (no split, or one image)."""
+        return self.config.split is None or len(self.layout.image_tokens) == 1
+
+    def image_budgets(self) -> tuple[int, ...]:
+        """Per image on a pruned query: the split of round(keep x all visual tokens) (joint ranking: its share in
+        proportion to the image's tokens, as the analytic cost reads it; the real split follows the scores)."""
+        images = self.layout.image_tokens
+        if self.keep >= 1:
+            return images
+        if self.joint:
+            total = keep_total(self.keep, sum(images))
+            return tuple(split_counts(total, images)) if total >= len(images) else (total,) + (0,) * (len(images) - 1)
+        return camera_budgets(self.keep, self.config.split, images)
+
+    def make_plan(self) -> PrunePlan:
+        return PrunePlan(stages=(Stage(layer=-1, qk_scores=True),), renumber_positions=True)
+
+    def reset(self, seed: int = 0, episode: int | str = 0) -> None:
+        super().reset(seed, episode)
+        self.gate = MotionGate(self.config)
+        self.pruned: bool | None = None  # the gate's word on the current query (None: no robot state given)
+
+    def begin_query(self, context: QueryContext) -> None:
+        """The gate decides every query, dense warm-up ones too (its windows span every executed chunk)."""
+        super().begin_query(context)
+        state = context.robot_state
+        self.pruned = None if state is None else self.gate.query(np.asarray(state, dtype=np.float64)[EEF_POSITION])
+
+    def choose(self, inputs: StageInputs) -> Selection:
+        if self.pruned is None:
+            raise ValueError(f"{self.name} needs each query's robot state: call begin_query(QueryContext("
+                             f"robot_state=...)) before the query (VLAPolicy does)")
+        pruned, self.pruned = self.pruned, None
+        if not pruned:
+            return self.dense(inputs)
+        importance = torch.cat([scores.mean(0) for scores in inputs.qk_scores])
+        kept = adp_select(importance, self.keep, None if self.joint else self.config.split, self.layout.image_tokens)
+        return Selection(kept=[k.to(importance.device) for k in kept], num_rows=self.rows_per_image(inputs))

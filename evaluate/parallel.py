@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from evaluate.errors import ConfigError
 from evaluate.envs.base import Observation, Task
 from evaluate.policies import POLICIES, build_policy, cameras_for
 from evaluate.policy import BatchedPolicy, EpisodeContext, PolicyOutput, TaskNotSupported, check_actions
@@ -152,6 +153,8 @@ def _worker_main(conn: Connection, benchmark_module: str, cfg: dict, video_dir: 
             conn.send(("record", (record, None if demos is None else demos.take())))
     except EOFError:  # the main process is gone
         pass
+    except ConfigError as e:  # a failure meant for the user (policy=remote: its server gone): its one line
+        conn.send(("failed", e))
     except BaseException:
         try:
             conn.send(("crash", traceback.format_exc()))
@@ -299,6 +302,9 @@ class WorkerPool:
             worker.phase, worker.query = "waiting", payload
         elif kind == "alive":
             pass
+        elif kind == "failed":
+            self.check_interrupt()
+            raise payload
         elif kind == "crash":
             self.check_interrupt()
             raise WorkerFailed(f"simulator worker {worker.slot} failed:\n{payload}")

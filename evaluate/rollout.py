@@ -120,4 +120,7 @@ def run_episode(
     if demos is not None and record.status == "ok":
         demos.finish(record.success)
     record.wall_time_s = round(time.perf_counter() - start, 3)
+    end_episode = getattr(policy, "end_episode", None)  # a policy served elsewhere (policy=remote) tells its server
+    if end_episode is not None:
+        end_episode(record)
     return record

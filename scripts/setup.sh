@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (or refresh) the project's virtual environment in .venv: system libraries for headless MuJoCo
-# rendering (EGL, Debian/Ubuntu, when run as root), then the package and its test extras. Idempotent.
+# rendering (EGL, Debian/Ubuntu, when run as root), then the package with its test and serve extras. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,7 @@ fi
 python_bin="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,serve]"
 
 # robosuite warns on every import (three lines on the console) until it has a private macro file: create it
 # as its scripts/setup_macros.py does, a copy of the defaults, so no setting changes.

@@ -15,6 +15,7 @@ import pytest
 from evaluate.config import CONFIG_DIR, check_group_overrides, group_choices
 from evaluate.fidelity.config import FidelityArgs
 from evaluate.preflight import command_points
+from evaluate.serve.options import OPTION_KEYS
 from tests.conftest import REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -23,6 +24,7 @@ OWN_KEYS = {  # the keys a module takes besides the run's Hydra overrides
     "evaluate": set(),
     "evaluate.flops": {"prompt_tokens", "episode_queries"},
     "evaluate.fidelity": {f.name for f in fields(FidelityArgs)} - {"hydra"},
+    "evaluate.serve": OPTION_KEYS,  # the server's own (configs/serve.yaml)
 }
 LAUNCHERS = {"local": "hydra/launcher=local", "slurm": "hydra/launcher=slurm"}  # scripts/sweep.py --launcher
 SWEEP_MODELS = runpy.run_path(str(REPO / "scripts" / "sweep.py"))["PAPER"]["models"]  # its default --models

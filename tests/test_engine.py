@@ -11,7 +11,7 @@ from vla_pruner.layout import SequenceLayout
 from vla_pruner.models.llama import KVCache, causal_padding_mask
 from vla_pruner.models.openvla.model import with_empty_token
 from vla_pruner.models.openvla.processor import OpenVLAProcessor
-from vla_pruner.pruning import ModelLayout, build_pruner
+from vla_pruner.pruning import ModelLayout, QueryContext, build_pruner
 
 from tests.references import eager_attention, openvla_fixture_queries
 
@@ -35,6 +35,7 @@ def engine_for(model, name, keep, **options) -> PruningEngine:
 
 @torch.inference_mode()
 def run_engine(engine: PruningEngine, embeds):
+    engine.pruner.begin_query(QueryContext(robot_state=np.zeros(8)))  # what VLAPolicy tells it (VLA-ADP's gate)
     state = engine.prefill(embeds, layout_of(embeds))
     first_logits = engine.lm.logits(state.last_rows(1))
     assert torch.equal(first_logits.argmax(-1), state.next_token)
@@ -59,8 +60,10 @@ def dense_reference(model, embeds, n_tokens=N_TOKENS):
 
 
 @torch.inference_mode()
-def masked_reference(model, embeds, kept_visual: torch.Tensor, prune_layer: int, decode_tokens: torch.Tensor):
+def masked_reference(model, embeds, kept_visual: torch.Tensor, prune_layer: int, decode_tokens: torch.Tensor,
+                     renumber: bool = False):
     """All tokens stay; from layer K on, dropped visual tokens are hidden as keys (prefill and decode).
+    `renumber` (K = 0 only): the kept rows at positions 0..n-1 and decoding from n, as a renumbering plan runs.
     Returns the first-token logits and the logits of each decode step fed with `decode_tokens`."""
     lm = model.language_model
     S = embeds.shape[1]
@@ -69,13 +72,14 @@ def masked_reference(model, embeds, kept_visual: torch.Tensor, prune_layer: int,
     key_ok[layout.visual[0]] = False
     key_ok[layout.visual[0].start + kept_visual] = True
     prefill_mask = causal_padding_mask(key_ok[None].long())  # causal, dropped keys hidden (rows see self)
-    positions = torch.arange(S)[None]
+    positions = (torch.cumsum(key_ok, 0) - 1)[None] if renumber else torch.arange(S)[None]
+    decode_start = int(key_ok.sum()) if renumber else S
     cache = KVCache(len(lm.layers))
     hidden = lm.run_layers(embeds, positions, cache, start=0, stop=prune_layer)
     hidden = lm.run_layers(hidden, positions, cache, prefill_mask, start=prune_layer, stop=len(lm.layers))
     logits = [lm.logits(hidden[:, -1:])]
     for step, token in enumerate(decode_tokens[0, :-1]):
-        position = torch.tensor([[S + step]])
+        position = torch.tensor([[decode_start + step]])
         h = lm.run_layers(lm.embed(token.view(1, 1)), position, cache, start=0, stop=prune_layer)
         decode_mask = torch.cat([key_ok, torch.ones(step + 1, dtype=torch.bool)])[None, None, None]
         h = lm.run_layers(h, position, cache, decode_mask, start=prune_layer, stop=len(lm.layers))
@@ -88,7 +92,7 @@ def test_none_and_keep_one_equal_the_unpruned_model(model_and_inputs):
     model, queries = model_and_inputs
     for embeds in queries:
         dense_logits, dense_tokens = dense_reference(model, embeds)
-        for name in ("none", "vla", "fastv", "sparsevlm", "random", "divprune", "vla_cache"):
+        for name in ("none", "vla", "fastv", "sparsevlm", "random", "divprune", "vla_cache", "vla_adp", "specprune"):
             logits, tokens, trace = run_engine(engine_for(model, name, keep=1.0), embeds)
             assert torch.equal(tokens, dense_tokens), name
             assert trace.kept_visual == 256 and trace.prefill_tokens == [embeds.shape[1]] * 8
@@ -99,12 +103,14 @@ def test_none_and_keep_one_equal_the_unpruned_model(model_and_inputs):
 @torch.inference_mode()
 @pytest.mark.parametrize("name, options", [("fastv", {}), ("fastv", {"prune_layer": 5}), ("random", {}),
                                            ("sparsevlm", {}), ("vla", {"dense_warmup": 0}),
-                                           ("divprune", {"prune_layer": 0}), ("divprune", {"prune_layer": 3})])
+                                           ("divprune", {"prune_layer": 0}), ("divprune", {"prune_layer": 3}),
+                                           ("vla_adp", {"gate": False})])
 def test_token_dropping_equals_masked_keys(model_and_inputs, name, options):
     model, queries = model_and_inputs
     engine = engine_for(model, name, keep=0.25, **options)
     engine.pruner.reset(seed=7, episode=0)
-    prune_layer = options.get("prune_layer", 3)
+    renumber = engine.pruner.plan.renumber_positions  # VLA-ADP: cut before layer 0, positions renumbered
+    prune_layer = options.get("prune_layer", 0 if renumber else 3)
     for embeds in queries:
         logits, tokens, trace = run_engine(engine, embeds)
         [selection] = trace.selections
@@ -112,7 +118,7 @@ def test_token_dropping_equals_masked_keys(model_and_inputs, name, options):
         assert len(kept) == 64 and trace.kept_visual == 64
         S = embeds.shape[1]
         assert trace.prefill_tokens == [S] * prune_layer + [S - 192] * (8 - prune_layer)
-        reference = masked_reference(model, embeds, kept, prune_layer, tokens)
+        reference = masked_reference(model, embeds, kept, prune_layer, tokens, renumber)
         torch.testing.assert_close(logits, reference[0], atol=2e-5, rtol=1e-4)
         # every decoded token is the masked reference's greedy choice
         assert torch.equal(torch.cat([r.argmax(-1) for r in reference], 1), tokens)

@@ -14,7 +14,7 @@ from vla_pruner.models.llama import bidirectional_mask
 from vla_pruner.models.openvla_oft.model import OpenVLAOFT, sequence_layout
 from vla_pruner.models.openvla.processor import OpenVLAProcessor
 from evaluate.envs.libero_conventions import quat_to_axis_angle, robot_state
-from vla_pruner.pruning import ModelLayout, build_pruner
+from vla_pruner.pruning import ModelLayout, QueryContext, build_pruner
 
 from tests.references import eager_attention
 
@@ -124,6 +124,7 @@ def engine_for(model, name, keep, **options) -> PruningEngine:
 
 @torch.inference_mode()
 def run_engine(engine, embeds):
+    engine.pruner.begin_query(QueryContext(robot_state=np.zeros(8)))  # what VLAPolicy tells it (VLA-ADP's gate)
     state = engine.prefill(embeds, sequence_layout(embeds.shape[1]))
     assert state.next_token is None  # OFT reads its action head, it does not decode
     engine.finish(state)
@@ -139,19 +140,34 @@ def dense_reference(model, embeds) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def masked_reference(model, embeds, kept: list[torch.Tensor], prune_layer: int) -> torch.Tensor:
-    """Every token stays; from layer K on, dropped visual tokens are hidden as keys (bidirectional)."""
+def masked_reference(model, embeds, kept: list[torch.Tensor], prune_layer: int, renumber: bool = False) -> torch.Tensor:
+    """Every token stays; from layer K on, dropped visual tokens are hidden as keys (bidirectional). `renumber`
+    (K = 0 only): the kept rows at positions 0..n-1, as a renumbering plan runs them."""
+    return masked_cuts_reference(model, embeds, [(prune_layer, kept)], renumber)
+
+
+@torch.inference_mode()
+def masked_cuts_reference(model, embeds, cuts: list[tuple[int, list[torch.Tensor]]],
+                          renumber: bool = False) -> torch.Tensor:
+    """`masked_reference` for several cuts: at each (K, per image the ORIGINAL visual indices still kept), the
+    tokens dropped so far are hidden as keys from layer K on."""
     lm = model.language_model
     S = embeds.shape[1]
     layout = sequence_layout(S)
-    key_ok = torch.ones(S, dtype=torch.bool)
-    for visual, k in zip(layout.visual, kept):
-        key_ok[visual] = False
-        key_ok[visual.start + k] = True
+    hidden, start = embeds, 0
+    mask = bidirectional_mask(S, embeds.device)
     positions = torch.arange(S)[None]
-    hidden = lm.run_layers(embeds, positions, attention_mask=bidirectional_mask(S, embeds.device), stop=prune_layer)
-    return lm.run_layers(hidden, positions, attention_mask=key_ok[None, None, None].expand(1, 1, S, S),
-                         start=prune_layer)
+    for prune_layer, kept in cuts:
+        hidden = lm.run_layers(hidden, positions, attention_mask=mask, start=start, stop=prune_layer)
+        key_ok = torch.ones(S, dtype=torch.bool)
+        for visual, k in zip(layout.visual, kept):
+            key_ok[visual] = False
+            key_ok[visual.start + k] = True
+        mask = key_ok[None, None, None].expand(1, 1, S, S)
+        if renumber:
+            positions = (torch.cumsum(key_ok, 0) - 1)[None]
+        start = prune_layer
+    return lm.run_layers(hidden, positions, attention_mask=mask, start=start)
 
 
 @torch.inference_mode()
@@ -161,7 +177,7 @@ def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
         dense = model.action_chunk(dense_reference(model, embeds))
         assert torch.equal(model.action_chunk(final_hidden(model.run_llm(embeds))), dense)
         for name, keep in [("none", 0.25), ("vla", 1.0), ("fastv", 1.0), ("sparsevlm", 1.0), ("random", 1.0),
-                           ("divprune", 1.0), ("vla_cache", 1.0)]:
+                           ("divprune", 1.0), ("vla_cache", 1.0), ("vla_adp", 1.0), ("specprune", 1.0)]:
             hidden, trace = run_engine(engine_for(model, name, keep), embeds)
             assert torch.equal(model.action_chunk(hidden), dense), name
             assert trace.kept_visual == 512 and trace.prefill_tokens == [embeds.shape[1]] * 8
@@ -170,20 +186,44 @@ def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
 @torch.inference_mode()
 @pytest.mark.parametrize("name, options", [("fastv", {}), ("fastv", {"prune_layer": 5}), ("random", {}),
                                            ("sparsevlm", {}), ("vla", {"dense_warmup": 0}),
-                                           ("divprune", {"prune_layer": 0}), ("divprune", {"prune_layer": 3})])
+                                           ("divprune", {"prune_layer": 0}), ("divprune", {"prune_layer": 3}),
+                                           ("vla_adp", {"gate": False})])
 def test_pruned_readout_equals_masked_reference(fixture, queries, name, options):
     model = fixture[0]
     engine = engine_for(model, name, keep=0.25, **options)
-    prune_layer = options.get("prune_layer", 3)
+    renumber = engine.pruner.plan.renumber_positions  # VLA-ADP: cut before layer 0, positions renumbered
+    prune_layer = options.get("prune_layer", 0 if renumber else 3)
+    budgets = [51, 77] if name == "vla_adp" else [64, 64]  # ADP: round(512 x 0.25) = 128 split 0.4 / 0.6
     for embeds in queries[::2]:  # the two prompts
         hidden, trace = run_engine(engine, embeds)
         [selection] = trace.selections
-        assert [len(k) for k in selection.kept] == [64, 64] and trace.kept_visual == 128  # per-image budgets
+        assert [len(k) for k in selection.kept] == budgets and trace.kept_visual == 128  # per-image budgets
         S = embeds.shape[1]
         assert trace.prefill_tokens == [S] * prune_layer + [S - 384] * (8 - prune_layer)
         assert hidden.shape[1] == S - 384
-        reference = masked_reference(model, embeds, selection.kept, prune_layer)
+        reference = masked_reference(model, embeds, selection.kept, prune_layer, renumber)
         torch.testing.assert_close(model.action_chunk(hidden), model.action_chunk(reference), atol=2e-5, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_two_cut_readout_equals_masked_reference(fixture, queries):
+    """SpecPrune's two cuts (after layers 0 and 1; frames: a black one, then the same noise twice, so the second
+    query finds every patch static) against hiding the dropped tokens as keys from layers 1 and 2 on."""
+    model = fixture[0]
+    engine = engine_for(model, "specprune", keep=0.25)
+    noise = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    for frame in (np.zeros_like(noise), noise, noise):
+        embeds = queries[0]
+        engine.pruner.begin_query(QueryContext(robot_state=np.zeros(8)))
+        state = engine.prefill(embeds, sequence_layout(embeds.shape[1]), frames=[[frame, frame]])
+        engine.finish(state)
+        first, second = state.trace.selections
+        kept1 = first.kept
+        kept2 = [before[k] for before, k in zip(kept1, second.kept)]
+        reference = masked_cuts_reference(model, embeds, [(1, kept1), (2, kept2)])
+        torch.testing.assert_close(model.action_chunk(final_hidden(state)), model.action_chunk(reference),
+                                   atol=2e-5, rtol=1e-4)
+    assert sum(len(k) for k in kept2) < 256  # the last query cut most tokens
 
 
 @torch.inference_mode()

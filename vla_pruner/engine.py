@@ -40,7 +40,7 @@ from vla_pruner.protocol import (ActionAttention, Offers, QueryTrace, attention_
                                  has_work, row_attention, stage_inputs)
 from vla_pruner.pruning import ModelLayout, PrunePlan, Pruner, Selection, Stage, StageInputs, build_pruner
 
-OFFERS = Offers("the Llama engine", kv_reuse=True, frames=True, renumbered_positions=True)
+OFFERS = Offers("the Llama engine", kv_reuse=True, frames=True, renumbered_positions=True, qk_scores=True)
 
 
 @dataclass
@@ -238,10 +238,26 @@ class PruningEngine:
             visible = rows[:, None] >= torch.arange(n, device=rows.device)[None] if layout.causal else None
             attention = row_attention(attention_probs(seen["query"][:, :, rows], seen["keys"], seen["scaling"],
                                                       visible), stage.rows)
+        qk = self._qk_scores(layout, group, stage.layer + 1) if stage.qk_scores else None
         return [stage_inputs(index, stage, visual, None if attention is None else attention[j], inputs_embeds[sample],
                              group.tokens[j], layout.text, group.hidden[j],
-                             None if state.frames is None else state.frames[sample])
+                             None if state.frames is None else state.frames[sample], None if qk is None else qk[j])
                 for j, sample in enumerate(group.samples)]
+
+    def _qk_scores(self, layout: SequenceLayout, group: Group, layer: int) -> torch.Tensor:
+        """[b, R, n] `Stage.qk_scores`: layer `layer`'s input_layernorm, q_proj and k_proj on the group's current
+        rows (its input), no RoPE and no mask, q.k / sqrt(head_dim) per head in float32, mean over heads; R = the
+        context rows (BOS, the text rows, rows after the action queries: OFT's </s>)."""
+        structure, attention = group.structure, self.lm.layers[layer].self_attn
+        after_actions = max(layout.text.stop, layout.action_queries.stop)
+        context = torch.cat([structure.rows_in(slice(0, 1)), structure.rows_in(layout.text),
+                             structure.rows_in(slice(after_actions, layout.length))])
+        normed = self.lm.layers[layer].input_layernorm(group.hidden)
+        b, n, head_dim = normed.shape[0], normed.shape[1], attention.head_dim
+        query = attention.q_proj(normed[:, context]).float().view(b, len(context), -1, head_dim).transpose(1, 2)
+        keys = attention.k_proj(normed).float().view(b, n, -1, head_dim).transpose(1, 2)
+        keys = keys.repeat_interleave(query.shape[1] // keys.shape[1], dim=1)  # key/value heads -> query heads
+        return (query @ keys.transpose(-1, -2) * head_dim ** -0.5).mean(1)
 
     def _regroup(self, layout: SequenceLayout, group: Group, selections: list[Selection]) -> list[Group]:
         """Each sample keeps its selected rows; samples with equal rows per image stay together (in order)."""

@@ -29,6 +29,7 @@ class Offers:
     kv_reuse: bool = False  # rows a stage leaves out stay keys with the previous query's keys/values (`KVReuse`)
     frames: bool = False  # a stage may ask for the query's preprocessed images
     renumbered_positions: bool = False  # `PrunePlan.renumber_positions`
+    qk_scores: bool = False  # a stage may ask for the next layer's pre-softmax q.k scores (`Stage.qk_scores`)
 
     def refusal(self, plan: PrunePlan) -> str | None:
         """Why this runner cannot run `plan` (None: it can)."""
@@ -37,6 +38,8 @@ class Offers:
                     f"prune with a deleting pruner")
         if any(stage.frames for stage in plan.stages) and not self.frames:
             return f"{self.runner} does not hand a stage the query's images"
+        if any(stage.qk_scores for stage in plan.stages) and not self.qk_scores:
+            return f"{self.runner} does not hand a stage pre-softmax q.k scores (VLA-ADP's layer-0 probe)"
         if plan.renumber_positions and not self.renumbered_positions:
             return (f"{self.runner} keeps the original position ids; renumbered positions are not implemented "
                     f"for it: use positions=original")
@@ -107,11 +110,11 @@ def row_attention(probs: torch.Tensor, rows: Rows) -> torch.Tensor:
 
 def stage_inputs(index: int, stage: Stage, visual: list[torch.Tensor], attention: torch.Tensor | None,
                  embeds: torch.Tensor, tokens: TokenSet, text: Any, hidden: torch.Tensor | None,
-                 frames: Sequence[Any] | None = None) -> StageInputs:
+                 frames: Sequence[Any] | None = None, qk_scores: torch.Tensor | None = None) -> StageInputs:
     """What one sample's pruner is handed at a stage. `visual`: per image, its rows among `tokens` (the rows the
     stage layer ran); `attention` [R, keys] of the stage's query rows (`row_attention`); `embeds` [S, d] the
     sample's input embeddings by original position; `text` indexes them for the "text" rows; `hidden` [n, d]
-    the stage layer's outputs."""
+    the stage layer's outputs; `qk_scores` [R, n] the context rows' q.k scores against every row (`Stage.qk_scores`)."""
     one = StageInputs(stage=index)
     if attention is not None:
         one.attention = [attention[:, v] for v in visual]
@@ -123,6 +126,8 @@ def stage_inputs(index: int, stage: Stage, visual: list[torch.Tensor], attention
         one.hidden_states = [hidden[v] for v in visual]
     if stage.frames:
         one.frames = list(frames)
+    if stage.qk_scores:
+        one.qk_scores = [qk_scores[:, v] for v in visual]
     return one
 
 

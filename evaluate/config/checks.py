@@ -74,7 +74,7 @@ def check_known_keys(cfg: DictConfig) -> None:
     names = lambda schema: {f.name for f in fields(schema)}  # noqa: E731
     extra = [k for k in cfg if k not in names(EvalConfig) | {"hydra"}]
     extra += [f"{group}.{k}" for group, schema in (("suite", SuiteConfig), ("policy", PolicyConfig))
-              for k in cfg[group] if k not in names(schema)]
+              for k in cfg[group] if k not in names(OmegaConf.get_type(cfg[group]) or schema)]  # its own schema's
     if extra:
         raise ConfigError(f"unknown config key '{extra[0]}'; known: {', '.join(sorted(names(EvalConfig)))} "
                           f"(docs/configuration.md)")

@@ -29,6 +29,15 @@ class PolicyConfig:
 
 
 @dataclass
+class RemotePolicyConfig(PolicyConfig):
+    """`policy=remote`'s own fields (configs/policy/remote.yaml extends this schema): the other policies' runs keep
+    identities without them."""
+
+    url: str = MISSING  # ws://HOST:PORT of a vla-eval model server
+    timeout_s: float = 300.0  # the longest wait for one reply
+
+
+@dataclass
 class EvalConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     suite: SuiteConfig = field(default_factory=SuiteConfig)
@@ -54,3 +63,4 @@ class EvalConfig:
 
 
 ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+ConfigStore.instance().store(name="remote_policy_schema", node=RemotePolicyConfig)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from evaluate.envs.base import PRIMARY, WRIST
 from evaluate.policies.noop import build_noop
+from evaluate.policies.remote import build_remote, check_remote, remote_cameras
 from evaluate.policies.scripted import make_scripted
 from evaluate.policy import Policy, PolicyEntry
 
@@ -26,6 +27,8 @@ POLICIES: dict[str, PolicyEntry] = {
                        prepare=_vla("prepare_vla_observation"), uses_model=True),
     "scripted": PolicyEntry(make_scripted, beside_simulator=True, takes_action_noise=True),
     "noop": PolicyEntry(build_noop, beside_simulator=True),
+    # a vla-eval model server's policy (python -m evaluate.serve's, or anyone's): one connection per simulator worker
+    "remote": PolicyEntry(build_remote, check=check_remote, beside_simulator=True, cameras=remote_cameras),
 }
 
 

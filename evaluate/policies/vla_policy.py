@@ -6,7 +6,8 @@ each episode is a slot with its own per-episode inputs (prompt) and its own prun
 steers another's); `act_batch` answers the waiting slots with one batched query per group the model batches together
 (OpenVLA: one prompt), each sample pruned by its own pruner. `reset`/`act` are slot 0, batch size 1. Before the first
 timed query the policy runs one untimed burn-in query (its pruner reset after), so that the first episode's first
-query does not pay for one-off allocations. Each query records its latency per stage, its batch size and what the
+query does not pay for one-off allocations. Before each query every slot's pruner is told the observation's robot state
+and the slot's previous actions (`Pruner.begin_query`). Each query records its latency per stage, its batch size and what the
 pruner kept; its actions are converted to the benchmark's convention by the benchmark (`actions_to_env`).
 
 Before a run, `check_vla_policy` checks what building it needs without loading weights (evaluate.config.validate).
@@ -29,7 +30,7 @@ from evaluate.envs.suites import suite_benchmark
 from evaluate.policies.adapter import FamilyAdapter, LoadedModel, adapter_for
 from evaluate.policy import EpisodeContext, PolicyOutput
 from vla_pruner.families import ModelFamily, family_names, model_family
-from vla_pruner.pruning import ModelLayout, Pruner, build_pruner
+from vla_pruner.pruning import ModelLayout, Pruner, QueryContext, build_pruner
 
 
 class Stopwatch:
@@ -60,6 +61,7 @@ class Slot:
 
     episode: Any  # the model's per-episode inputs (`LoadedModel.episode`)
     pruner: Pruner  # its own pruner: the history of one episode never steers another's
+    actions: np.ndarray | None = None  # what its last query returned (env convention), None before the first
 
 
 class VLAPolicy:
@@ -86,6 +88,7 @@ class VLAPolicy:
     def _burn_in(self) -> None:
         blank = self.adapter.blank()
         episode = self.model.episode(EpisodeContext("burn-in", 0, blank.instruction, 0, 0))
+        self.pruner.begin_query(QueryContext(robot_state=np.asarray(blank.state)))
         self.model.query([episode], [blank], [self.pruner], Stopwatch(self.model.device))
         self.pruner.reset()
 
@@ -122,12 +125,17 @@ class VLAPolicy:
         clock = Stopwatch(self.model.device)
         if not prepared:
             observations = [self.adapter.prepare(obs) for obs in observations]
+        for slot, obs in zip(slots, observations):
+            slot.pruner.begin_query(QueryContext(robot_state=np.asarray(obs.state), previous_actions=slot.actions))
         answers = self.model.query([s.episode for s in slots], observations, [s.pruner for s in slots], clock)
         convention = self.model.action_convention
-        return [PolicyOutput(actions=self.benchmark.actions_to_env(actions, convention),
-                             info={"latency_ms": clock.latency(), "batch_size": len(slots), **info},
-                             normalized=normalized)
-                for actions, normalized, info in answers]
+        outputs = [PolicyOutput(actions=self.benchmark.actions_to_env(actions, convention),
+                                info={"latency_ms": clock.latency(), "batch_size": len(slots), **info},
+                                normalized=normalized)
+                   for actions, normalized, info in answers]
+        for slot, output in zip(slots, outputs):
+            slot.actions = np.asarray(output.actions)
+        return outputs
 
     def normalize_actions(self, actions: np.ndarray, obs: Observation) -> np.ndarray:
         """Env actions [n, 7] (an expert's, taken from `obs`) in the model's normalised action space, the inverse

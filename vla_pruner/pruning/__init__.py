@@ -32,7 +32,8 @@ typed `Config`, found by name through `PRUNERS`: listed in `BUILT_IN` (this pack
 """
 from vla_pruner.pruning.budget import budget, top_k
 from vla_pruner.pruning.plan import (
-    HEX_DIGITS, KVReuse, MergedTokens, ModelLayout, PrunePlan, QueryKV, Rows, Selection, Stage, StageInputs, StageRows,
+    HEX_DIGITS, KVReuse, MergedTokens, ModelLayout, PrunePlan, QueryContext, QueryKV, Rows,
+    Selection, Stage, StageInputs, StageRows,
     hex_to_indices, indices_to_hex,
 )
 from vla_pruner.pruning.options import (
@@ -46,7 +47,7 @@ from vla_pruner.pruning.registry import (
 )
 
 __all__ = [
-    "budget", "top_k", "HEX_DIGITS", "KVReuse", "MergedTokens", "ModelLayout", "PrunePlan", "QueryKV", "Rows",
+    "budget", "top_k", "HEX_DIGITS", "KVReuse", "MergedTokens", "ModelLayout", "PrunePlan", "QueryContext", "QueryKV", "Rows",
     "Selection", "Stage", "StageInputs", "StageRows", "hex_to_indices", "indices_to_hex", "DEFAULT_PRUNE_LAYER",
     "SHARED_OPTIONS", "DroppingConfig", "PrunerConfig", "check_choice", "check_prune_layer", "matches_type",
     "type_name", "NoneConfig", "NonePruner", "Pruner", "SingleCutPruner", "BUILT_IN", "ENTRY_POINT_GROUP",

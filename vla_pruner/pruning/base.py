@@ -11,7 +11,8 @@ import torch
 
 from vla_pruner.pruning.budget import budget
 from vla_pruner.pruning.options import PrunerConfig, check_prune_layer
-from vla_pruner.pruning.plan import ModelLayout, PrunePlan, QueryKV, Selection, Stage, StageInputs, StageRows
+from vla_pruner.pruning.plan import (ModelLayout, PrunePlan, QueryContext, QueryKV, Selection, Stage, StageInputs,
+                                     StageRows)
 
 
 class Pruner:
@@ -25,13 +26,17 @@ class Pruner:
         self.keep = keep
         self.layout = layout
         self.check_layout()
-        self.budgets = tuple(budget(keep, m) for m in layout.image_tokens)
+        self.budgets = self.image_budgets()
         prunes = any(b < m for b, m in zip(self.budgets, layout.image_tokens))
         self.plan = self.make_plan() if prunes else PrunePlan()
         self.reset()
 
     def check_layout(self) -> None:
         """Refuse options that do not fit the model (before budgets and plan are made)."""
+
+    def image_budgets(self) -> tuple[int, ...]:
+        """Visual tokens each image keeps: the shared round(keep x M_i) (a method with its own split says its own)."""
+        return tuple(budget(self.keep, m) for m in self.layout.image_tokens)
 
     def make_plan(self) -> PrunePlan:
         """The plan when the budget drops tokens (keep=1.0 always gets the dense plan)."""
@@ -43,6 +48,12 @@ class Pruner:
         seeded pruners use them. Subclasses with state of their own call super().reset first."""
         self.query = -1  # the episode's current query (stage 0 of select() starts the next)
         self.last_kept: list[torch.Tensor] | None = None  # the current query's last selection
+        self.context: QueryContext | None = None  # the current query's (`begin_query`)
+
+    def begin_query(self, context: QueryContext) -> None:
+        """Before each policy query (dense warm-up ones too): what the policy knows of it beyond the model's inputs.
+        Subclasses whose rule reads it (VLA-ADP's motion gate) call super() first."""
+        self.context = context
 
     @property
     def dense_warmup(self) -> int:
@@ -78,7 +89,7 @@ class Pruner:
         stage = self.plan.stages[inputs.stage]
         wanted = {"attention": stage.rows is not None, "visual_embeddings": stage.visual_embeddings,
                   "text_embeddings": stage.text_embeddings, "hidden_states": stage.hidden_states,
-                  "frames": stage.frames}
+                  "frames": stage.frames, "qk_scores": stage.qk_scores}
         missing = [name for name, needed in wanted.items() if needed and getattr(inputs, name) is None]
         if missing:
             raise ValueError(f"{self.name} stage {inputs.stage} needs {', '.join(missing)} (see its plan: {stage})")

@@ -38,6 +38,11 @@ class Stage:
     text_embeddings: bool = False  # LLM input embeddings of the "text" rows
     hidden_states: bool = False  # `layer`'s output hidden states of the current visual rows (token merging)
     frames: bool = False  # this query's preprocessed images (uint8 [H, W, 3] per image, the model's 224 view)
+    # pre-softmax, RoPE-free q.k / sqrt(head_dim) of layer `layer`+1 (its input_layernorm, q_proj, k_proj on its
+    # input rows), head-averaged, from the "context" rows (every input token that is neither visual, nor OFT's
+    # proprio, nor an action placeholder: BOS, the prompt up to 29871 and OFT's closing </s>) to the visual rows
+    # (VLA-ADP's score, read before the layer runs; a stage at layer -1 scores layer 0 on the input embeddings)
+    qk_scores: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,19 @@ class StageInputs:
     text_embeddings: torch.Tensor | None = None  # [T, d], same rows as "text" attention
     hidden_states: list[torch.Tensor] | None = None  # [n_i, d]
     frames: list[Any] | None = None  # per image: the query's preprocessed image, uint8 [H, W, 3]
+    qk_scores: list[torch.Tensor] | None = None  # per image [R, n_i] float32: `Stage.qk_scores`, context rows in order
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """What the policy knows of a query beyond the model's inputs, handed to `Pruner.begin_query` before it runs:
+    the observation's robot state (the benchmark's vector, e.g. LIBERO's [eef position (3), axis-angle (3),
+    gripper (2)], raw, not normalised), and the actions the episode's previous query returned (env convention, [n, 7],
+    executed open loop; None on the episode's first query), for pruners whose rule follows the robot (VLA-ADP's
+    motion gate, SpecPrune's coarse/precise controller)."""
+
+    robot_state: np.ndarray | None = None
+    previous_actions: np.ndarray | None = None
 
 
 @dataclass
