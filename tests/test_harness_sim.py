@@ -44,7 +44,9 @@ def test_interrupted_run_resumes_where_it_stopped(signum, tmp_path):
     proc = subprocess.Popen(cli_command(*overrides), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 300
-    while not (episodes.exists() and episodes.read_text().count("\n") >= 1):
+    # the first episode's record, then its summary (rewritten after every episode): a SIGKILL between the two writes
+    # leaves a summary one episode behind, which nothing can update
+    while not (episodes.exists() and episodes.read_text().count("\n") >= 1 and _summarized(run_dir) >= 1):
         assert proc.poll() is None and time.time() < deadline, "run ended before its first episode"
         time.sleep(0.2)
     proc.send_signal(signum)  # in the middle of the second episode
@@ -68,6 +70,14 @@ def test_interrupted_run_resumes_where_it_stopped(signum, tmp_path):
 
     again = run_cli(*overrides)  # nothing left: no episode runs twice
     assert "3 already done, 0 to run" in again.stdout and len(episode_records(run_dir)) == 3
+
+
+def _summarized(run_dir) -> int:
+    """Episodes the run's summary.json counts so far (0 before it exists or while it is being replaced)."""
+    try:
+        return run_summary(run_dir)["episodes_done"]
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def test_changed_settings_do_not_mix_into_a_run_dir(tmp_path):
