@@ -1,8 +1,10 @@
 """Gated VLA-Cache (Wu, Kawaharazuka, Okada, arXiv 2608.10824, "Neural Introspection Gating"): VLA-Cache, plus a
 one-shot gate that runs the next query with nothing reused when the current query's action logits were not
-confident. Phase A: the gate's decision rules as pure functions, independent of the engine; nothing here is a
-registered pruner yet. Section numbers ("spec §1.1") refer to the 2026 methods notes (methods_2026.md), written from
-the official code (zjw4321/gated-vla-cache: `main` e3a7e24 and the paper's tag `iros2026` ef5ed42).
+confident (`pruner=gated_vla_cache`). The gate's rules are pure functions here, checked against a transcription of
+the released code; `GatedVLACache` runs them on the engine's KV-reuse path, which hands it each query's action logits
+(`KVReuse.action_logits`). Section numbers ("spec §1.1") refer to the 2026 methods notes (docs/methods-2026.md), written
+from the official code (zjw4321/gated-vla-cache: `main` e3a7e24 and the paper's tag `iros2026`
+ef5ed42).
 
 The rules (spec §1.1):
 - margin of a query = mean over its action rows of p[1st] - p[2nd], p = softmax over the FULL vocabulary (the
@@ -29,8 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-from baselines.vla_cache import VLACacheConfig
-from vla_pruner.pruning import check_choice
+from baselines.vla_cache import VLACache, VLACacheConfig
+from vla_pruner.pruning import QueryKV, Selection, StageInputs, check_choice
 
 OPENVLA_ACTION_ROWS = 7  # OpenVLA: one logit row per generated action token
 OFT_ACTION_ROWS = 56  # OpenVLA-OFT: ACTION_DIM 7 x NUM_ACTIONS_CHUNK 8
@@ -124,3 +126,50 @@ class MarginGate:
         """Record this query's margin; returns the flag it leaves for the next query."""
         self.flag = low_margin(margin, self.threshold)
         return self.flag
+
+
+class GatedVLACache(VLACache):
+    """VLA-Cache whose next query runs in full (nothing reused, a fresh store) when this query's action margin is
+    below `margin_threshold`. Each query's first selection records whether it was gated and the margin that decided
+    it (`gated`, `previous_margin`); a gated query is charged as the dense query it is (nothing reused)."""
+
+    name = "gated_vla_cache"
+    Config = GatedVLACacheConfig
+    keeps_action_logits = True
+
+    def reset(self, seed: int = 0, episode: int | str = 0) -> None:
+        super().reset(seed, episode)
+        self.gate = MarginGate(self.config.margin_threshold)
+        self.margin: float | None = None  # the last query's action margin
+
+    def stored_query(self) -> QueryKV | None:
+        """Nothing to reuse on a gated query, so the engine runs it in full (and, under `behaviour: released`,
+        decodes it at the normal positions, as the released code's fresh cache does)."""
+        return None if self.gate.run_dense() else self.stored
+
+    def choose(self, inputs: StageInputs) -> Selection:
+        selection = super().choose(inputs)
+        if inputs.stage == 0:
+            selection.extra = {"gated": self.gate.run_dense(), "previous_margin": self.margin}
+        return selection
+
+    def keep_query(self, query: QueryKV) -> None:
+        super().keep_query(query)
+        self.margin = self.query_margin(query)
+        self.gate.observe(self.margin)
+
+    def query_margin(self, query: QueryKV) -> float | None:
+        """This query's margin: OpenVLA's decode steps (one row per action token), or the OFT rows `offset` names,
+        found in the 58 logits rows the engine kept (the 29871 row to </s>)."""
+        if query.logits is None:
+            raise RuntimeError("gated_vla_cache: the engine kept no action logits for this query")
+        if query.decode_steps:
+            return action_margin(query.logits[-(1 + query.decode_steps):])
+        seq_len = query.keys[0].shape[1]
+        first = seq_len - len(query.logits)  # the original row of the first logits row
+        rows = oft_margin_rows(seq_len, self.reused_rows(), self.config.offset)
+        return action_margin(query.logits[rows.start - first:rows.stop - first])
+
+    def reused_rows(self) -> int:
+        """r: the visual rows this query reused at its last reuse layer (0 on a dense or gated query)."""
+        return sum(len(r) for r in self._reused(self.counts[-1])) if self.counts else 0

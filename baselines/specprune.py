@@ -1,6 +1,6 @@
-"""SpecPrune-VLA (Wang, Xu et al., arXiv 2509.05614, ICML 2026), OpenVLA-OFT only. Phase A: its decision rules as
-pure functions, independent of the engine; nothing here is a registered pruner yet. Section numbers ("spec §3.1")
-refer to the 2026 methods notes (methods_2026.md), written from the official code (alexwhz-sjtu/SpecPrune-VLA @
+"""SpecPrune-VLA (Wang, Xu et al., arXiv 2509.05614, ICML 2026): the pruner `specprune` (`SpecPrune`), and its
+decision rules as pure functions, independent of the engine. Section numbers ("spec §3.1")
+refer to the 2026 methods notes (docs/methods-2026.md), written from the official code (alexwhz-sjtu/SpecPrune-VLA @
 d3b06ed: `modeling_llama.py` at the root, the rest under `openvla-oft/`).
 
 The released method (static pruning; its dynamic layer pruning and layer skip are off) cuts visual rows twice in

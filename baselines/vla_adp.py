@@ -1,6 +1,6 @@
 """VLA-ADP (Action-aware Dynamic Pruning; Pei, Chen et al., ICLR 2026, arXiv 2509.22093): the pruner `vla_adp`
 (`VLAADP`, OpenVLA-OFT as in its code, and OpenVLA with one image), and its decision rules as pure functions. Section
-numbers ("spec §2.1") refer to the 2026 methods notes (methods_2026.md), written from the official code
+numbers ("spec §2.1") refer to the 2026 methods notes (docs/methods-2026.md), written from the official code
 (TerryPei/VLA-ADP @ 9a86145 `prismatic/extern/hf/modeling_prismatic.py`; the motion gate only exists in the co-author
 repository chen7086/VLA-ADP @ d7094b0, `experiments/robot/libero/run_libero_eval_prune_v2.py`).
 

@@ -118,6 +118,7 @@ class VLACache(Pruner):
 
     name = "vla_cache"
     Config = VLACacheConfig
+    keeps_action_logits = False  # whether the plan keeps each query's action logits (`QueryKV.logits`)
 
     def __init__(self, config: VLACacheConfig, keep: float, layout):
         super().__init__(config, keep, layout)
@@ -148,7 +149,8 @@ class VLACache(Pruner):
     def make_plan(self) -> PrunePlan:
         released = self.config.behaviour == "released"
         return PrunePlan(stages=tuple(Stage(layer=layer - 1, frames=i == 0) for i, layer in enumerate(self.layers)),
-                         reuse=KVReuse(self.attention_layer, bidirectional=released, decode_at_zero=released))
+                         reuse=KVReuse(self.attention_layer, bidirectional=released, decode_at_zero=released,
+                                       action_logits=self.keeps_action_logits))
 
     def reset(self, seed: int = 0, episode: int | str = 0) -> None:
         super().reset(seed, episode)
@@ -184,15 +186,16 @@ class VLACache(Pruner):
         """Stage 0: this query's reusable tokens and the reused count at each reuse layer."""
         previous, self.previous_frames = self.previous_frames, frames
         self.static, self.reusable, self.counts = [], [], []
-        if self.stored is None or previous is None:
-            return  # the episode's first query: dense, it fills the store
+        stored = self.stored_query()
+        if stored is None or previous is None:
+            return  # the episode's first query (or one a subclass runs in full): dense, it fills the store
         for i, m in enumerate(self.layout.image_tokens):
             similarity = patch_similarity(frames[i], previous[i], math.isqrt(m))
             static = static_candidates(similarity, self.config.threshold, self.candidates[i])
             self.static.append(static)
-            attended = top_k(self.stored.text_attention[i].float().cpu(), self.eviction[i])
+            attended = top_k(stored.text_attention[i].float().cpu(), self.eviction[i])
             self.reusable.append(torch.sort(static[~torch.isin(static, attended)]).values)
-        fractions = reuse_fractions(self.stored.entropy, self.config.growth)
+        fractions = reuse_fractions(stored.entropy, self.config.growth)
         minimum = 1 if self.config.behaviour == "released" else 0
         self.counts = reused_counts(fractions, self.layers, sum(len(r) for r in self.reusable), minimum)
 

@@ -72,12 +72,14 @@ def test_in_tree_pruners_are_found_without_any_entry_point():
         metadata.entry_points = lambda **kw: []  # nothing installed
         from vla_pruner.pruning import PRUNERS, ModelLayout, build_pruner
         layout = ModelLayout(8, (256,))
-        for name in ("fastv", "sparsevlm", "divprune", "vla_cache", "vla_adp", "specprune", "random", "vla", "none"):
+        for name in ("fastv", "sparsevlm", "divprune", "vla_cache", "gated_vla_cache", "vla_adp", "specprune", "random", "vla",
+                     "none"):
             assert build_pruner({"name": name}, 0.25, layout).name == name, name
         print(sorted(PRUNERS))
         """)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(["divprune", "fastv", "none", "random", "sparsevlm", "specprune", "vla", "vla_adp", "vla_cache"])
+    assert result.stdout.strip() == str(["divprune", "fastv", "gated_vla_cache", "none", "random", "sparsevlm", "specprune", "vla",
+                                          "vla_adp", "vla_cache"])
 
 
 def test_every_in_tree_pruner_has_its_group_file_and_table_name():

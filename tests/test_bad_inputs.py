@@ -362,8 +362,8 @@ FLOPS_REFUSED = [
     (["model.family=octo"], "error: model 'openvla_tiny' has family 'octo'; known: openvla, openvla_oft, pi0"),
     (["prompt_tokens=0"], "error: prompt_tokens=0 must be a positive integer"),
     (["prompt_tokens=many"], "error: prompt_tokens=many must be a positive integer"),
-    (["pruner=fast"], "error: unknown pruner 'fast'; valid choices: divprune, fastv, none, random, sparsevlm, specprune, vla, vla_adp, "
-                       "vla_cache"),
+    (["pruner=fast"], "error: unknown pruner 'fast'; valid choices: divprune, fastv, gated_vla_cache, none, random, "
+                       "sparsevlm, specprune, vla, vla_adp, vla_cache"),
 ]
 
 

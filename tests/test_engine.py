@@ -92,7 +92,8 @@ def test_none_and_keep_one_equal_the_unpruned_model(model_and_inputs):
     model, queries = model_and_inputs
     for embeds in queries:
         dense_logits, dense_tokens = dense_reference(model, embeds)
-        for name in ("none", "vla", "fastv", "sparsevlm", "random", "divprune", "vla_cache", "vla_adp", "specprune"):
+        for name in ("none", "vla", "fastv", "sparsevlm", "random", "divprune", "vla_cache", "gated_vla_cache", "vla_adp",
+                     "specprune"):
             logits, tokens, trace = run_engine(engine_for(model, name, keep=1.0), embeds)
             assert torch.equal(tokens, dense_tokens), name
             assert trace.kept_visual == 256 and trace.prefill_tokens == [embeds.shape[1]] * 8

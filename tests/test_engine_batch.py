@@ -37,6 +37,9 @@ CASES = [
     ("vla-one-warming-up", {"name": "vla"}, 0.25, 4, {1: 3}),
     # a dense first query fills each sample's KV store, then each reuses from its own previous query and frame
     ("vla_cache", {"name": "vla_cache"}, 0.25, 3, {}),
+    # Gated VLA-Cache: each sample's gate reads its own action logits (a threshold between the OFT fixture's
+    # margins, 1.7e-6 and 2.2e-6, so samples gate differently; OpenVLA's margins are about 1: never gated)
+    ("gated_vla_cache", {"name": "gated_vla_cache", "margin_threshold": 2e-6}, 0.25, 3, {}),
 ]
 
 
@@ -76,6 +79,7 @@ def assert_same_pruning(batched_state, alone_states, twins: Twins) -> None:
         assert len(ours.selections) == len(theirs.selections)
         for a, b in zip(ours.selections, theirs.selections):
             assert a.warmup == b.warmup and a.num_rows == b.num_rows
+            assert (a.extra or {}).get("gated") == (b.extra or {}).get("gated"), f"sample {sample}: another gate"
             assert all(torch.equal(x, y) for x, y in zip(a.kept, b.kept)), f"sample {sample}: other kept tokens"
             assert [len(m.origin) for m in a.merged or ()] == [len(m.origin) for m in b.merged or ()]
         history, twin_history = (getattr(p, "history", ()) for p in (twins.batched[sample], twins.alone[sample]))
@@ -88,11 +92,14 @@ def assert_same_pruning(batched_state, alone_states, twins: Twins) -> None:
 def check_groups(case_id: str, query: int, state) -> None:
     """Every sample prunes (but a VLA-Pruner episode's first 3 queries, dense) and the batch runs as one group,
     unless one sample warms up while the others prune: then the two kinds run as two groups. VLA-Cache: a dense
-    first query, then each sample recomputes what its own reuse leaves (groups by equal counts)."""
+    first query, then each sample recomputes what its own reuse leaves (groups by equal counts); Gated VLA-Cache
+    likewise, but a gated sample reuses nothing."""
     visual = state.traces[0].visual_tokens
-    if case_id == "vla_cache":
+    if case_id.endswith("vla_cache"):
         kept = [t.kept_visual for t in state.traces]
-        assert kept == [visual] * BATCH if query == 0 else min(kept) < visual  # reuse happened
+        gated = [t.selections[0].extra["gated"] if t.selections[0].extra else False for t in state.traces]
+        assert kept == [visual] * BATCH if query == 0 or all(gated) else min(kept) < visual  # reuse happened
+        assert all(k == visual for k, g in zip(kept, gated) if g)  # a gated query reuses nothing
         assert sorted(b for g in state.groups for b in g.samples) == list(range(BATCH))
         return
     warming_up = [case_id.startswith("vla") and (query < 3 or (case_id == "vla-one-warming-up" and sample == 1))
@@ -174,12 +181,18 @@ def oft_query(fixture, engine, query: int, samples, pruners):
 QUERIES = {"openvla": openvla_query, "oft": oft_query}
 
 
-@pytest.mark.parametrize("family", QUERIES)
-@pytest.mark.parametrize("case_id, config, keep, queries, restarts", CASES, ids=[c[0] for c in CASES])
+# every case on both families, but Gated VLA-Cache on OpenVLA-OFT only: the OpenVLA fixture's margins never gate, so
+# there it would repeat the vla_cache case (its logits rows are checked in tests/test_gated_vla_cache_engine.py)
+BATCH_CASES = [pytest.param(family, *case, id=f"{case[0]}-{family}") for case in CASES for family in QUERIES
+               if not (case[0] == "gated_vla_cache" and family == "openvla")]
+
+
+@pytest.mark.parametrize("family, case_id, config, keep, queries, restarts", BATCH_CASES)
 def test_batch_equals_batch_one(request, family, case_id, config, keep, queries, restarts):
     """Per sample, the batch's outputs are the batch-1 query's (integer tokens exactly)."""
     fixture, run = request.getfixturevalue(family), QUERIES[family]
     twins = Twins(config, keep, fixture[0])
+    gates = []
     for query in twins.queries(queries, restarts):
         outputs, state = run(fixture, twins.engine, query, range(BATCH), twins.batched)
         alone = [run(fixture, twins.engine, query, [s], [twins.alone[s]]) for s in range(BATCH)]
@@ -190,6 +203,9 @@ def test_batch_equals_batch_one(request, family, case_id, config, keep, queries,
                                            msg=lambda message, name=name: f"sample {sample}, {name}: {message}")
         assert_same_pruning(state, [a[1] for a in alone], twins)
         check_groups(case_id, query, state)
+        gates += [bool(t.selections[0].extra["gated"]) for t in state.traces if t.selections[0].extra]
+    if case_id == "gated_vla_cache":  # the batch mixed gated and reusing samples
+        assert True in gates and False in gates[BATCH:], gates
 
 
 @torch.inference_mode()

@@ -177,7 +177,8 @@ def test_keep_one_and_none_equal_the_dense_model(fixture, queries):
         dense = model.action_chunk(dense_reference(model, embeds))
         assert torch.equal(model.action_chunk(final_hidden(model.run_llm(embeds))), dense)
         for name, keep in [("none", 0.25), ("vla", 1.0), ("fastv", 1.0), ("sparsevlm", 1.0), ("random", 1.0),
-                           ("divprune", 1.0), ("vla_cache", 1.0), ("vla_adp", 1.0), ("specprune", 1.0)]:
+                           ("divprune", 1.0), ("vla_cache", 1.0), ("gated_vla_cache", 1.0), ("vla_adp", 1.0),
+                           ("specprune", 1.0)]:
             hidden, trace = run_engine(engine_for(model, name, keep), embeds)
             assert torch.equal(model.action_chunk(hidden), dense), name
             assert trace.kept_visual == 512 and trace.prefill_tokens == [embeds.shape[1]] * 8

@@ -56,6 +56,7 @@ class Group:
     cache: KVCache
     layer_tokens: list[list[TokenSet]] = field(default_factory=list)  # per layer run, each sample's rows
     next_token: torch.Tensor | None = None  # [b, 1] the last row's greedy token, for layouts that decode
+    logits: list[torch.Tensor] = field(default_factory=list)  # [b, r, V] each: the action logits, if the plan keeps them
 
     @property
     def structure(self) -> TokenSet:
@@ -89,6 +90,11 @@ class QueryState:
     def plan(self) -> PrunePlan:
         """The plan every sample's pruner shares."""
         return self.pruners[0].plan
+
+    @property
+    def keeps_logits(self) -> bool:
+        """Whether the plan keeps the query's action logits (`KVReuse.action_logits`)."""
+        return self.plan.reuse is not None and self.plan.reuse.action_logits
 
     def in_batch_order(self, per_group: list[torch.Tensor]) -> torch.Tensor:
         """Per-group tensors [b, ...] (in `groups` order) -> one [B, ...] in batch order."""
@@ -179,8 +185,12 @@ class PruningEngine:
             start = stage.layer + 1
         for group in state.groups:
             self._segment(state, group, start, self.num_layers, self._prefill_probes(state, group))
-            if layout.decodes:
-                group.next_token = self.lm.logits(group.hidden[:, -1:]).argmax(-1)
+            if layout.decodes or state.keeps_logits:  # rows from the first action's on are never pruned
+                logits = self.lm.logits(group.hidden[:, layout.last_prompt - layout.length:])
+                if state.keeps_logits:
+                    group.logits.append(logits)
+                if layout.decodes:
+                    group.next_token = logits[:, -1:].argmax(-1)
             for j, sample in enumerate(group.samples):
                 trace = state.traces[sample]
                 trace.prefill_tokens = [len(rows[j]) for rows in group.layer_tokens]
@@ -326,7 +336,10 @@ class PruningEngine:
         for step in range(n_tokens - 1):
             position = moving * (start + step)
             hidden = self.lm.run_layers(self.lm.embed(tokens[-1]), position, group.cache, probes=probes)
-            tokens.append(self.lm.logits(hidden).argmax(-1))
+            logits = self.lm.logits(hidden)
+            tokens.append(logits.argmax(-1))
+            if state.keeps_logits:
+                group.logits.append(logits)
         return torch.cat(tokens, dim=1)
 
     def finish(self, state: QueryState) -> None:

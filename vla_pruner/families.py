@@ -33,6 +33,7 @@ PRUNER_OPTION_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "released_semantic_source": "last",
     "released_temporal_order": "reversed",
     "vla_cache_eviction_top_k": 120,  # VLA-Cache's eviction: the released OpenVLA code never reuses the 120 most attended
+    "gated_vla_cache_margin_threshold": 0.65,  # Gated VLA-Cache's gate: the released OpenVLA threshold
 })
 
 

@@ -128,15 +128,19 @@ class Reusing(Deleting):
         trace.reused_mask = [reused_mask(tokens, s) for s in layout.visual]
 
     def finish(self, groups: Sequence[Any], pruners: Sequence[Pruner], length: int, num_layers: int) -> None:
-        """Each pruner keeps the query's prompt keys/values and attention statistics (`QueryKV`)."""
+        """Each pruner keeps the query's prompt keys/values, attention statistics and, if the plan asks, its action
+        logits (`QueryKV`)."""
         for group in groups:
+            logits = torch.cat(group.logits, dim=1) if group.logits else None
+            decode_steps = sum(part.shape[1] for part in group.logits[1:])
             for j, sample in enumerate(group.samples):
                 stats = self.stats[sample]
                 pruners[sample].keep_query(QueryKV(
                     keys=[k[j, :, :length].clone() for k in group.cache.keys],
                     values=[v[j, :, :length].clone() for v in group.cache.values],
                     entropy=torch.stack([stats.entropy[layer] for layer in range(num_layers)]),
-                    text_attention=stats.text_attention))
+                    text_attention=stats.text_attention,
+                    logits=None if logits is None else logits[j].float(), decode_steps=decode_steps))
 
 
 RowsLeftOut = Deleting  # the hooks' interface; `Reusing` overrides them

@@ -43,6 +43,8 @@ EXAMPLE = "model.checkpoint=/path/to/pi0_libero_pytorch"
 UNSUPPORTED_PRUNERS = {
     "vla_cache": "VLA-Cache reuses the previous query's keys/values through the Llama engine's KV store; pi0's "
                  "prefix has no cross-query cache (not implemented), so it cannot run on pi0",
+    "gated_vla_cache": "Gated VLA-Cache is VLA-Cache with a gate on OpenVLA's action-token logits; pi0's prefix has no "
+                       "cross-query cache and its flow-matching actions no token logits, so it cannot run on pi0",
     "vla_adp": "VLA-ADP scores with the Llama engine's layer-0 q.k probe and its official code defines it for "
                "OpenVLA-OFT only; pi0's prefix has no such probe, so it cannot run on pi0",
     "specprune": "SpecPrune-VLA's official code defines it for OpenVLA-OFT only (its counts are a primary and a "

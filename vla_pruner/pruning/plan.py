@@ -64,6 +64,7 @@ class KVReuse:
     attention_layer: int  # the layer whose text -> visual attention `QueryKV.text_attention` holds
     bidirectional: bool = False  # prefill without the causal mask (the released VLA-Cache code's behaviour)
     decode_at_zero: bool = False  # decode steps of a reusing query at RoPE position 0 (released VLA-Cache code)
+    action_logits: bool = False  # keep the query's action logits in `QueryKV.logits` (Gated VLA-Cache's gate)
 
 
 @dataclass
@@ -75,6 +76,11 @@ class QueryKV:
     entropy: torch.Tensor  # [L] per layer: mean over the rows it ran of their head-averaged attention's entropy
     text_attention: list[torch.Tensor]  # per image [M_i]: attention_layer's head-averaged attention from the
     # text rows to the image's visual tokens, mean over the text rows
+    # `KVReuse.action_logits`: [R, V] the LM-head logits (final norm, full vocabulary) of the prefill's rows from the
+    # one that emits the first action to the end (OpenVLA: the last row; OFT: 29871, the 56 placeholders, </s>:
+    # 58 rows, never pruned), then of each decode step (OpenVLA: 6 more, so one row per action token)
+    logits: torch.Tensor | None = None
+    decode_steps: int = 0  # how many of `logits`' rows are decode steps (0: a readout layout such as OFT's)
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,7 @@ class Selection:
     warmup: bool = False  # a dense warm-up query (the pruner's `dense_warmup`, VLA-Cache's first query)
     merged: list[MergedTokens] | None = None
     select_ms: float = 0.0  # wall time of select(), set by Pruner.select
+    extra: dict[str, Any] | None = None  # method-specific facts of the choice, added to the record (Gated VLA-Cache's)
 
     @property
     def is_dense(self) -> bool:
@@ -157,7 +164,7 @@ class Selection:
         }
         if self.merged is not None:
             record["merged"] = [len(m.origin) for m in self.merged]
-        return record
+        return {**record, **(self.extra or {})}
 
 
 def indices_to_hex(indices: torch.Tensor, n: int) -> str:

@@ -17,9 +17,10 @@ FAMILY = ModelFamily(
     name="openvla_oft", num_images=NUM_IMAGES, cost=VARIANT,
     # the VLA-Pruner repository's OFT port: prune after 4 layers, FastV scores all prefill rows, its released
     # VLA-Pruner ranks by all prefill rows in the paper's temporal order; its VLA-Cache never reuses the 100 most
-    # attended tokens
+    # attended tokens, its Gated VLA-Cache gates below a margin of 0.50
     pruner_defaults={"prune_layer": 4, "fastv_source": "prefill", "released_semantic_source": "prefill",
-                     "released_temporal_order": "paper", "vla_cache_eviction_top_k": 100},
+                     "released_temporal_order": "paper", "vla_cache_eviction_top_k": 100,
+                     "gated_vla_cache_margin_threshold": 0.50},
     # the policies trained here (openvla_oft_small: libero_object, openvla_oft_small_goal: libero_goal) prune after 1
     # of their 8 layers, the same eighth of the depth as OFT-7B's 4 of 32
     model_pruner_defaults={"openvla_oft_small": {"prune_layer": 1}, "openvla_oft_small_goal": {"prune_layer": 1}},
