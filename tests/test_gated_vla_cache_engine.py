@@ -6,11 +6,14 @@ method is VLA-Cache query for query."""
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from baselines.gated_vla_cache import OFT_ROWS_AFTER_PROMPT
+from baselines.gated_vla_cache import MODEL_DEFAULTS, OFT_ROWS_AFTER_PROMPT
+from evaluate.config import pruner_tag
 from vla_pruner.engine import PruningEngine
 from vla_pruner.pruning import build_pruner
 
+from tests.conftest import composed
 from tests.test_engine import dense_reference
 from tests.test_engine_batch import oft, oft_query  # noqa: F401 (fixture: one prompt, the 4 reference cases' inputs)
 from tests.test_gated_vla_cache import reference_gated, reference_margin, reference_rows
@@ -134,3 +137,18 @@ def test_oft_paper_offset_reads_past_the_actions_and_never_gates_when_its_slice_
         _, state = oft_chunk(oft, engine, 0)
         assert gate_record(state)["gated"] == (offset == "end")
     assert np.isfinite(results["end"])
+
+
+@pytest.mark.parametrize("model, threshold, eviction", [("openvla_tiny", 0.65, 120), ("openvla_oft_tiny", 0.50, 100),
+                                                        ("openvla_oft_small", 0.50, 100)])
+def test_the_released_settings_follow_the_model_and_name_the_run(model, threshold, eviction):
+    """`pruner=gated_vla_cache` composes the released threshold and VLA-Cache's eviction of the model's family
+    (`MODEL_DEFAULTS`), and its run is named by the group file alone unless an option changes."""
+    cfg = composed(f"model={model}", "pruner=gated_vla_cache", "keep=0.25")
+    pruner = OmegaConf.to_container(cfg.pruner, resolve=True)
+    assert (pruner["margin_threshold"], pruner["eviction_top_k"]) == (threshold, eviction)
+    released = MODEL_DEFAULTS["openvla" if model == "openvla_tiny" else "openvla_oft"]
+    assert (released.margin_threshold, released.eviction_top_k) == (threshold, eviction)
+    assert pruner_tag(pruner, cfg.model.family, cfg.model.name) == "gated_vla_cache"
+    changed = {**pruner, "offset": "paper", "margin_threshold": None}
+    assert pruner_tag(changed, cfg.model.family, cfg.model.name) == "gated_vla_cache,margin_threshold=None,offset=paper"
