@@ -94,7 +94,8 @@ def paired(ours: Outcomes, theirs: Outcomes) -> dict:
     return {"pairs": len(shared), "both_solved": both, "only_harness": only_ours, "only_vla_eval": only_theirs,
             "neither": len(shared) - both - only_ours - only_theirs,
             "mcnemar_exact_p": round(mcnemar_exact(only_ours, only_theirs), 4),
-            "same_outcome_and_steps": sum(ours[i] == theirs[i] for i in shared)}
+            "same_outcome_and_steps": sum(ours[i] == theirs[i] for i in shared),
+            "other_steps": {i: (ours[i][1], theirs[i][1]) for i in shared if ours[i] != theirs[i]}}
 
 
 def markdown(sides: list[Side], pairs: dict, disagree: list[int] | None) -> str:
@@ -110,6 +111,9 @@ def markdown(sides: list[Side], pairs: dict, disagree: list[int] | None) -> str:
               f"{p['only_harness']}, only vla-eval {p['only_vla_eval']}, neither {p['neither']}; discordant pairs "
               f"{p['only_harness'] + p['only_vla_eval']}, exact McNemar p = {p['mcnemar_exact_p']:.3g}; same outcome "
               f"and same number of steps: {p['same_outcome_and_steps']}."]
+    if p["other_steps"]:
+        lines.append("Other step counts (init state: the harness's vs vla-eval's): "
+                     + ", ".join(f"{i}: {a} vs {b}" for i, (a, b) in p["other_steps"].items()) + ".")
     if disagree is not None:
         lines.append(f"The server's records against vla-eval's own: {len(disagree)} episode(s) differ"
                      + (f" (init states {disagree})." if disagree else "."))
@@ -145,7 +149,8 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "crosscheck.md").write_text(text)
         with open(args.out / "crosscheck.csv", "w", newline="") as f:
-            rows = [{**side.summary(), **pairs} for side in sides]
+            counts = {k: v for k, v in pairs.items() if k != "other_steps"}
+            rows = [{**side.summary(), **counts} for side in sides]
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
