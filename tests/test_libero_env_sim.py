@@ -25,15 +25,8 @@ def _same(a, b) -> bool:
             and all(np.array_equal(np.asarray(a.raw[k]), np.asarray(b.raw[k])) for k in a.raw))
 
 
-# steps of the compared episodes (20 until 2026-12): what this test guards against, a reset that places the fixtures
-# or rebuilds the model differently on a new env than on a reused one, shows from the first observation on, and 10
-# random actions still move the robot (the last assertion); at two rendered cameras a step, the compared episodes are
-# most of this test's time
-STEPS = 10
-
-
 def test_an_episode_is_the_same_on_a_new_env_and_after_other_episodes():
-    actions = np.random.default_rng(0).uniform(-1, 1, size=(STEPS, 7))
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(20, 7))
     task = load_suite("libero_goal")[3]
     with TaskEnv(task, (PRIMARY, WRIST)) as env:
         first, cabinet = _episode(env, 2, actions)  # a new env: no rebuild at its first reset
@@ -44,6 +37,6 @@ def test_an_episode_is_the_same_on_a_new_env_and_after_other_episodes():
         elsewhere, cabinet_elsewhere = _episode(other, 2, actions)
     assert not np.array_equal(cabinet, cabinet_0)  # the fixture does move between episodes: the check can fail
     assert np.array_equal(cabinet, cabinet_again) and np.array_equal(cabinet, cabinet_elsewhere)
-    assert len(first) == len(again) == len(elsewhere) == STEPS + 1
+    assert len(first) == len(again) == len(elsewhere) == 21
     assert all(_same(a, b) and _same(a, c) for a, b, c in zip(first, again, elsewhere))
     assert not np.array_equal(first[0].images[PRIMARY], first[-1].images[PRIMARY])  # the actions moved the robot
