@@ -337,20 +337,46 @@ def test_records_with_wrong_field_types_are_a_warning(command, one_run, tmp_path
 
 
 SWEEP = str(REPO / "scripts" / "sweep.py")
-
-
-@pytest.mark.parametrize("args, expected", [
+BAD_SWEEPS = [
     (["--keeps", "0.5", "2.0"], "error: keep=2.0 is outside (0, 1]"),
     (["--models", "openvla_tin"], "error: unknown model 'openvla_tin'"),
     (["--pruners", "fastv", "nope"], "error: unknown pruner 'nope'"),
     (["--seeds", "x"], "error: Error merging override seed=x: Value 'x' of type 'str' could not be converted"),
     (["--models", "pi0_tiny", "--pruners", "vla_cache"], "error: pruner 'vla_cache': "),
-])
-def test_sweep_checks_every_point_of_every_multirun_before_anything(args, expected, tmp_path):
+]
+
+
+def sweep_arguments(args: list[str], mode: list[str], root: Path) -> list[str]:
+    return ["--models", "openvla_tiny", "--suites", "libero_object", "--pruners", "fastv", "--keeps", "0.5", *args,
+            *mode, "--", f"output_root={root}", "episodes_per_task=1", "tasks=[0]", "suite.max_steps=1"]
+
+
+@pytest.mark.parametrize("args, expected", BAD_SWEEPS)
+def test_sweep_checks_every_point_of_every_multirun_before_anything(args, expected, tmp_path, capsys):
+    """scripts/sweep.py's `main(argv)`, run in this process as the command runs it (`python scripts/sweep.py ARGS`
+    is `main()` on ARGS and nothing else): ten new interpreters, each importing torch, Hydra and the harness only
+    to refuse, cost this test two minutes of CI. The command as a process, in both modes, is
+    test_sweep_refuses_a_bad_point_as_a_command's."""
+    import runpy
+
+    main = runpy.run_path(SWEEP)["main"]
     for mode in (["--dry-run"], []):
-        result = python(SWEEP, "--models", "openvla_tiny", "--suites", "libero_object", "--pruners", "fastv",
-                        "--keeps", "0.5", *args, *mode, "--", f"output_root={tmp_path}", "episodes_per_task=1",
-                        "tasks=[0]", "suite.max_steps=1")
+        with pytest.raises(SystemExit) as exit_:
+            main(sweep_arguments(args, mode, tmp_path))
+        code, err = exit_.value.code, capsys.readouterr().err
+        assert code not in (None, 0), err
+        # what the process prints last: sys.exit's message, or argparse's line before its exit status 2
+        line = code if isinstance(code, str) else err.strip().splitlines()[-1]
+        assert "\n" not in line and line.startswith(expected), (line, err)
+        assert not tmp_path.joinpath("openvla_tiny").exists() and not tmp_path.joinpath("pi0_tiny").exists()
+
+
+def test_sweep_refuses_a_bad_point_as_a_command(tmp_path):
+    """The command itself, both modes: a point only the composed configuration refuses (pi0 runs no VLA-Cache)
+    ends the process with one error line and nothing run."""
+    args, expected = BAD_SWEEPS[-1]
+    for mode in (["--dry-run"], []):
+        result = python(SWEEP, *sweep_arguments(args, mode, tmp_path))
         assert result.returncode != 0, result.stdout
         assert last_line(result).startswith(expected), result.stderr
         assert not tmp_path.joinpath("openvla_tiny").exists() and not tmp_path.joinpath("pi0_tiny").exists()

@@ -172,19 +172,22 @@ def test_renumbering_is_divprunes_own_point_only():
 # ------------------------------------------------------------------------------------------------- FLOPs
 
 
-def flops_cli(*overrides: str) -> float:
-    result = subprocess.run([sys.executable, "-m", "evaluate.flops", "model=openvla", *overrides],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return float(result.stdout.strip().splitlines()[-1])
+def flops_cli(capsys, *overrides: str) -> float:
+    """`python -m evaluate.flops model=openvla OVERRIDES`'s last line, the command run in this process (it is
+    `main(argv)` and nothing else; the process itself: tests/test_pi0_flops.py's CLI tests): a new interpreter
+    importing torch and the harness for each count was most of this test's time."""
+    from evaluate.analysis.flops import main
+
+    main(["model=openvla", *overrides])
+    return float(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_flops_count_k_layers_dense_at_the_shared_point_by_default_and_every_layer_pruned_before_the_llm():
+def test_flops_count_k_layers_dense_at_the_shared_point_by_default_and_every_layer_pruned_before_the_llm(capsys):
     """The run's default is the shared cut (K=3), where the paper's DivPrune FLOPs sit: 0.743 T at keep 0.25."""
-    shared = flops_cli("pruner=divprune", "keep=0.25")
+    shared = flops_cli(capsys, "pruner=divprune", "keep=0.25")
     assert shared == pytest.approx(prefill_macs([291] * 3 + [35 + 64] * 29, 4096, 11008) / 1e12, rel=1e-5)
     assert shared == pytest.approx(0.743, rel=0.03)
-    assert flops_cli("pruner=divprune", "pruner.prune_layer=0", "keep=0.25") == pytest.approx(
+    assert flops_cli(capsys, "pruner=divprune", "pruner.prune_layer=0", "keep=0.25") == pytest.approx(
         prefill_macs([35 + 64] * 32, 4096, 11008) / 1e12, rel=1e-5)
 
 

@@ -135,6 +135,11 @@ def command(env: dict, *args: str) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
+# steps of each pruner's episode (one action a query): VLA-Pruner's and VLA-ADP's first 3 queries are dense, so 6
+# leaves each of them 3 queries past it; the episodes' length is most of this test's time (ten runs of the multirun)
+STEPS = 6
+
+
 @pytest.mark.sim
 def test_an_installed_family_runs_through_the_cli_and_the_flops_command(tmp_path):
     env = installed(tmp_path / "site")
@@ -145,7 +150,7 @@ def test_an_installed_family_runs_through_the_cli_and_the_flops_command(tmp_path
     assert refused.returncode != 0 and "valid choices: openvla, openvla_oft" in refused.stderr
     assert "toy_tiny" in refused.stderr.splitlines()[-1]  # its YAML is one of the model options
     run = command(env, "evaluate", "-m", "model=toy_tiny", f"pruner={','.join(PRUNER_OPTIONS)}", "keep=0.25",
-                  "tasks=[0]", "episodes_per_task=1", "suite.max_steps=12", f"output_root={tmp_path / 'runs'}")
+                  "tasks=[0]", "episodes_per_task=1", f"suite.max_steps={STEPS}", f"output_root={tmp_path / 'runs'}")
     assert run.returncode == 0, run.stderr[-3000:]
     summaries = {path.relative_to(tmp_path / "runs").parts[2]: path for path in (tmp_path / "runs").rglob("summary.json")}
     assert sorted(summaries) == sorted(f"{option}-keep0.25" for option in PRUNER_OPTIONS)  # an episode each

@@ -314,23 +314,22 @@ def test_no_host_sync_inside_the_layers(openvla, monkeypatch):
     assert state.trace.to_record()["reused_visual"] > 0 and syncs.ops == []
 
 
-def test_flops_count_reused_tokens_as_keys_only():
+def test_flops_count_reused_tokens_as_keys_only(capsys):
     """`python -m evaluate.flops model=openvla pruner=vla_cache keep=0.25`: layers 0-1 run all 291 tokens, from
-    layer 2 the 64 recomputed visual tokens and 35 others are queries against all 291 keys."""
-    import subprocess
-    import sys
-
+    layer 2 the 64 recomputed visual tokens and 35 others are queries against all 291 keys. The command is run in
+    this process (it is `main(argv)` and nothing else; the process itself: tests/test_pi0_flops.py's CLI tests),
+    not in two new interpreters importing torch and the harness."""
+    from evaluate.analysis.flops import main
     from vla_pruner.macs import layer_macs, prefill_macs
 
     assert layer_macs(2, 4, 3, keys=5) == 4 * 2 * 16 + 2 * 2 * 5 * 4 + 3 * 2 * 4 * 3
-    out = subprocess.run([sys.executable, "-m", "evaluate.flops", "model=openvla", "pruner=vla_cache", "keep=0.25"],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    main(["model=openvla", "pruner=vla_cache", "keep=0.25"])
+    out = capsys.readouterr().out.splitlines()
     expected = prefill_macs([291] * 2 + [99] * 30, 4096, 11008, [291] * 32) / 1e12
     assert float(out[-1]) == pytest.approx(expected, rel=1e-5)
     assert "99 of 291 tokens are queries, all 291 are keys" in out[3]
-    released = subprocess.run([sys.executable, "-m", "evaluate.flops", "model=openvla", "pruner=vla_cache",
-                               "pruner.candidates=130", "keep=1.0"], capture_output=True, text=True, check=True)
-    assert "161 of 291 tokens are queries" in released.stdout  # explicit candidates, whatever keep says
+    main(["model=openvla", "pruner=vla_cache", "pruner.candidates=130", "keep=1.0"])
+    assert "161 of 291 tokens are queries" in capsys.readouterr().out  # explicit candidates, whatever keep says
 
 
 @pytest.mark.parametrize("budget, keep, recomputed", [("joint", 0.25, 64), ("joint", 0.125, 32),
