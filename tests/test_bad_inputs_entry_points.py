@@ -22,7 +22,8 @@ from evaluate.config import ConfigError
 from evaluate.policies import POLICIES
 from evaluate.preflight import check_command
 from evaluate.store import RunMismatch, ResultStore
-from tests.conftest import REPO, cli_command, composed, episode_records, noop_run_dir, run_cli
+from tests.conftest import (REPO, cli_command, composed, episode_records, noop_run_dir, run_cli,
+                            run_in_one_interpreter)
 from tests.test_bad_inputs import cache, checkpoint_copy, replace  # noqa: F401  (cache: an autouse fixture)
 from tests.test_report import write_run
 from vla_pruner.models.checkpoint import CheckpointError
@@ -402,64 +403,24 @@ BENCHMARKS = [
 ]
 
 
-# One interpreter runs every case above, each as `python scripts/<name> <args>` runs it: the script's file as
-# __main__ (runpy) with that sys.argv and sys.path[0], its stdout and stderr captured, its exit status taken as the
-# interpreter takes it. Each case has its own 60 s alarm, so a script that ignores a bad argument and starts its
-# benchmark is still cut off and reported as running on, without one interpreter start-up per case.
-RUN_CASES = """
-import contextlib, io, json, runpy, signal, sys, traceback
-
-class RanOn(BaseException):
-    pass
-
-def alarm(signum, frame):
-    raise RanOn()
-
-signal.signal(signal.SIGALRM, alarm)
-cases, timeout = json.loads(sys.argv[1]), int(sys.argv[2])
-results = []
-for script, args in cases:
-    out, err, status, ran_on = io.StringIO(), io.StringIO(), 0, False
-    sys.argv, sys.path[0] = [script, *args], script.rsplit("/", 1)[0]
-    signal.alarm(timeout)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(script, run_name="__main__")
-    except SystemExit as stop:
-        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        if stop.code is not None and not isinstance(stop.code, int):
-            err.write(f"{stop.code}\\n")
-    except RanOn:
-        ran_on = True
-    except Exception:
-        err.write(traceback.format_exc())
-        status = 1
-    finally:
-        signal.alarm(0)
-    results.append({"returncode": status, "stdout": out.getvalue(), "stderr": err.getvalue(), "ran_on": ran_on})
-sys.__stdout__.write(json.dumps(results))
-"""
-
-
 @pytest.fixture(scope="module")
-def benchmark_refusals() -> dict[tuple[str, ...], dict]:
-    cases = [(str(REPO / "scripts" / argv[0]), argv[1:]) for argv, _ in BENCHMARKS]
-    result = python("-c", RUN_CASES, json.dumps(cases), "60", timeout=60 * len(cases) + 120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {tuple(argv): outcome for (argv, _), outcome in zip(BENCHMARKS, json.loads(result.stdout))}
+def benchmark_refusals(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """Every case above as `python scripts/<name> <args>`, in one interpreter (conftest.run_in_one_interpreter)."""
+    commands = [[str(REPO / "scripts" / argv[0]), *argv[1:]] for argv, _ in BENCHMARKS]
+    results = run_in_one_interpreter(commands, tmp_path_factory.mktemp("benchmarks"), timeout_each=60)
+    return {tuple(argv): result for (argv, _), result in zip(BENCHMARKS, results)}
 
 
 @pytest.mark.parametrize("argv, expected", BENCHMARKS, ids=[" ".join(a) for a, _ in BENCHMARKS])
 def test_benchmarks_refuse_meaningless_arguments_up_front(argv, expected, benchmark_refusals):
-    """Each case is still its script run as __main__ with its own argv, output and exit status (RUN_CASES), only
-    not in an interpreter of its own: a refusal that is missing, late (after the benchmark started: the case's
-    60 s alarm), another message or output on stdout still fails this case."""
+    """Each case is still its script run as __main__ with its own argv, output and exit status, only not in an
+    interpreter of its own: a refusal that is missing, late (after the benchmark started: the case's 60 s alarm),
+    another message or output on stdout still fails this case."""
     result = benchmark_refusals[tuple(argv)]
-    if result["ran_on"]:
+    if result.returncode is None:
         pytest.fail(f"{argv[0]} ran on with {argv[1:]} instead of refusing")
-    assert result["returncode"] != 0 and result["stdout"] == "", result["stdout"]
-    stderr = result["stderr"].strip()
-    assert stderr == expected or stderr.startswith(expected), result["stderr"]
+    assert result.returncode != 0 and result.stdout == "", result.stdout
+    assert result.stderr.strip() == expected or result.stderr.strip().startswith(expected), result.stderr
 
 
 # ========================================================================================= the library API
