@@ -346,14 +346,19 @@ def test_cli_refuses_cuda_without_a_gpu(tmp_path):
 
 
 def test_cli_refuses_a_truncated_checkpoint_and_the_wrong_family(fixtures_dir, tmp_path):
+    """Both commands are `python -m evaluate` with their own command line, output and exit status, run one after
+    the other in one interpreter (conftest.run_in_one_interpreter): a checkpoint let through (cut off after 60 s),
+    another last line or a traceback still fails."""
     directory = checkpoint_copy(fixtures_dir / "openvla_tiny_hf", tmp_path / "ckpt")
     replace(directory / "model.safetensors", truncated(directory / "model.safetensors"))
-    for model, checkpoint, expected in [
+    cases = [
         ("openvla", directory, f"error: cannot read {directory}/model.safetensors: not a complete safetensors file"),
         ("openvla", fixtures_dir / "openvla_oft_tiny_hf", "error: checkpoint "),
-    ]:
-        result = run_cli(f"model={model}", f"model.checkpoint={checkpoint}", f"output_root={tmp_path / 'runs'}")
-        assert result.returncode != 0 and "Traceback" not in result.stderr
+    ]
+    commands = [["-m", "evaluate", f"model={model}", f"model.checkpoint={checkpoint}",
+                 f"output_root={tmp_path / 'runs'}"] for model, checkpoint, _ in cases]
+    for (_, _, expected), result in zip(cases, run_in_one_interpreter(commands, tmp_path)):
+        assert result.returncode not in (0, None) and "Traceback" not in result.stderr, result.stderr
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith(expected), result.stderr
     assert "is an openvla_oft checkpoint" in last
