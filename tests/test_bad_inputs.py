@@ -14,7 +14,7 @@ import torch
 from evaluate.analysis import flops
 from evaluate.config import ConfigError, validate
 from evaluate.policies import POLICIES
-from tests.conftest import REPO, composed, run_cli
+from tests.conftest import REPO, composed, run_cli, run_in_one_interpreter
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 
@@ -311,13 +311,31 @@ CLI_CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def cli_refusals(tmp_path_factory) -> tuple[Path, dict[str, subprocess.CompletedProcess]]:
+    """`python -m evaluate model=openvla_tiny <overrides>` for every case, in one interpreter
+    (conftest.run_in_one_interpreter), with an empty tiny-model cache of their own; the other CLI tests here run the
+    CLI in a process of its own."""
+    root = tmp_path_factory.mktemp("cli_cases")
+    commands = [["-m", "evaluate", "model=openvla_tiny", *overrides, f"output_root={root / str(i) / 'runs'}"]
+                for i, (overrides, _) in enumerate(CLI_CASES)]
+    results = run_in_one_interpreter(commands, root, env={"VLA_PRUNER_CACHE": str(root / "cache")})
+    return root, {" ".join(overrides): result for (overrides, _), result in zip(CLI_CASES, results)}
+
+
 @pytest.mark.parametrize("overrides, expected", CLI_CASES, ids=[" ".join(o) for o, _ in CLI_CASES])
-def test_cli_prints_one_error_line(overrides, expected, tmp_path, cache):
-    result = run_cli("model=openvla_tiny", *overrides, f"output_root={tmp_path / 'runs'}")
+def test_cli_prints_one_error_line(overrides, expected, cli_refusals):
+    """Each case is still the whole CLI's `python -m evaluate` path, its own command line, output and exit status,
+    only not in an interpreter of its own: a setting let through (cut off after 60 s), another last line, a zero
+    exit status, a traceback, a tiny model built or a run directory made still fails its case."""
+    root, results = cli_refusals
+    result = results[" ".join(overrides)]
+    assert result.returncode is not None, f"{overrides} was not refused within 60 s"
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith(expected), result.stderr
     assert "Traceback" not in result.stderr
-    assert not cache.exists() and not (tmp_path / "runs").exists()
+    i = CLI_CASES.index((overrides, expected))
+    assert not (root / "cache").exists() and not (root / str(i) / "runs").exists()
 
 
 @NO_CUDA
@@ -328,14 +346,19 @@ def test_cli_refuses_cuda_without_a_gpu(tmp_path):
 
 
 def test_cli_refuses_a_truncated_checkpoint_and_the_wrong_family(fixtures_dir, tmp_path):
+    """Both commands are `python -m evaluate` with their own command line, output and exit status, run one after
+    the other in one interpreter (conftest.run_in_one_interpreter): a checkpoint let through (cut off after 60 s),
+    another last line or a traceback still fails."""
     directory = checkpoint_copy(fixtures_dir / "openvla_tiny_hf", tmp_path / "ckpt")
     replace(directory / "model.safetensors", truncated(directory / "model.safetensors"))
-    for model, checkpoint, expected in [
+    cases = [
         ("openvla", directory, f"error: cannot read {directory}/model.safetensors: not a complete safetensors file"),
         ("openvla", fixtures_dir / "openvla_oft_tiny_hf", "error: checkpoint "),
-    ]:
-        result = run_cli(f"model={model}", f"model.checkpoint={checkpoint}", f"output_root={tmp_path / 'runs'}")
-        assert result.returncode != 0 and "Traceback" not in result.stderr
+    ]
+    commands = [["-m", "evaluate", f"model={model}", f"model.checkpoint={checkpoint}",
+                 f"output_root={tmp_path / 'runs'}"] for model, checkpoint, _ in cases]
+    for (_, _, expected), result in zip(cases, run_in_one_interpreter(commands, tmp_path)):
+        assert result.returncode not in (0, None) and "Traceback" not in result.stderr, result.stderr
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith(expected), result.stderr
     assert "is an openvla_oft checkpoint" in last

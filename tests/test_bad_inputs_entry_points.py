@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ from evaluate.config import ConfigError
 from evaluate.policies import POLICIES
 from evaluate.preflight import check_command
 from evaluate.store import RunMismatch, ResultStore
-from tests.conftest import REPO, cli_command, composed, episode_records, noop_run_dir, run_cli
+from tests.conftest import (REPO, cli_command, composed, episode_records, noop_run_dir, run_cli,
+                            run_in_one_interpreter)
 from tests.test_bad_inputs import cache, checkpoint_copy, replace  # noqa: F401  (cache: an autouse fixture)
 from tests.test_report import write_run
 from vla_pruner.models.checkpoint import CheckpointError
@@ -287,46 +289,77 @@ def python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
-def one_run(tmp_path) -> Path:
-    root = tmp_path / "runs"
-    write_run(root, "libero_spatial", "none", 1.0, 7, {0: [True, False]}, total_ms=100.0)
-    return root
-
-
 COMMANDS = {"report": ["-m", "evaluate.report"], "collect": [str(REPO / "scripts" / "collect.py")]}
+OUT_CASES = ["a file", "under a file"]
+PAPERS = [b"\x89PNG\r\n\x1a\n\0\0binary", b"a,b\n1,2\n", b"", b'"unclosed\n1,2']
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize("case", ["a file", "under a file"])
-def test_an_out_that_cannot_be_a_directory_is_one_line(command, case, one_run, tmp_path):
-    (tmp_path / "file").write_text("mine")
-    out = tmp_path / "file" if case == "a file" else tmp_path / "file" / "results"
-    result = python(*COMMANDS[command], str(one_run), "--out", str(out))
-    assert result.returncode != 0
-    assert last_line(result).startswith(f"error: output directory {out} is not writable"), result.stderr
-    assert (tmp_path / "file").read_text() == "mine"
+def _one_run(root: Path) -> Path:
+    write_run(root / "runs", "libero_spatial", "none", 1.0, 7, {0: [True, False]}, total_ms=100.0)
+    return root / "runs"
 
 
-@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\0\0binary", b"a,b\n1,2\n", b"", b'"unclosed\n1,2'])
-def test_collect_refuses_a_paper_file_that_is_not_the_papers_table(content, one_run, tmp_path):
-    paper = tmp_path / "paper.csv"
+def _unwritable_out(root: Path, command: str, case: str) -> list[str]:
+    (root / "file").write_text("mine")
+    out = root / "file" if case == "a file" else root / "file" / "results"
+    return [*COMMANDS[command], str(_one_run(root)), "--out", str(out)]
+
+
+def _not_the_paper(root: Path, content: bytes) -> list[str]:
+    paper = root / "paper.csv"
     paper.write_bytes(content)
-    result = python(str(REPO / "scripts" / "collect.py"), str(one_run), "--paper", str(paper),
-                    "--out", str(tmp_path / "out"))
-    assert result.returncode != 0
-    assert last_line(result).startswith(f"error: --paper {paper} is not the paper's table"), result.stderr
+    return [*COMMANDS["collect"], str(_one_run(root)), "--paper", str(paper), "--out", str(root / "out")]
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_records_with_wrong_field_types_are_a_warning(command, one_run, tmp_path):
-    [path] = one_run.rglob("task00.jsonl")
+def _mistyped_records(root: Path, command: str) -> list[str]:
+    [path] = _one_run(root).rglob("task00.jsonl")
     good = json.loads(path.read_text().splitlines()[0])
     with path.open("a") as f:
         f.write(json.dumps({**good, "init_index": "two", "task_id": 0}) + "\n")
         f.write(json.dumps({**good, "init_index": 5, "success": "yes"}) + "\n")
         f.write(json.dumps({**good, "init_index": 6, "queries": "many"}) + "\n")
-    result = python(*COMMANDS[command], str(one_run), "--out", str(tmp_path / "out"))
+    return [*COMMANDS[command], str(root / "runs"), "--out", str(root / "out")]
+
+
+@pytest.fixture(scope="module")
+def report_and_collect(tmp_path_factory) -> dict[tuple, tuple[Path, subprocess.CompletedProcess]]:
+    """Each case of the three tests below, in a directory of its own, run as `python <command>`: all in one
+    interpreter (conftest.run_in_one_interpreter), not one each. Each is still the command's own __main__ with its
+    own argv, output and exit status, so a refusal or warning that is missing or different still fails its case."""
+    base = tmp_path_factory.mktemp("report_and_collect")
+    cases = {("out", command, case): partial(_unwritable_out, command=command, case=case)
+             for command in COMMANDS for case in OUT_CASES}
+    cases |= {("paper", content): partial(_not_the_paper, content=content) for content in PAPERS}
+    cases |= {("records", command): partial(_mistyped_records, command=command) for command in COMMANDS}
+    roots = {key: base / f"case{i}" for i, key in enumerate(cases)}
+    commands = []
+    for key, prepare in cases.items():
+        roots[key].mkdir()
+        commands.append(prepare(roots[key]))
+    return {key: (roots[key], result) for key, result in zip(cases, run_in_one_interpreter(commands, base))}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_an_out_that_cannot_be_a_directory_is_one_line(command, case, report_and_collect):
+    root, result = report_and_collect["out", command, case]
+    out = root / "file" if case == "a file" else root / "file" / "results"
+    assert result.returncode not in (0, None), result.stdout
+    assert last_line(result).startswith(f"error: output directory {out} is not writable"), result.stderr
+    assert (root / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("content", PAPERS)
+def test_collect_refuses_a_paper_file_that_is_not_the_papers_table(content, report_and_collect):
+    root, result = report_and_collect["paper", content]
+    assert result.returncode not in (0, None), result.stdout
+    assert last_line(result).startswith(f"error: --paper {root / 'paper.csv'} is not the paper's table"), result.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_records_with_wrong_field_types_are_a_warning(command, report_and_collect):
+    root, result = report_and_collect["records", command]
+    [path] = (root / "runs").rglob("task00.jsonl")
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 3 and all(str(path) in w for w in warnings), result.stderr
@@ -402,11 +435,21 @@ BENCHMARKS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def benchmark_refusals(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """Every case above as `python scripts/<name> <args>`, in one interpreter (conftest.run_in_one_interpreter)."""
+    commands = [[str(REPO / "scripts" / argv[0]), *argv[1:]] for argv, _ in BENCHMARKS]
+    results = run_in_one_interpreter(commands, tmp_path_factory.mktemp("benchmarks"), timeout_each=60)
+    return {tuple(argv): result for (argv, _), result in zip(BENCHMARKS, results)}
+
+
 @pytest.mark.parametrize("argv, expected", BENCHMARKS, ids=[" ".join(a) for a, _ in BENCHMARKS])
-def test_benchmarks_refuse_meaningless_arguments_up_front(argv, expected):
-    try:
-        result = python(str(REPO / "scripts" / argv[0]), *argv[1:], timeout=60)
-    except subprocess.TimeoutExpired:
+def test_benchmarks_refuse_meaningless_arguments_up_front(argv, expected, benchmark_refusals):
+    """Each case is still its script run as __main__ with its own argv, output and exit status, only not in an
+    interpreter of its own: a refusal that is missing, late (after the benchmark started: the case's 60 s alarm),
+    another message or output on stdout still fails this case."""
+    result = benchmark_refusals[tuple(argv)]
+    if result.returncode is None:
         pytest.fail(f"{argv[0]} ran on with {argv[1:]} instead of refusing")
     assert result.returncode != 0 and result.stdout == "", result.stdout
     assert result.stderr.strip() == expected or result.stderr.strip().startswith(expected), result.stderr

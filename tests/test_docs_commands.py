@@ -6,9 +6,10 @@ import re
 import runpy
 import shlex
 import subprocess
-import sys
+import tempfile
 from dataclasses import fields
 from functools import lru_cache
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from evaluate.config import CONFIG_DIR, check_group_overrides, group_choices
 from evaluate.fidelity.config import FidelityArgs
 from evaluate.preflight import command_points
 from evaluate.serve.options import OPTION_KEYS
-from tests.conftest import REPO
+from tests.conftest import REPO, run_in_one_interpreter
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 GROUPS = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra"}
@@ -52,10 +53,25 @@ def shown_commands() -> list[tuple[str, list[str]]]:
 COMMANDS = shown_commands()
 
 
+def help_targets() -> list[tuple[str, ...]]:
+    """The modules (`-m module`) and scripts whose flags a shown command is checked against (check_command)."""
+    targets = {("-m", argv[1]) if argv[0] == "-m" else (argv[0],) for _, argv in COMMANDS
+               if argv[0] != "-m" or (argv[1] != "pytest" and argv[1] not in OWN_KEYS)}
+    return sorted(targets)
+
+
 @lru_cache(maxsize=None)
+def help_texts() -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """`python <target> --help` of every target, all in one interpreter (conftest.run_in_one_interpreter: each its
+    own __main__, argv, output and exit status) rather than one start-up each."""
+    targets = help_targets()
+    with tempfile.TemporaryDirectory() as directory:
+        results = run_in_one_interpreter([[*t, "--help"] for t in targets], Path(directory))
+    return dict(zip(targets, results))
+
+
 def help_text(*target: str) -> str:
-    result = subprocess.run([sys.executable, *target, "--help"], cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
+    result = help_texts()[target]
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 

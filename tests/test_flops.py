@@ -3,7 +3,6 @@ non-causal attention: the same convention as ours, so the counts must agree exac
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import timm
@@ -15,7 +14,7 @@ from evaluate.analysis.flops import model_dims
 from vla_pruner.macs import layer_macs, prefill_macs, pruned_schedule
 from vla_pruner.models.openvla.cost import DEFAULT_PROMPT_TOKENS, LlmDims, VlaDims, full_query_macs, llm_pass_macs, vit_dims
 from vla_pruner.pruning import DEFAULT_PRUNE_LAYER, budget
-from tests.conftest import REPO
+from tests.conftest import run_in_one_interpreter
 
 
 def query_schedule(dims: VlaDims, keep: float, prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
@@ -141,7 +140,7 @@ def test_a_missing_checkpoint_beside_a_present_one_says_nothing(caplog, fixtures
     assert dims.llm.num_layers != 32 and caplog.records == []
 
 
-@pytest.mark.parametrize("overrides, d, m, schedule", [
+CLI_CASES = [
     (["model=openvla", "pruner=fastv", "keep=0.5"], 4096, 11008, [291] * 3 + [35 + 128] * 29),
     (["model=openvla", "pruner=none", "keep=0.25"], 4096, 11008, [291] * 32),  # the dense model whatever keep says
     # progressive SparseVLM: cuts after layers 2, 6, 15 to 114, 51, 23 visual tokens (layer average 64 = 0.25 * 256)
@@ -149,10 +148,23 @@ def test_a_missing_checkpoint_beside_a_present_one_says_nothing(caplog, fixtures
      [291] * 3 + [35 + 114] * 4 + [35 + 51] * 9 + [35 + 23] * 16),
     (["model=openvla_tiny", "keep=0.25", "prompt_tokens=20", "pruner=fastv", "pruner.prune_layer=2"], 128, 344,
      [276] * 2 + [20 + 64] * 6),
-])
-def test_cli_prints_pruned_count_last_without_weights(overrides, d, m, schedule):
-    result = subprocess.run([sys.executable, "-m", "evaluate.flops", *overrides],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
+]
+
+
+@pytest.fixture(scope="module")
+def flops_commands(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """`python -m evaluate.flops <overrides>` of every case, in one interpreter (conftest.run_in_one_interpreter:
+    each its own __main__, argv, output and exit status) rather than one start-up each."""
+    commands = [["-m", "evaluate.flops", *overrides] for overrides, *_ in CLI_CASES]
+    results = run_in_one_interpreter(commands, tmp_path_factory.mktemp("flops"))
+    return {" ".join(overrides): result for (overrides, *_), result in zip(CLI_CASES, results)}
+
+
+@pytest.mark.parametrize("overrides, d, m, schedule", CLI_CASES)
+def test_cli_prints_pruned_count_last_without_weights(overrides, d, m, schedule, flops_commands):
+    """Each case is still the command's own __main__ with its own argv, output and exit status (flops_commands): a
+    wrong count, a missing dense count or a failed exit still fails its case."""
+    result = flops_commands[" ".join(overrides)]
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     dense = prefill_macs([schedule[0]] * len(schedule), d, m) / 1e12

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,19 @@ import pytest
 import yaml
 
 from vla_pruner.macs import layer_macs
+from evaluate.analysis.ablation import main as ablation_main
 from evaluate.analysis.metrics import query_metrics
 from evaluate.analysis.report import load_runs, method_table, suite_table, task_table, write_report
 from evaluate.analysis.stats import mcnemar_exact, wilson_interval
 from evaluate.store import EpisodeRecord, ResultStore
 from tests.conftest import REPO
+
+
+def collect(*argv: str) -> None:
+    """scripts/collect.py's main(argv) in this process, for the tests that read its tables: `python
+    scripts/collect.py ARGS` is main() on ARGS and nothing else; the command as a process is
+    test_collect_fails_clearly_without_the_paper_table's and test_bad_inputs_entry_points'."""
+    runpy.run_path(str(REPO / "scripts" / "collect.py"))["main"](list(argv))
 
 PROMPT = 35  # non-visual tokens of the prompt
 D, M, L = 4096, 11008, 32  # OpenVLA-7B's Llama-2
@@ -152,9 +161,7 @@ def test_report_writes_csv_markdown_latex_and_plots(runs, tmp_path):
 
 
 def test_collect_puts_paper_numbers_beside_ours(runs, tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(runs), "--out", str(tmp_path)],
-                            capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
+    collect(str(runs), "--out", str(tmp_path))
     table = pd.read_csv(tmp_path / "table1_vs_paper.csv")
     dense = table[(table.model == "openvla") & (table.method == "Dense")].iloc[0]
     assert dense.spatial == 100.0 and dense.spatial_paper == 87.6 and dense.spatial_diff == pytest.approx(12.4)
@@ -245,9 +252,7 @@ def test_ablation_command_writes_the_table_and_the_plot(tmp_path):
                   warmup_ms=190.0 if options else None, options=options)
     write_run(tmp_path / "runs", "libero_object", "vla", 0.25, 7, {0: [False, True]}, total_ms=80.0,
               warmup_ms=190.0, options={"dense_warmup": 3, "criterion": "action_only"})
-    result = subprocess.run([sys.executable, "-m", "evaluate.ablation", str(tmp_path / "runs"), "--out",
-                             str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
+    ablation_main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])  # `python -m evaluate.ablation ARGS`
     table = pd.read_csv(tmp_path / "out" / "ablation.csv")
     row = table[table.method.str.startswith("VLA-Pruner")].iloc[0]
     assert (row.options, row.dense_warmup, row.episodes, row.successes) == ("criterion=action_only", 3, 2, 1)
@@ -272,9 +277,7 @@ def test_collect_sets_only_the_papers_model_beside_the_paper_and_names_every_che
     cfg = yaml.safe_load((dense / "config.yaml").read_text())
     cfg["model"]["checkpoints"] = {"libero_object": "openvla/openvla-7b-finetuned-libero-object"}
     (dense / "config.yaml").write_text(yaml.safe_dump(cfg))
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(runs), "--out", str(tmp_path)],
-                            capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
+    collect(str(runs), "--out", str(tmp_path))
     table = pd.read_csv(tmp_path / "table1_vs_paper.csv")
     oft = table[table.model == "openvla_oft"]
     assert sorted(oft.method) == ["Dense", "FastV"] and set(oft.reading) == {"not the paper's model"}

@@ -19,7 +19,7 @@ from evaluate.analysis.report import load_runs, method_table, success_stats, sui
 from evaluate.config import run_identity
 from evaluate.store import EpisodeRecord, ResultStore
 from tests.conftest import REPO, composed
-from test_report import vla_query
+from test_report import collect, vla_query
 
 
 
@@ -78,9 +78,7 @@ def test_two_ablation_variants_are_two_rows_with_readable_labels(tmp_path):
     out = tmp_path / "results"
     write_report(rs, out)
     assert markdown_column(out / "table1.md", "method") == list(table.index)
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(root), "--out", str(out)],
-                            capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
+    collect(str(root), "--out", str(out))
     ours = pd.read_csv(out / "table1_vs_paper.csv").query("retention_pct == 25 and model == 'openvla'")
     ours = ours.set_index("method")
     assert ours.loc["VLA-Pruner", "spatial"] == 50.0 and ours.loc["VLA-Pruner", "spatial_paper"] > 0
@@ -233,10 +231,7 @@ def test_zero_and_full_success_over_500_episodes_plot(tmp_path):
 def test_collect_compares_both_readings_of_vla_pruner_with_the_papers_row(tmp_path):
     """`pruner=vla` (the paper's reading) and `pruner=vla_released` (the released code) both sit beside the paper's
     VLA-Pruner numbers, labelled by reading."""
-    import subprocess
-    import sys
-
-    from tests.test_report import REPO, write_run
+    from tests.test_report import write_run
 
     write_run(tmp_path, "libero_spatial", "vla", 0.25, 7, {0: [True]}, total_ms=80.0)
     released = write_run(tmp_path, "libero_spatial", "vla_released", 0.25, 7, {0: [False]}, total_ms=80.0)
@@ -246,9 +241,7 @@ def test_collect_compares_both_readings_of_vla_pruner_with_the_papers_row(tmp_pa
     preset = composed("pruner=vla_released", "model=openvla_tiny")
     cfg["pruner"] = OmegaConf.to_container(preset.pruner, resolve=True)
     (released / "config.yaml").write_text(yaml.safe_dump(cfg))
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "collect.py"), str(tmp_path), "--out",
-                             str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
+    collect(str(tmp_path), "--out", str(tmp_path / "out"))
     table = pd.read_csv(tmp_path / "out" / "table1_vs_paper.csv")
     rows = table[(table.model == "openvla") & (table.retention_pct == 25)].set_index("method")
     assert rows.loc["VLA-Pruner", "reading"] == "paper"
