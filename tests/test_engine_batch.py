@@ -203,7 +203,7 @@ def test_batch_equals_batch_one(request, family, case_id, config, keep, queries,
                                            msg=lambda message, name=name: f"sample {sample}, {name}: {message}")
         assert_same_pruning(state, [a[1] for a in alone], twins)
         check_groups(case_id, query, state)
-        gates += [bool(t.selections[0].extra["gated"]) for t in state.traces if t.selections[0].extra]
+        gates += [bool(t.selections[0].extra["gated"]) for t in state.traces if t.selections and t.selections[0].extra]
     if case_id == "gated_vla_cache":  # the batch mixed gated and reusing samples
         assert True in gates and False in gates[BATCH:], gates
 
