@@ -9,13 +9,14 @@ pytestmark = pytest.mark.sim
 
 PRUNERS = ("none", "random", "fastv", "sparsevlm", "vla", "divprune", "vla_cache")
 # model: (max steps, actions per query, the pruners of its multirun). Steps: enough policy queries for every pruner
-# of the multirun to show its pattern. OpenVLA (one action a query): 5 queries, so VLA-Pruner (window 3) leaves its
-# dense warm-up and prunes. OpenVLA-OFT (8 actions a query): 2 queries (VLA-Cache's dense first query, then its
-# reuse); its VLA-Pruner, which needs 4 queries (32 simulator steps) to prune once, runs in the OFT episode of
+# of the multirun to show its pattern. OpenVLA (one action a query): 4 queries, so VLA-Pruner (window 3) leaves its
+# dense warm-up and prunes once (check_run asks for that pruned query: 3 steps would fail it). OpenVLA-OFT (8 actions
+# a query): 2 queries (VLA-Cache's dense first query, then its reuse); its VLA-Pruner, which needs 4 queries (32
+# simulator steps) to prune once, runs in the OFT episode of
 # test_fastv_with_the_same_dense_warmup_as_vla_pruner_charges_it_in_the_headline_cost (a multirun of fastv and vla
 # at 32 steps, checked by `check_run` below) rather than holding the six other OFT episodes at 32 steps each.
 OFT_STEPS = 16
-CASES = {"openvla_tiny": (5, 1, PRUNERS),
+CASES = {"openvla_tiny": (4, 1, PRUNERS),
          "openvla_oft_tiny": (OFT_STEPS, 8, tuple(p for p in PRUNERS if p != "vla"))}
 
 
