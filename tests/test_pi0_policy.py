@@ -135,17 +135,3 @@ def test_a_checkpoint_without_tokenizer_is_refused(fixtures_dir):
     cfg = composed("model=pi0", f"model.checkpoint={fixtures_dir / 'pi0_tiny_lerobot'}")
     with pytest.raises(ConfigError, match="no tokenizer in .*paligemma_tokenizer.model"):
         validate(cfg, POLICIES)
-
-
-@pytest.mark.sim
-def test_real_libero_episode_through_the_cli(tmp_path):
-    result = run_cli("model=pi0_tiny", "suite=libero_object", "tasks=[0]", "episodes_per_task=1",
-                     "suite.max_steps=12", f"output_root={tmp_path}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    import json
-
-    run_dir = tmp_path / "pi0_tiny" / "libero_object" / "none-keep1.0" / "seed7"
-    (record,) = [json.loads(line) for line in (run_dir / "episodes" / "task00.jsonl").read_text().splitlines()]
-    assert record["status"] == "ok" and record["steps"] == 12 and len(record["queries"]) == 3  # 5 + 5 + 2
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["policy"]["relative_actions"] is False and summary["policy"]["replan_steps"] == 5

@@ -257,16 +257,20 @@ def test_vla_cache_is_refused_before_weights_load(tmp_path):
 
 @pytest.mark.sim
 def test_every_pruner_runs_real_libero_episodes(tmp_path):
-    """One multirun: 8 steps at 2 actions per query = 4 queries, so VLA-Pruner (window 3) prunes the last."""
+    """One multirun at pi0's own replan_steps (5 actions of each 50-action chunk): 17 steps = 5 + 5 + 5 + 2, 4
+    queries, so VLA-Pruner (window 3) prunes the last, and the short last chunk is cut at the step limit. Its `none`
+    run is also pi0's plain episode through the CLI (once a test of its own, which cost another interpreter, model
+    load and simulator): absolute actions and replan_steps 5 as its summary says; a changed default replan_steps,
+    or a chunk not cut at the limit, changes the query count and fails here."""
     stems = PRESETS
     result = run_cli("-m", "model=pi0_tiny", f"pruner={','.join(stems)}", "keep=0.25", "suite=libero_object",
-                     "tasks=[0]", "episodes_per_task=1", "suite.max_steps=8", "model.replan_steps=2",
-                     f"output_root={tmp_path}", timeout=1500)
+                     "tasks=[0]", "episodes_per_task=1", "suite.max_steps=17", f"output_root={tmp_path}",
+                     timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     for stem in stems:
         [run_dir] = (tmp_path / "pi0_tiny" / "libero_object").glob(f"{stem}-keep0.25*/seed7")
         [record] = [json.loads(line) for line in (run_dir / "episodes" / "task00.jsonl").read_text().splitlines()]
-        assert record["status"] == "ok" and record["steps"] == 8 and len(record["queries"]) == 4, stem
+        assert record["status"] == "ok" and record["steps"] == 17 and len(record["queries"]) == 4, stem
         kept = [q["kept_visual"] for q in record["queries"]]
         expected = {"none": [512] * 4, "vla": [512] * 3 + [128], "vla_released": [512] * 3 + [128]}
         assert kept == expected.get(stem, [128] * 4), (stem, kept)
@@ -274,3 +278,4 @@ def test_every_pruner_runs_real_libero_episodes(tmp_path):
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["policy"]["pruner"]["name"] == ("vla" if stem == "vla_released" else stem)
         assert summary["cost"]["prefill_tmacs_mean"] > 0
+        assert summary["policy"]["relative_actions"] is False and summary["policy"]["replan_steps"] == 5

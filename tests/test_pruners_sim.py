@@ -9,13 +9,14 @@ pytestmark = pytest.mark.sim
 
 PRUNERS = ("none", "random", "fastv", "sparsevlm", "vla", "divprune", "vla_cache")
 # model: (max steps, actions per query, the pruners of its multirun). Steps: enough policy queries for every pruner
-# of the multirun to show its pattern. OpenVLA (one action a query): 5 queries, so VLA-Pruner (window 3) leaves its
-# dense warm-up and prunes. OpenVLA-OFT (8 actions a query): 2 queries (VLA-Cache's dense first query, then its
-# reuse); its VLA-Pruner, which needs 4 queries (32 simulator steps) to prune once, runs in the OFT episode of
+# of the multirun to show its pattern. OpenVLA (one action a query): 4 queries, so VLA-Pruner (window 3) leaves its
+# dense warm-up and prunes once (check_run asks for that pruned query: 3 steps would fail it). OpenVLA-OFT (8 actions
+# a query): 2 queries (VLA-Cache's dense first query, then its reuse); its VLA-Pruner, which needs 4 queries (32
+# simulator steps) to prune once, runs in the OFT episode of
 # test_fastv_with_the_same_dense_warmup_as_vla_pruner_charges_it_in_the_headline_cost (a multirun of fastv and vla
-# at 40 steps, checked by `check_run` below) rather than holding the six other OFT episodes at 32 steps each.
+# at 32 steps, checked by `check_run` below) rather than holding the six other OFT episodes at 32 steps each.
 OFT_STEPS = 16
-CASES = {"openvla_tiny": (5, 1, PRUNERS),
+CASES = {"openvla_tiny": (4, 1, PRUNERS),
          "openvla_oft_tiny": (OFT_STEPS, 8, tuple(p for p in PRUNERS if p != "vla"))}
 
 
@@ -65,22 +66,26 @@ def test_fastv_with_the_same_dense_warmup_as_vla_pruner_charges_it_in_the_headli
 
     The same multirun runs VLA-Pruner on OpenVLA-OFT, whose own dense warm-up is those 3 queries (its default, so
     its run is plain `vla`): its episode is checked as test_every_pruner_runs_real_episodes checks every pruner's,
-    which leaves that test's OFT episodes short (2 queries) and this one the only OFT episode long enough (5
-    queries) for VLA-Pruner to prune."""
+    which leaves that test's OFT episodes short (2 queries) and this one the only OFT episode long enough for
+    VLA-Pruner to prune.
+
+    32 steps (4 queries: 3 warm-up, 1 pruned) is the shortest episode that still tells the cases apart: a warm-up not
+    run dense, not marked, or left out of the headline cost changes kept_visual or the episode mean (which must
+    differ from the pruned-only mean), and VLA-Pruner's one pruned query is what check_run asks of it."""
     # ++: a multirun composes the default pruner (none, which has no dense_warmup) before its points
     result = run_cli("-m", "model=openvla_oft_tiny", "pruner=fastv,vla", "++pruner.dense_warmup=3", "keep=0.25",
-                     "suite=libero_spatial", "tasks=[0]", "episodes_per_task=1", "suite.max_steps=40",
+                     "suite=libero_spatial", "tasks=[0]", "episodes_per_task=1", "suite.max_steps=32",
                      f"output_root={tmp_path}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     check_run(tmp_path / "openvla_oft_tiny" / "libero_spatial" / "vla-keep0.25" / "seed7", "openvla_oft_tiny", "vla",
-              40, 8)
+              32, 8)
     run_dir = tmp_path / "openvla_oft_tiny" / "libero_spatial" / "fastv,dense_warmup=3-keep0.25" / "seed7"
     [record] = [json.loads(line) for line in (run_dir / "episodes" / "task00.jsonl").read_text().splitlines()]
     queries = record["queries"]
-    assert [q["kept_visual"] for q in queries] == [512] * 3 + [128] * 2
-    assert [q["warmup"] for q in queries] == [True] * 3 + [False] * 2
+    assert [q["kept_visual"] for q in queries] == [512] * 3 + [128]
+    assert [q["warmup"] for q in queries] == [True] * 3 + [False]
     assert json.loads((run_dir / "run_identity.json").read_text())["pruner"]["dense_warmup"] == 3
     cost = json.loads((run_dir / "summary.json").read_text())["cost"]
-    assert cost["kept_visual_mean"] == pytest.approx((3 * 512 + 2 * 128) / 5)  # the episode's: warm-up included
+    assert cost["kept_visual_mean"] == pytest.approx((3 * 512 + 128) / 4)  # the episode's: warm-up included
     assert cost["kept_visual_mean_pruned"] == 128
     assert cost["prefill_tmacs_mean"] > cost["prefill_tmacs_mean_pruned"] > 0

@@ -1,5 +1,5 @@
 """The harness on both sides of vla-eval's model-server protocol, in the real simulator (issue 39), with the trained
-policy on the task it was trained on, two episodes of 40 steps:
+policy on the task it was trained on, two episodes (of 40 steps, but the second in-process/remote one of 16):
 
 - vla-eval's own LIBERO benchmark (`vla-eval run --no-docker`) against `python -m evaluate.serve`: its episodes end as
   the server recorded them, and the server's records are a run directory the report reads, FLOPs included;
@@ -101,9 +101,15 @@ class Recording:
         return self.env.step(action)
 
 
+STEPS = ((0, 40), (1, 16))  # (init index, steps) of test_remote_episodes_equal_in_process_ones
+
+
 def test_remote_episodes_equal_in_process_ones(tmp_path):
     """Episodes 0 and 1, in this process and through our server over the protocol: the same actions, bit for bit,
-    the same outcomes, and the server records them with the queries the in-process run made."""
+    the same outcomes, and the server records them with the queries the in-process run made. Episode 0 runs the
+    server's 40 steps (5 chunks); episode 1, which only has to show the session starting the next episode afresh
+    (a chunk or pruner state left from episode 0 would change its first actions), stops at 16 (two chunks, one
+    boundary) on both sides, and the server must record the 16 the client ran."""
     from evaluate.envs.suites import suite_benchmark
     from evaluate.policies import build_policy, cameras_for
     from evaluate.policies.remote import RemotePolicy
@@ -117,21 +123,21 @@ def test_remote_episodes_equal_in_process_ones(tmp_path):
     policy = build_policy(cfg)
     env = Recording(open_env(benchmark, task, cameras_for(cfg), cfg))
     try:
-        here = [run_episode(env, policy, episode_context(cfg, task, i), 40) for i in (0, 1)]
+        here = [run_episode(env, policy, episode_context(cfg, task, i), n) for i, n in STEPS]
         records = ServedRecords(cfg)
         records.start(policy.describe(), {})
         with vla_eval.serve_background(HarnessServer(cfg, policy, records)) as handle:
             remote = RemotePolicy(handle.url, 60.0)
-            there = [run_episode(env, remote, episode_context(cfg, task, i), 40) for i in (0, 1)]
+            there = [run_episode(env, remote, episode_context(cfg, task, i), n) for i, n in STEPS]
             _wait_for(lambda: len(episode_records(tmp_path / RUN)) == 2, "the server's records of both episodes")
     finally:
         env.env.close()
     in_process, served = env.actions[:2], env.actions[2:]
-    for mine, theirs in zip(in_process, served):
-        assert len(mine) == len(theirs) == 40
+    for mine, theirs, (_, n) in zip(in_process, served, STEPS):
+        assert len(mine) == len(theirs) == n
         np.testing.assert_array_equal(np.stack(mine), np.stack(theirs))
     assert [(r.success, r.steps) for r in here] == [(r.success, r.steps) for r in there]
-    assert [len(r.queries) for r in there] == [40, 40]  # one round trip per step
+    assert [len(r.queries) for r in there] == [n for _, n in STEPS]  # one round trip per step
     recorded = {r["init_index"]: r for r in episode_records(tmp_path / RUN)}
     for mine in here:
         theirs = recorded[mine.init_index]
