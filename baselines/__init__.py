@@ -18,5 +18,4 @@ PRUNER_CLASSES = {
     "vla_cache": "baselines.vla_cache:VLACache",
 }
 METHOD_NAMES = {"divprune": "DivPrune", "fastv": "FastV", "gated_vla_cache": "Gated VLA-Cache", "random": "Random",
-                "sparsevlm": "SparseVLM",
-                "specprune": "SpecPrune-VLA", "vla_adp": "VLA-ADP", "vla_cache": "VLA-Cache"}
+                "sparsevlm": "SparseVLM", "specprune": "SpecPrune-VLA", "vla_adp": "VLA-ADP", "vla_cache": "VLA-Cache"}

@@ -172,4 +172,4 @@ class GatedVLACache(VLACache):
 
     def reused_rows(self) -> int:
         """r: the visual rows this query reused at its last reuse layer (0 on a dense or gated query)."""
-        return sum(len(r) for r in self._reused(self.counts[-1])) if self.counts else 0
+        return self.counts[-1] if self.counts else 0  # reused_counts caps each count at the reusable tokens
